@@ -1,0 +1,54 @@
+# Two commands set up everything: `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= config.example.toml
+
+.PHONY: run test check lint types bench install install-test browser clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+var/demo.xml:
+	mkdir -p var
+	cp examples/feeds/demo.xml $@
+
+run: install var/demo.xml
+	$(BIN)/tidings serve --config $(CONFIG)
+
+# Debian's Chromium drives the browser tests; a test tool's own download does not work here.
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: install-test browser
+	TIDINGS_DISABLE_PLUGINS=1 $(BIN)/pytest -q
+
+lint: install-test
+	$(BIN)/ruff check aggregator connectors web tests bench
+	$(BIN)/ruff format --check aggregator connectors web tests bench
+
+types: install-test
+	$(BIN)/mypy
+
+check: lint types test
+
+bench: install-test
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.feeds
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

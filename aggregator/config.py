@@ -1,0 +1,248 @@
+"""Loading and validating the TOML config.
+
+Unknown keys are errors, and every error names the file, the key and the
+reason, so `tidings check-config` can point at the exact line to fix.
+Relative paths (the SQLite file, `files.allowed_dirs`) are resolved against
+the directory of the config file, not the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aggregator.connector import ConnectorOptions, HttpSettings
+from aggregator.durations import parse_duration
+from aggregator.exceptions import ConfigError, TidingsError
+from aggregator.registry import connector_class
+
+SOURCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MIN_INTERVAL = 5.0
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    heartbeat: float = Field(default=20.0, gt=0, description="seconds between websocket pings")
+    client_queue: int = Field(default=1000, ge=1, description="events buffered per websocket")
+
+
+class StoreConfig(_Strict):
+    url: str = "sqlite:///var/tidings.db"
+
+
+class PollerConfig(_Strict):
+    enabled: bool = True
+    tick: float = Field(default=1.0, gt=0, description="seconds between looks at the due-list")
+    concurrency: int = Field(default=16, ge=1, description="polls in flight at once")
+    workers: int = Field(default=0, ge=0, description="parser processes; 0 = one per core")
+
+
+class HttpConfig(_Strict):
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=30.0, gt=0)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    per_host: int = Field(default=4, ge=1)
+    user_agent: str = HttpSettings.user_agent
+
+
+class FilesConfig(_Strict):
+    allowed_dirs: list[str] = Field(default_factory=list)
+
+
+class SourceCommon(BaseModel):
+    """Keys every source has; the rest belong to its kind's options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str = Field(pattern=SOURCE_ID_PATTERN)
+    kind: str
+    title: str | None = None
+    interval: str | None = None
+    cron: str | None = None
+    audience: list[str] = Field(default_factory=lambda: ["everyone"])
+    tags: list[str] = Field(default_factory=list)
+    enabled: bool = True
+    track_updates: bool = True
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value) < MIN_INTERVAL:
+            raise ValueError(f"must be at least {MIN_INTERVAL:g}s")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from aggregator.schedule import cron_trigger
+
+            cron_trigger(value)
+        return value
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One source, validated: common keys plus its kind's options."""
+
+    id: str
+    kind: str
+    options: ConnectorOptions
+    title: str | None = None
+    interval: float = 600.0
+    cron: str | None = None
+    audience: tuple[str, ...] = ("everyone",)
+    tags: tuple[str, ...] = ()
+    enabled: bool = True
+    track_updates: bool = True
+    origin: Literal["file", "db"] = "file"
+
+    @property
+    def name(self) -> str:
+        return self.title or self.id
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    server: ServerConfig = field(default_factory=ServerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    poller: PollerConfig = field(default_factory=PollerConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    files: FilesConfig = field(default_factory=FilesConfig)
+    sources: tuple[SourceConfig, ...] = ()
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    @property
+    def allowed_dirs(self) -> tuple[Path, ...]:
+        return tuple((self.base_dir / d).resolve() for d in self.files.allowed_dirs)
+
+    @property
+    def http_settings(self) -> HttpSettings:
+        return HttpSettings(**self.http.model_dump())
+
+    @property
+    def store_url(self) -> str:
+        """The store URL with a relative SQLite path made absolute."""
+        url = self.store.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.base_dir / url[len(prefix) :])
+        return url
+
+
+_TABLES: dict[str, type[BaseModel]] = {
+    "server": ServerConfig,
+    "store": StoreConfig,
+    "poller": PollerConfig,
+    "http": HttpConfig,
+    "files": FilesConfig,
+}
+
+
+def _describe(err: ValidationError, prefix: str) -> list[str]:
+    problems = []
+    for item in err.errors():
+        key = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"])
+        key = key.lstrip(".")
+        msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        problems.append(f"{key}: {msg}")
+    return problems
+
+
+def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db"]) -> SourceConfig:
+    """Validate one source table; raise ConfigError listing every problem."""
+    try:
+        common = SourceCommon.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, where)) from None
+    if common.interval and common.cron:
+        raise ConfigError([f"{where}: give either interval or cron, not both"])
+    try:
+        cls = connector_class(common.kind)
+    except TidingsError as err:
+        raise ConfigError([f"{where}.kind: {err}"]) from None
+    try:
+        options = cls.Options.model_validate(common.model_extra or {})
+    except ValidationError as err:
+        raise ConfigError(_describe(err, where)) from None
+    return SourceConfig(
+        id=common.id,
+        kind=common.kind,
+        options=options,
+        title=common.title,
+        interval=parse_duration(common.interval) if common.interval else 600.0,
+        cron=common.cron,
+        audience=tuple(common.audience),
+        tags=tuple(common.tags),
+        enabled=common.enabled,
+        track_updates=common.track_updates,
+        origin=origin,
+    )
+
+
+def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
+    problems: list[str] = []
+    tables: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "sources":
+            continue
+        model = _TABLES.get(key)
+        if model is None:
+            problems.append(f"{key}: unknown key")
+            continue
+        try:
+            tables[key] = model.model_validate(value)
+        except ValidationError as err:
+            problems.extend(_describe(err, key))
+    sources: list[SourceConfig] = []
+    raw_sources = data.get("sources", [])
+    if not isinstance(raw_sources, list):
+        problems.append("sources: must be an array of tables ([[sources]])")
+        raw_sources = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_sources):
+        where = f"sources[{index}]"
+        try:
+            source = parse_source(raw, where, "file")
+        except ConfigError as err:
+            problems.extend(err.problems)
+            continue
+        if source.id in seen:
+            problems.append(f"{where}.id: duplicate source id {source.id!r}")
+        seen.add(source.id)
+        sources.append(source)
+    if problems:
+        raise ConfigError(problems, str(path) if path else None)
+    return Config(path=path, sources=tuple(sources), **tables)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    file = Path(path).resolve()
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(["file not found"], str(path)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError([f"cannot read: {err}"], str(path)) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([f"not valid TOML: {err}"], str(path)) from None
+    return parse_config(data, file)
+
+
+def default_config_path() -> str:
+    return os.environ.get("TIDINGS_CONFIG") or "config.toml"

@@ -1,0 +1,99 @@
+"""The connector contract: how a source kind plugs into Tidings.
+
+A connector kind is a class registered under a name in the entry-point group
+`tidings.connectors` (the built-ins register there too). It declares its
+options as a pydantic model, validated when the config loads, and implements
+`poll`. `poll` does I/O and parsing only: it never touches the store. The
+state it returns is stored in the same transaction as the events it found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from aggregator.types import JSONObject, PollResult
+
+T = TypeVar("T")
+
+
+class ConnectorOptions(BaseModel):
+    """Base for every connector's options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+O = TypeVar("O", bound=ConnectorOptions)
+
+
+class Resources:
+    """Long-lived objects connectors share (an HTTP pool), opened on first use
+    and closed when the poller stops."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Any] = {}
+        self._stack = AsyncExitStack()
+        self._lock = asyncio.Lock()
+
+    async def get(self, key: str, factory: Callable[[], AbstractAsyncContextManager[T]]) -> T:
+        async with self._lock:
+            if key not in self._items:
+                self._items[key] = await self._stack.enter_async_context(factory())
+            item: T = self._items[key]
+            return item
+
+    async def aclose(self) -> None:
+        self._items.clear()
+        await self._stack.aclose()
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Global limits of the shared HTTP fetcher (the `[http]` config table)."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    max_body_bytes: int = 16 * 1024 * 1024
+    per_host: int = 4
+    user_agent: str = "Tidings (+https://github.com/tidings)"
+
+
+@dataclass(frozen=True)
+class PollContext:
+    """Everything a poll may use besides its own options and state.
+
+    `run_cpu(fn, *args)` runs a picklable CPU-heavy function off the event loop
+    (a process pool when one is configured). `local_dirs` lists the directories
+    this source may read local files from: empty for sources created in the web
+    admin, so they can never read the server's disk.
+    """
+
+    source_id: str
+    now: datetime
+    resources: Resources
+    run_cpu: Callable[..., Awaitable[Any]]
+    http: HttpSettings = field(default_factory=HttpSettings)
+    local_dirs: tuple[Path, ...] = ()
+    base_dir: Path = field(default_factory=Path.cwd)  # relative file paths start here
+
+
+class Connector(ABC, Generic[O]):
+    """One source kind. Instances are built per source with validated options."""
+
+    kind: ClassVar[str]
+    Options: ClassVar[type[ConnectorOptions]]
+
+    def __init__(self, options: O) -> None:
+        self.options = options
+
+    @abstractmethod
+    async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
+        """Fetch and parse what is new since `state`. Raise ConnectorError on failure."""

@@ -1,0 +1,43 @@
+"""One exception root, a few children that carry context."""
+
+
+class TidingsError(Exception):
+    """Root of every error Tidings raises on purpose."""
+
+
+class ConfigError(TidingsError):
+    """The configuration is wrong; the message names the file, key and reason."""
+
+    def __init__(self, problems: list[str], path: str | None = None) -> None:
+        self.problems = problems
+        self.path = path
+        where = f"{path}: " if path else ""
+        super().__init__("\n".join(f"{where}{p}" for p in problems))
+
+
+class QueryError(TidingsError):
+    """A stream query could not be parsed; `position` points at the culprit."""
+
+    def __init__(self, message: str, position: int) -> None:
+        self.position = position
+        super().__init__(f"{message} (at character {position + 1})")
+
+
+class ConnectorError(TidingsError):
+    """A source could not be polled. The message is shown to admins as is."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class FetchError(ConnectorError):
+    """An HTTP or file fetch failed (network, status, size, timeout)."""
+
+
+class ParseError(ConnectorError):
+    """The fetched document could not be understood."""
+
+
+class StoreError(TidingsError):
+    """The event store could not do what was asked."""

@@ -1,0 +1,92 @@
+"""One source, one poll: the whole refresh in one readable function."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aggregator import metrics
+from aggregator.config import SourceConfig
+from aggregator.connector import PollContext
+from aggregator.decide import prepare
+from aggregator.exceptions import ConnectorError
+from aggregator.registry import connector_class
+from aggregator.schedule import next_poll
+from aggregator.store import Store
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT = 300.0  # a poll that hangs longer than this is failed and retried later
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    source_id: str
+    new_event_ids: list[int]
+    error: str | None = None
+    not_modified: bool = False
+
+
+async def poll_source(
+    source: SourceConfig,
+    store: Store,
+    make_context: Callable[[SourceConfig, datetime], PollContext],
+    *,
+    now: datetime | None = None,
+) -> PollOutcome:
+    """Fetch -> parse -> sanitise -> decide -> commit (events + state, one
+    transaction) -> report what is new. Errors are recorded, never raised: a
+    broken source never stops the others."""
+    now = now or datetime.now(UTC)
+    started = time.perf_counter()
+    state, failures = await asyncio.to_thread(store.source_state, source.id)
+    connector = connector_class(source.kind)(source.options)
+    try:
+        result = await asyncio.wait_for(
+            connector.poll(state, make_context(source, now)), POLL_TIMEOUT
+        )
+    except (ConnectorError, TimeoutError, Exception) as err:
+        message = _describe(err)
+        retry = err.retry_after if isinstance(err, ConnectorError) else None
+        when = next_poll(
+            now, interval=source.interval, cron=source.cron, failures=failures + 1,
+            retry_after=retry,
+        )  # fmt: skip
+        if not isinstance(err, ConnectorError | TimeoutError):
+            log.exception("source %s: connector crashed", source.id)
+        else:
+            log.warning("source %s: %s", source.id, message)
+        await asyncio.to_thread(store.record_failure, source.id, message, now=now, next_poll_at=when)
+        metrics.POLLS.labels(source.id, "error").inc()
+        metrics.POLL_ERRORS.labels(source.id).inc()
+        return PollOutcome(source.id, [], error=message)
+
+    items = await asyncio.to_thread(prepare, result.events, source.tags) if result.events else []
+    when = next_poll(
+        now, interval=source.interval, cron=source.cron, min_interval=result.min_interval
+    )
+    new_ids = await asyncio.to_thread(
+        store.record_poll,
+        source,
+        items,
+        state=result.state,
+        now=now,
+        next_poll_at=when,
+        permanent_redirect=result.permanent_redirect,
+    )
+    metrics.POLLS.labels(source.id, "not_modified" if result.not_modified else "ok").inc()
+    metrics.EVENTS.labels(source.id).inc(len(new_ids))
+    metrics.POLL_SECONDS.labels(source.id).observe(time.perf_counter() - started)
+    return PollOutcome(source.id, new_ids, not_modified=result.not_modified)
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, TimeoutError):
+        return f"poll did not finish within {POLL_TIMEOUT:g}s"
+    if isinstance(err, ConnectorError):
+        return str(err)
+    return f"{type(err).__name__}: {err}"

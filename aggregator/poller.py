@@ -1,0 +1,122 @@
+"""Runs polls: the due-list lives in the database (`sources.next_poll_at`).
+
+APScheduler (3.x, AsyncIOScheduler) fires `tick` every second or so; a tick
+claims due sources from the store (so restarts and several pollers are safe)
+and starts their polls, bounded by a global limit. CPU-heavy parsing runs in a
+process pool so the event loop stays responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from aggregator.config import Config, SourceConfig
+from aggregator.connector import PollContext, Resources
+from aggregator.pipeline import POLL_TIMEOUT, PollOutcome, poll_source
+from aggregator.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Poller:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        on_commit: Callable[[], None] = lambda: None,
+        *,
+        executor: Executor | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self._on_commit = on_commit
+        self._sources = {s.id: s for s in config.sources}
+        self._resources = Resources()
+        self._slots = asyncio.Semaphore(config.poller.concurrency)
+        self._running: set[asyncio.Task[PollOutcome]] = set()
+        self._executor = executor
+        self._own_executor = executor is None
+        self._scheduler: AsyncIOScheduler | None = None
+
+    # --- the pieces a poll needs ------------------------------------------
+
+    def _pool(self) -> Executor:
+        if self._executor is None:
+            workers = self.config.poller.workers or os.cpu_count() or 1
+            # forkserver: never fork a process that already runs threads.
+            ctx = multiprocessing.get_context("forkserver")
+            self._executor = ProcessPoolExecutor(workers, mp_context=ctx)
+        return self._executor
+
+    async def _run_cpu(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool(), partial(fn, *args))
+
+    def context(self, source: SourceConfig, now: datetime) -> PollContext:
+        return PollContext(
+            source_id=source.id,
+            now=now,
+            resources=self._resources,
+            run_cpu=self._run_cpu,
+            http=self.config.http_settings,
+            local_dirs=self.config.allowed_dirs if source.origin == "file" else (),
+            base_dir=self.config.base_dir,
+        )
+
+    # --- running polls -----------------------------------------------------
+
+    async def poll(self, source: SourceConfig) -> PollOutcome:
+        async with self._slots:
+            outcome = await poll_source(source, self.store, self.context)
+        if outcome.new_event_ids:
+            self._on_commit()
+        return outcome
+
+    async def poll_now(self, source_ids: Iterable[str] | None = None) -> list[PollOutcome]:
+        """Poll the given (default: all enabled) sources once, whatever their schedule."""
+        ids = list(source_ids) if source_ids is not None else [
+            s.id for s in self._sources.values() if s.enabled
+        ]
+        return list(await asyncio.gather(*(self.poll(self._sources[i]) for i in ids)))
+
+    async def tick(self) -> None:
+        """Claim what is due and start it; never waits for the polls."""
+        free = self.config.poller.concurrency - len(self._running)
+        now = datetime.now(UTC)
+        ids = await asyncio.to_thread(self.store.claim_due, now, free, POLL_TIMEOUT + 60)
+        for source_id in ids:
+            source = self._sources.get(source_id)
+            if source is None:  # defined elsewhere (another config); leave it be
+                continue
+            task = asyncio.create_task(self.poll(source), name=f"poll:{source_id}")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler.add_job(
+            self.tick, "interval", seconds=self.config.poller.tick, id="tick",
+            max_instances=1, coalesce=True, next_run_time=datetime.now(UTC),
+        )  # fmt: skip
+        self._scheduler.start()
+
+    async def aclose(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        await self._resources.aclose()
+        if self._own_executor and self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,94 @@
+"""Every foreign HTML field goes through nh3 (ammonia) before it is stored.
+
+The allowlist follows Miniflux: formatting, links, images, tables, code; no
+script, style, forms, iframes or event handlers. Links get
+rel="noopener noreferrer" and relative URLs are resolved against the entry's
+own link. 1x1 tracking pixels are dropped and lazy `data-src` images fixed.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import nh3
+
+TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "dd", "del", "details",
+    "div", "dl", "dt", "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6",
+    "hr", "i", "img", "ins", "kbd", "li", "mark", "ol", "p", "pre", "q", "s", "small",
+    "span", "strong", "sub", "summary", "sup", "table", "tbody", "td", "tfoot", "th",
+    "thead", "time", "tr", "u", "ul", "picture", "source",
+}  # fmt: skip
+ATTRIBUTES = {
+    "a": {"href", "title"},
+    "abbr": {"title"},
+    "img": {"src", "alt", "title", "width", "height", "srcset"},
+    "source": {"srcset", "type", "media"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan", "scope"},
+    "time": {"datetime"},
+    "ol": {"start"},
+    "blockquote": {"cite"},
+}
+SCHEMES = {"http", "https", "mailto", "tel"}
+DROP_WITH_CONTENT = {"script", "style", "noscript", "template", "iframe", "object", "embed"}
+
+_PIXEL = re.compile(
+    r"<img\b[^>]*\b(?:width\s*=\s*[\"']?1[\"'\s/>])[^>]*\b(?:height\s*=\s*[\"']?1[\"'\s/>])[^>]*>"
+    r"|<img\b[^>]*\b(?:height\s*=\s*[\"']?1[\"'\s/>])[^>]*\b(?:width\s*=\s*[\"']?1[\"'\s/>])[^>]*>",
+    re.IGNORECASE,
+)
+_LAZY_SRC = re.compile(r"<img\b([^>]*?)\bdata-src\s*=", re.IGNORECASE)
+_HAS_SRC = re.compile(r"\ssrc\s*=", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]*>")
+_SPACE = re.compile(r"\s+")
+
+
+def _fix_lazy_images(fragment: str) -> str:
+    def repl(match: re.Match[str]) -> str:
+        before = match.group(1)
+        return match.group(0) if _HAS_SRC.search(before) else f"<img{before}src="
+
+    return _LAZY_SRC.sub(repl, fragment)
+
+
+def _cleaner(base_url: str | None) -> nh3.Cleaner:
+    # Building a Cleaner costs ~12us, far less than cleaning; the base URL
+    # differs per entry, so there is nothing worth caching.
+    relative: Any = ("rewrite_with_base", base_url) if _is_absolute(base_url) else "deny"
+    return nh3.Cleaner(
+        tags=TAGS,
+        clean_content_tags=DROP_WITH_CONTENT,
+        attributes=ATTRIBUTES,
+        url_schemes=SCHEMES,
+        link_rel="noopener noreferrer",
+        url_relative=relative,
+    )
+
+
+def _is_absolute(url: str | None) -> bool:
+    return bool(url) and urlsplit(url).scheme in ("http", "https")
+
+
+def sanitize_html(fragment: str, base_url: str | None = None) -> str:
+    """Safe HTML to put in a page. Relative URLs resolve against `base_url`
+    (dropped when there is none: they would point into Tidings itself)."""
+    if not fragment:
+        return ""
+    if "<img" in fragment or "<IMG" in fragment:
+        fragment = _PIXEL.sub("", _fix_lazy_images(fragment))
+    return _cleaner(base_url).clean(fragment)
+
+
+def html_to_text(fragment: str, limit: int = 500) -> str:
+    """Plain text from HTML for summaries: tags stripped, entities decoded."""
+    if not fragment:
+        return ""
+    cleaned = nh3.clean(fragment, tags=set(), clean_content_tags=DROP_WITH_CONTENT)
+    text = _SPACE.sub(" ", html.unescape(_TAG.sub(" ", cleaned))).strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rsplit(" ", 1)[0] + "…"
+    return text

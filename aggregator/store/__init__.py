@@ -1,0 +1,383 @@
+"""The event store: SQLAlchemy Core on SQLite (embedded) or PostgreSQL.
+
+Contract: every method is synchronous and thread-safe (the async side calls
+them through a thread); datetimes are aware UTC; a poll's new events and the
+source's state are written in ONE transaction (`record_poll`), so a crash can
+never lose or duplicate an event. SQLite runs in WAL mode with one writer:
+writes take the lock up front (BEGIN IMMEDIATE) instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+
+from aggregator.config import SourceConfig
+from aggregator.decide import Prepared, decide, event_time
+from aggregator.filters import EventFilter
+from aggregator.store.schema import entries, events, sources
+from aggregator.types import Actor, Event, JSONObject
+
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """A source's health as admins and `tidings sources` see it."""
+
+    id: str
+    kind: str
+    title: str | None
+    origin: str
+    enabled: bool
+    next_poll_at: datetime | None
+    last_poll_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str | None
+    consecutive_failures: int
+    permanent_redirect: str | None
+    event_count: int
+
+
+def _sqlite_engine(url: str, *, writer: bool) -> Engine:
+    engine = create_engine(url, pool_size=1 if writer else 8, max_overflow=0 if writer else 8)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below emit BEGIN, not the driver.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+def _row_to_event(row: RowMapping) -> Event:
+    return Event(
+        id=row["id"],
+        source_id=row["source_id"],
+        kind=row["kind"],
+        external_id=row["external_id"],
+        content_hash=row["content_hash"],
+        verb=row["verb"],
+        object_type=row["object_type"],
+        title=row["title"],
+        summary=row["summary"],
+        content_html=row["content_html"],
+        url=row["url"],
+        actor=Actor(row["actor_name"], row["actor_email"], row["actor_url"]),
+        published=row["published"],
+        updated=row["updated"],
+        tags=tuple(row["tags"]),
+        thread_id=row["thread_id"],
+        extra=row["extra"],
+        audience=tuple(row["audience"]),
+        ingested_at=row["ingested_at"],
+    )
+
+
+def source_config_json(source: SourceConfig) -> JSONObject:
+    """What the store keeps of a source's config (secrets stay as env:/file: refs)."""
+    return {
+        "title": source.title,
+        "interval": source.interval,
+        "cron": source.cron,
+        "audience": list(source.audience),
+        "tags": list(source.tags),
+        "track_updates": source.track_updates,
+        "options": source.options.model_dump(mode="json"),
+    }
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self._write = _sqlite_engine(url, writer=True)
+            self._read = _sqlite_engine(url, writer=False)
+        else:
+            self._write = self._read = create_engine(url, pool_pre_ping=True)
+        self.migrate()
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest migration."""
+        cfg = AlembicConfig(str(Path(__file__).with_name("alembic.ini")))
+        with self._write.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self._write.dispose()
+        self._read.dispose()
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        with self._write.begin() as conn:
+            yield conn
+
+    # --- sources -----------------------------------------------------------
+
+    def sync_sources(self, configured: Iterable[SourceConfig], now: datetime) -> None:
+        """Make the file-defined sources in the store match the config file.
+
+        New ones are due at once; changed ones keep their state and schedule;
+        file sources no longer in the file are disabled (their events stay).
+        """
+        configured = list(configured)
+        with self._writing() as conn:
+            existing = {r.id: r for r in conn.execute(select(sources.c.id, sources.c.origin))}
+            for src in configured:
+                values = {
+                    "kind": src.kind,
+                    "title": src.title,
+                    "origin": src.origin,
+                    "config": source_config_json(src),
+                    "enabled": src.enabled,
+                }
+                if src.id in existing:
+                    conn.execute(update(sources).where(sources.c.id == src.id).values(**values))
+                else:
+                    conn.execute(
+                        insert(sources).values(
+                            id=src.id,
+                            next_poll_at=now,
+                            consecutive_failures=0,
+                            created_at=now,
+                            **values,
+                        )
+                    )
+            gone = {i for i, r in existing.items() if r.origin == "file"} - {
+                s.id for s in configured
+            }
+            if gone:
+                conn.execute(update(sources).where(sources.c.id.in_(gone)).values(enabled=False))
+
+    def claim_due(self, now: datetime, limit: int, lease: float) -> list[str]:
+        """Take up to `limit` due sources, pushing their next poll `lease` seconds
+        ahead so no other poller takes them while this one works."""
+        if limit <= 0:
+            return []
+        until = now + timedelta(seconds=lease)
+        with self._writing() as conn:
+            query = (
+                select(sources.c.id)
+                .where(sources.c.enabled, sources.c.next_poll_at <= now)
+                .order_by(sources.c.next_poll_at)
+                .limit(limit)
+            )
+            if not self.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            ids = list(conn.scalars(query))
+            if ids:
+                conn.execute(update(sources).where(sources.c.id.in_(ids)).values(next_poll_at=until))
+            return ids
+
+    def source_state(self, source_id: str) -> tuple[JSONObject | None, int]:
+        """The connector's opaque state and the count of consecutive failures."""
+        with self._read.connect() as conn:
+            row = conn.execute(
+                select(sources.c.state, sources.c.consecutive_failures).where(
+                    sources.c.id == source_id
+                )
+            ).one()
+            return row.state, row.consecutive_failures
+
+    def set_next_poll(self, source_ids: Sequence[str], when: datetime) -> None:
+        with self._writing() as conn:
+            conn.execute(
+                update(sources).where(sources.c.id.in_(source_ids)).values(next_poll_at=when)
+            )
+
+    def record_poll(
+        self,
+        source: SourceConfig,
+        items: Sequence[Prepared],
+        *,
+        state: JSONObject | None,
+        now: datetime,
+        next_poll_at: datetime,
+        permanent_redirect: str | None = None,
+    ) -> list[int]:
+        """Append what is new or changed, and save the source's state, atomically.
+
+        Returns the ids of the appended events (oldest first).
+        """
+        with self._writing() as conn:
+            known: dict[str, str] = {}
+            ids = [i.external_id for i in items]
+            for chunk in _chunks(ids, 500):
+                rows = conn.execute(
+                    select(entries.c.external_id, entries.c.content_hash).where(
+                        entries.c.source_id == source.id, entries.c.external_id.in_(chunk)
+                    )
+                )
+                known.update((r.external_id, r.content_hash) for r in rows)
+            fresh = decide(items, known, track_updates=source.track_updates)
+            new_ids: list[int] = []
+            # Oldest first, so ids follow the order things happened upstream.
+            fresh.sort(key=lambda p: event_time(p.data, now))
+            for item in fresh:
+                d = item.data
+                new_id = conn.execute(
+                    insert(events).values(
+                        source_id=source.id,
+                        kind=source.kind,
+                        external_id=item.external_id,
+                        content_hash=item.content_hash,
+                        verb=d.verb,
+                        object_type=d.object_type,
+                        title=d.title,
+                        summary=d.summary,
+                        content_html=d.content_html,
+                        url=d.url,
+                        actor_name=d.actor.name,
+                        actor_email=d.actor.email,
+                        actor_url=d.actor.url,
+                        published=event_time(d, now),
+                        updated=d.updated,
+                        tags=list(d.tags),
+                        thread_id=d.thread_id,
+                        extra=d.extra,
+                        audience=list(source.audience),
+                        ingested_at=now,
+                    )
+                ).inserted_primary_key[0]
+                new_ids.append(new_id)
+                values = {"content_hash": item.content_hash, "event_id": new_id}
+                if item.external_id in known:
+                    conn.execute(
+                        update(entries)
+                        .where(
+                            entries.c.source_id == source.id,
+                            entries.c.external_id == item.external_id,
+                        )
+                        .values(**values)
+                    )
+                else:
+                    conn.execute(
+                        insert(entries).values(
+                            source_id=source.id, external_id=item.external_id, **values
+                        )
+                    )
+                    known[item.external_id] = item.content_hash
+            changes: dict[str, Any] = {
+                "last_poll_at": now,
+                "last_success_at": now,
+                "last_error": None,
+                "consecutive_failures": 0,
+                "next_poll_at": next_poll_at,
+                "permanent_redirect": permanent_redirect,
+            }
+            if state is not None:
+                changes["state"] = state
+            conn.execute(update(sources).where(sources.c.id == source.id).values(**changes))
+            return new_ids
+
+    def record_failure(
+        self, source_id: str, error: str, *, now: datetime, next_poll_at: datetime
+    ) -> None:
+        with self._writing() as conn:
+            conn.execute(
+                update(sources)
+                .where(sources.c.id == source_id)
+                .values(
+                    last_poll_at=now,
+                    last_error=error,
+                    last_error_at=now,
+                    consecutive_failures=sources.c.consecutive_failures + 1,
+                    next_poll_at=next_poll_at,
+                )
+            )
+
+    def source_statuses(self) -> list[SourceStatus]:
+        counts = (
+            select(events.c.source_id, func.count().label("n"))
+            .group_by(events.c.source_id)
+            .subquery()
+        )
+        query = (
+            select(sources, func.coalesce(counts.c.n, 0).label("event_count"))
+            .outerjoin(counts, counts.c.source_id == sources.c.id)
+            .order_by(sources.c.id)
+        )
+        names = {f.name for f in dataclasses.fields(SourceStatus)}
+        with self._read.connect() as conn:
+            return [
+                SourceStatus(**{k: v for k, v in row.items() if k in names})
+                for row in conn.execute(query).mappings()
+            ]
+
+    # --- events ------------------------------------------------------------
+
+    def max_event_id(self) -> int:
+        with self._read.connect() as conn:
+            return conn.scalar(select(func.coalesce(func.max(events.c.id), 0))) or 0
+
+    def latest_events(
+        self, flt: EventFilter | None = None, *, before: int | None = None, limit: int = 50
+    ) -> list[Event]:
+        """Newest first; `before` is an exclusive cursor for the next page."""
+        query = select(events).order_by(events.c.id.desc()).limit(min(limit, MAX_PAGE))
+        if flt is not None:
+            query = query.where(flt.where(events))
+        if before is not None:
+            query = query.where(events.c.id < before)
+        with self._read.connect() as conn:
+            return [_row_to_event(r) for r in conn.execute(query).mappings()]
+
+    def events_after(
+        self, cursor: int, flt: EventFilter | None = None, *, limit: int = MAX_PAGE
+    ) -> list[Event]:
+        """Oldest first: what happened after `cursor` (the backlog of a resume)."""
+        query = (
+            select(events)
+            .where(events.c.id > cursor)
+            .order_by(events.c.id)
+            .limit(min(limit, MAX_PAGE))
+        )
+        if flt is not None:
+            query = query.where(flt.where(events))
+        with self._read.connect() as conn:
+            return [_row_to_event(r) for r in conn.execute(query).mappings()]
+
+    def get_event(self, event_id: int) -> Event | None:
+        with self._read.connect() as conn:
+            row = conn.execute(select(events).where(events.c.id == event_id)).mappings().first()
+            return _row_to_event(row) if row else None
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,103 @@
+"""The tables. The migrations in `migrations/versions` create exactly these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+metadata = MetaData()
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("title", Text),
+    Column("origin", String(8), nullable=False),  # "file": read-only in the admin UI
+    Column("config", JSON, nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("state", JSON),
+    Column("next_poll_at", UTCDateTime, index=True),
+    Column("last_poll_at", UTCDateTime),
+    Column("last_success_at", UTCDateTime),
+    Column("last_error", Text),
+    Column("last_error_at", UTCDateTime),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("permanent_redirect", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source_id", String(64), ForeignKey("sources.id"), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("external_id", Text, nullable=False),
+    Column("content_hash", String(32), nullable=False),
+    Column("verb", String(32), nullable=False),
+    Column("object_type", String(32), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("content_html", Text, nullable=False),
+    Column("url", Text),
+    Column("actor_name", Text),
+    Column("actor_email", Text),
+    Column("actor_url", Text),
+    Column("published", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime),
+    Column("tags", JSON, nullable=False),
+    Column("thread_id", Text),
+    Column("extra", JSON, nullable=False),
+    Column("audience", JSON, nullable=False),
+    Column("ingested_at", UTCDateTime, nullable=False),
+    Index("ix_events_source_id_id", "source_id", "id"),
+    # AUTOINCREMENT: ids are never reused, even after retention deletes the newest,
+    # so a client's cursor can never point at a different event later.
+    sqlite_autoincrement=True,
+)
+
+# The latest version of every item: what decide() compares a poll against.
+entries = Table(
+    "entries",
+    metadata,
+    Column("source_id", String(64), ForeignKey("sources.id"), primary_key=True),
+    Column("external_id", Text, primary_key=True),
+    Column("content_hash", String(32), nullable=False),
+    Column("event_id", Integer, nullable=False),
+)

@@ -1,0 +1,115 @@
+"""The shapes that flow through Tidings: what connectors yield, what the store keeps.
+
+Every datetime here is timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeAlias, TypeVar
+
+JSON: TypeAlias = dict[str, Any] | list[Any] | str | int | float | bool | None
+JSONObject: TypeAlias = dict[str, Any]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who did it: a person's name (never an address), email and profile URL."""
+
+    name: str | None = None
+    email: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventData:
+    """One item as a connector sees it, before sanitising and storing.
+
+    `external_id` is the source's own id for the item (RSS guid, Atom id,
+    Message-ID, API id); the pipeline falls back to the link, then to a hash of
+    title and date, when it is missing. `content_html` is raw, foreign HTML.
+    """
+
+    external_id: str | None
+    title: str = ""
+    verb: str = "Create"
+    object_type: str = "Article"
+    summary: str = ""
+    content_html: str = ""
+    url: str | None = None
+    actor: Actor = field(default_factory=Actor)
+    published: datetime | None = None
+    updated: datetime | None = None
+    tags: tuple[str, ...] = ()
+    thread_id: str | None = None
+    extra: JSONObject = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A stored event. `id` is monotonic: the cursor every client resumes from."""
+
+    id: int
+    source_id: str
+    kind: str
+    external_id: str
+    content_hash: str
+    verb: str
+    object_type: str
+    title: str
+    summary: str
+    content_html: str
+    url: str | None
+    actor: Actor
+    published: datetime
+    updated: datetime | None
+    tags: tuple[str, ...]
+    thread_id: str | None
+    extra: JSONObject
+    audience: tuple[str, ...]
+    ingested_at: datetime
+
+    def to_json(self) -> JSONObject:
+        """The public JSON shape of an event (REST, websocket, JSON feeds)."""
+        return {
+            "id": self.id,
+            "source_id": self.source_id,
+            "kind": self.kind,
+            "verb": self.verb,
+            "object_type": self.object_type,
+            "external_id": self.external_id,
+            "title": self.title,
+            "summary": self.summary,
+            "content_html": self.content_html,
+            "url": self.url,
+            "actor": {"name": self.actor.name, "email": self.actor.email, "url": self.actor.url},
+            "published": self.published.isoformat(),
+            "updated": self.updated.isoformat() if self.updated else None,
+            "tags": list(self.tags),
+            "thread_id": self.thread_id,
+            "ingested_at": self.ingested_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """What one poll found.
+
+    `state` replaces the source's stored state (None keeps the old one).
+    `not_modified` says the upstream answered "nothing changed" (HTTP 304).
+    `retry_after`/`min_interval` are hints (Retry-After, Cache-Control, TTL) in
+    seconds the scheduler honours; `permanent_redirect` is shown to admins.
+    """
+
+    events: list[EventData] = field(default_factory=list)
+    state: JSONObject | None = None
+    not_modified: bool = False
+    min_interval: float | None = None
+    permanent_redirect: str | None = None
+
+
+CpuRunner: TypeAlias = Callable[..., Awaitable[Any]]

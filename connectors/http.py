@@ -1,0 +1,148 @@
+"""The shared fetcher: one pooled httpx2 client for every HTTP source.
+
+Conditional GET (ETag / Last-Modified), gzip, connect and read timeouts, a cap
+on the *decoded* body (a small gzip bomb cannot fill memory), redirects with
+permanent ones reported, Retry-After and Cache-Control max-age surfaced as
+hints, and a per-host concurrency limit so one slow intranet host cannot take
+every slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import httpx2
+
+from aggregator.connector import HttpSettings, PollContext
+from aggregator.exceptions import FetchError
+
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
+PERMANENT = {301, 308}
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    url: str
+    content: bytes
+    content_type: str
+    etag: str | None
+    last_modified: str | None
+    not_modified: bool = False
+    permanent_redirect: str | None = None
+    max_age: float | None = None
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """Retry-After as seconds from now: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+class Fetcher:
+    def __init__(self, client: httpx2.AsyncClient, settings: HttpSettings) -> None:
+        self._client = client
+        self._settings = settings
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: HttpSettings) -> AsyncIterator[Fetcher]:
+        timeout = httpx2.Timeout(
+            settings.read_timeout, connect=settings.connect_timeout, pool=settings.read_timeout
+        )
+        limits = httpx2.Limits(max_connections=None, max_keepalive_connections=100)
+        async with httpx2.AsyncClient(
+            timeout=timeout,
+            limits=limits,
+            follow_redirects=True,
+            max_redirects=5,
+            trust_env=False,
+            headers={"User-Agent": settings.user_agent},
+        ) as client:
+            yield cls(client, settings)
+
+    def _host_slot(self, url: httpx2.URL) -> asyncio.Semaphore:
+        key = f"{url.host}:{url.port}"
+        slot = self._hosts.get(key)
+        if slot is None:
+            slot = self._hosts[key] = asyncio.Semaphore(self._settings.per_host)
+        return slot
+
+    async def get(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> FetchResult:
+        request_headers = dict(headers or {})
+        if etag:
+            request_headers["If-None-Match"] = etag
+        if last_modified:
+            request_headers["If-Modified-Since"] = last_modified
+        try:
+            target = httpx2.URL(url)
+        except httpx2.InvalidURL as err:
+            raise FetchError(f"invalid URL {url!r}: {err}") from None
+        async with self._host_slot(target):
+            try:
+                async with self._client.stream("GET", target, headers=request_headers) as resp:
+                    return await self._read(url, resp)
+            except httpx2.TimeoutException as err:
+                raise FetchError(f"timed out fetching {url} ({type(err).__name__})") from err
+            except httpx2.TooManyRedirects as err:
+                raise FetchError(f"too many redirects fetching {url}") from err
+            except httpx2.HTTPError as err:
+                raise FetchError(f"cannot fetch {url}: {err or type(err).__name__}") from err
+
+    async def _read(self, url: str, resp: httpx2.Response) -> FetchResult:
+        moved = None
+        if resp.history and all(r.status_code in PERMANENT for r in resp.history):
+            moved = str(resp.url)
+        if resp.status_code >= 400:
+            retry = retry_after_seconds(resp.headers.get("Retry-After"), datetime.now(UTC))
+            raise FetchError(f"HTTP {resp.status_code} from {url}", retry_after=retry)
+        match = _MAX_AGE.search(resp.headers.get("Cache-Control", ""))
+        head = FetchResult(
+            url=str(resp.url),
+            content=b"",
+            content_type=resp.headers.get("Content-Type", ""),
+            etag=resp.headers.get("ETag"),
+            last_modified=resp.headers.get("Last-Modified"),
+            not_modified=resp.status_code == 304,
+            permanent_redirect=moved,
+            max_age=float(match.group(1)) if match else None,
+        )
+        if head.not_modified:
+            return head
+        cap = self._settings.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.aiter_bytes():  # decoded: the cap applies after gunzip
+            size += len(chunk)
+            if size > cap:
+                raise FetchError(f"response from {url} is larger than {cap} bytes")
+            chunks.append(chunk)
+        return replace(head, content=b"".join(chunks))
+
+
+async def fetcher(ctx: PollContext) -> Fetcher:
+    """The poller-wide fetcher, opened on first use."""
+    return await ctx.resources.get("http", lambda: Fetcher.open(ctx.http))

@@ -1,0 +1,1 @@
+"""The Starlette app: dashboard, REST, websocket live streams, metrics."""

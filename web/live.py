@@ -1,0 +1,200 @@
+"""`/ws`: filtered live streams with resume, no gap and no duplicate.
+
+The connection subscribes to the bus *before* it reads any backlog; every
+stream remembers the highest id it sent, and a live event at or below it is
+skipped. So an event committed while the backlog is read arrives exactly once.
+A client that lets its queue fill up is closed with 1013 ("try again later")
+and resumes from its cursor; it never slows anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from aggregator import metrics
+from aggregator.exceptions import QueryError
+from aggregator.filters import EventFilter
+from aggregator.store import MAX_PAGE
+from aggregator.types import Event
+from web.state import AppState, app_state
+
+log = logging.getLogger(__name__)
+
+MAX_STREAMS = 32
+TRY_AGAIN_LATER = 1013
+POLICY_VIOLATION = 1008
+
+
+@dataclass
+class Stream:
+    name: str
+    filter: EventFilter
+    sent_up_to: int
+
+
+class _JsonCache:
+    """Each event is serialised once, however many clients receive it."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._items: OrderedDict[int, str] = OrderedDict()
+        self._size = size
+
+    def get(self, event: Event) -> str:
+        text = self._items.get(event.id)
+        if text is None:
+            text = json.dumps(event.to_json(), separators=(",", ":"))
+            self._items[event.id] = text
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return text
+
+
+_json = _JsonCache()
+
+
+def _event_message(stream: str, event: Event) -> str:
+    return f'{{"type":"event","stream":{json.dumps(stream)},"event":{_json.get(event)}}}'
+
+
+def origin_allowed(websocket: WebSocket) -> bool:
+    """Browsers send Origin; it must be this host. Scripts send none."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc.lower() == websocket.headers.get("host", "").lower()
+
+
+class LiveConnection:
+    def __init__(self, websocket: WebSocket, state: AppState) -> None:
+        self.ws = websocket
+        self.state = state
+        self.streams: dict[str, Stream] = {}
+        self.sub = state.bus.subscribe(state.config.server.client_queue)
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        await self.ws.send_text(json.dumps(payload, separators=(",", ":")))
+
+    async def handle(self, raw: str) -> None:
+        try:
+            msg = json.loads(raw)
+            kind = msg.get("type") if isinstance(msg, dict) else None
+        except ValueError:
+            await self.send({"type": "error", "message": "message is not JSON"})
+            return
+        if kind == "subscribe":
+            await self.subscribe(msg)
+        elif kind == "unsubscribe":
+            self.streams.pop(str(msg.get("stream")), None)
+            metrics.SUBSCRIBERS.dec()
+        elif kind in ("ping", "pong"):
+            if kind == "ping":
+                await self.send({"type": "pong"})
+        else:
+            await self.send({"type": "error", "message": f"unknown message type {kind!r}"})
+
+    async def subscribe(self, msg: dict[str, Any]) -> None:
+        name = msg.get("stream")
+        cursor = msg.get("cursor")
+        if not isinstance(name, str) or not name:
+            await self.send({"type": "error", "message": "subscribe needs a 'stream' name"})
+            return
+        if cursor is not None and (not isinstance(cursor, int) or isinstance(cursor, bool)):
+            await self.send({"type": "error", "stream": name, "message": "cursor must be an integer or null"})
+            return
+        if name not in self.streams and len(self.streams) >= MAX_STREAMS:
+            await self.send({"type": "error", "stream": name, "message": f"at most {MAX_STREAMS} streams"})
+            return
+        try:
+            flt = EventFilter.parse(msg.get("query") if isinstance(msg.get("query"), str) else "")
+        except QueryError as err:
+            await self.send({"type": "error", "stream": name, "message": str(err)})
+            return
+        if name not in self.streams:
+            metrics.SUBSCRIBERS.inc()
+        # Live events already delivered to this connection's queue are newer than
+        # what the tail had published when we read it; start the stream there.
+        stream = Stream(name, flt, self.state.tail.last_id if cursor is None else cursor)
+        self.streams[name] = stream
+        await self.send({"type": "subscribed", "stream": name})
+        if cursor is not None:
+            await self.replay(stream)
+
+    async def replay(self, stream: Stream) -> None:
+        store = self.state.store
+        while True:
+            page = await run_in_threadpool(store.events_after, stream.sent_up_to, stream.filter)
+            for event in page:
+                await self.ws.send_text(_event_message(stream.name, event))
+                stream.sent_up_to = event.id
+            metrics.DELIVERED.inc(len(page))
+            if len(page) < MAX_PAGE:
+                return
+
+    async def deliver(self, event: Event) -> None:
+        for stream in list(self.streams.values()):
+            if event.id > stream.sent_up_to and stream.filter.matches(event):
+                await self.ws.send_text(_event_message(stream.name, event))
+                stream.sent_up_to = event.id
+                metrics.DELIVERED.inc()
+            elif event.id > stream.sent_up_to:
+                stream.sent_up_to = event.id
+
+    async def run(self) -> None:
+        heartbeat = self.state.config.server.heartbeat
+        receive = asyncio.ensure_future(self.ws.receive_text())
+        next_event = asyncio.ensure_future(self.sub.queue.get())
+        overflow = asyncio.ensure_future(self.sub.overflowed.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    {receive, next_event, overflow},
+                    timeout=heartbeat,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if overflow in done:
+                    metrics.DROPPED.inc()
+                    await self.ws.close(TRY_AGAIN_LATER, "too slow; resume from your cursor")
+                    return
+                if receive in done:
+                    await self.handle(receive.result())
+                    receive = asyncio.ensure_future(self.ws.receive_text())
+                if next_event in done:
+                    await self.deliver(next_event.result())
+                    while not self.sub.queue.empty():
+                        await self.deliver(self.sub.queue.get_nowait())
+                    next_event = asyncio.ensure_future(self.sub.queue.get())
+                if not done:
+                    await self.send({"type": "ping"})
+        finally:
+            for task in (receive, next_event, overflow):
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            self.sub.close()
+            metrics.SUBSCRIBERS.dec(len(self.streams))
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    if not origin_allowed(websocket):
+        await websocket.close(POLICY_VIOLATION)
+        return
+    await websocket.accept()
+    conn = LiveConnection(websocket, app_state(websocket))
+    try:
+        await conn.run()
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # the client went away; its cursor lets it resume
+    finally:
+        if websocket.client_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await websocket.close()

@@ -1,0 +1,59 @@
+"""The dashboard: server-rendered, then kept live by /static/app.js."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.templating import Jinja2Templates
+
+from aggregator import __version__
+from aggregator.exceptions import QueryError
+from aggregator.filters import EventFilter
+from web.state import app_state
+
+templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+PAGE_SIZE = 50
+
+
+def relative_time(when: datetime, now: datetime | None = None) -> str:
+    seconds = int(((now or datetime.now(UTC)) - when).total_seconds())
+    if seconds < 45:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+templates.env.filters["ago"] = relative_time
+
+
+async def dashboard(request: Request) -> Response:
+    state = app_state(request)
+    query = request.query_params.get("q", "")
+    error = None
+    try:
+        flt = EventFilter.parse(query)
+    except QueryError as err:
+        flt, error = None, str(err)
+    events = []
+    if flt is not None:
+        events = await run_in_threadpool(state.store.latest_events, flt, limit=PAGE_SIZE)
+    # Resume live from what the page shows, or from the tail when it shows nothing.
+    cursor = events[0].id if events else state.tail.last_id
+    return templates.TemplateResponse(
+        request,
+        "index.html",
+        {
+            "events": events,
+            "query": query,
+            "error": error,
+            "cursor": cursor,
+            "version": __version__,
+        },
+        status_code=400 if error else 200,
+    )
