@@ -9,6 +9,7 @@ from typing import Any
 from apscheduler.triggers.cron import CronTrigger
 
 MAX_BACKOFF = 6 * 3600.0
+MAX_HINT = 24 * 3600.0  # a feed's TTL or max-age may slow polling down to daily, no further
 JITTER = 0.1  # spread polls of equal interval so they do not arrive in lockstep
 
 
@@ -37,12 +38,14 @@ def next_poll(
     """
     rnd = rng or random
     if cron and not failures:
-        fire: datetime | None = cron_trigger(cron).get_next_fire_time(None, now)
+        # Strictly after now: a trigger returns `now` itself when it matches.
+        after = now + timedelta(seconds=1)
+        fire: datetime | None = cron_trigger(cron).get_next_fire_time(None, after)
         base = (fire - now).total_seconds() if fire else MAX_BACKOFF
         delay = base
     else:
         delay = interval * (1 + JITTER * rnd.random())
     if failures:
         delay = min(interval * 2 ** min(failures, 16), MAX_BACKOFF)
-    delay = max(delay, min_interval or 0.0, retry_after or 0.0)
+    delay = max(delay, min(max(min_interval or 0.0, retry_after or 0.0), MAX_HINT))
     return now + timedelta(seconds=delay)

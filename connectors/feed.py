@@ -12,6 +12,7 @@ import html
 import json
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,8 +46,8 @@ class FeedConnector(Connector[FeedOptions]):
             version, body = await read_local(path, state.get("version"), ctx)
             if body is None:
                 return PollResult(not_modified=True)
-            events = await ctx.run_cpu(parse_feed, body, path.resolve().as_uri())
-            return PollResult(events=events, state={"version": version})
+            parsed = await ctx.run_cpu(parse_feed, body, path.resolve().as_uri())
+            return PollResult(events=parsed.events, state={"version": version})
 
         http = await fetcher(ctx)
         got = await http.get(
@@ -62,20 +63,26 @@ class FeedConnector(Connector[FeedOptions]):
                 min_interval=got.max_age,
                 permanent_redirect=got.permanent_redirect,
             )
-        events = await ctx.run_cpu(parse_feed, got.content, got.url)
+        parsed = await ctx.run_cpu(parse_feed, got.content, got.url)
         return PollResult(
-            events=events,
+            events=parsed.events,
             state=new_state,
-            min_interval=got.max_age,
+            min_interval=max(got.max_age or 0, parsed.ttl or 0) or None,
             permanent_redirect=got.permanent_redirect,
         )
 
 
-def parse_feed(body: bytes, url: str) -> list[EventData]:
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    events: list[EventData]
+    ttl: float | None = None  # RSS <ttl>, in seconds: poll no more often than this
+
+
+def parse_feed(body: bytes, url: str) -> ParsedFeed:
     """Items of an RSS/Atom/RDF or JSON Feed document. Module-level so a
     process pool can run it."""
     if _JSON_START.match(body):
-        return parse_json_feed(body)
+        return ParsedFeed(parse_json_feed(body))
     body = _DOCTYPE_SUBSET.sub(b"", body)
     parsed = feedparser.parse(
         body,
@@ -86,7 +93,11 @@ def parse_feed(body: bytes, url: str) -> list[EventData]:
     if not parsed.get("version") and not parsed.entries:
         reason = parsed.get("bozo_exception") or "no feed elements found"
         raise ParseError(f"{url}: not an RSS/Atom/JSON feed ({reason})")
-    return [_entry(e) for e in parsed.entries]
+    ttl = parsed.feed.get("ttl", "")
+    return ParsedFeed(
+        [_entry(e) for e in parsed.entries],
+        float(ttl) * 60 if ttl.strip().isdigit() else None,
+    )
 
 
 def _when(value: time.struct_time | None) -> datetime | None:
@@ -122,8 +133,9 @@ def _entry(e: Any) -> EventData:
             email=author.get("email"),
             url=author.get("href"),
         ),
-        published=_when(e.get("published_parsed")),
-        updated=_when(e.get("updated_parsed")),
+        # dict.get: feedparser's own get() maps a missing updated to published, with a warning.
+        published=_when(dict.get(e, "published_parsed")),
+        updated=_when(dict.get(e, "updated_parsed")),
         tags=tuple(t["term"] for t in e.get("tags", ()) if t.get("term")),
     )
 
@@ -161,13 +173,20 @@ def parse_json_feed(body: bytes) -> list[EventData]:
                 summary=str(item.get("summary") or ""),
                 content_html=str(item.get("content_html") or "") or _escape_text(text),
                 url=item.get("url") or None,
-                actor=Actor(name=_person_name(author.get("name")), url=author.get("url")),
+                actor=_json_actor(author),
                 published=_iso(item.get("date_published")),
                 updated=_iso(item.get("date_modified")),
                 tags=tuple(str(t) for t in item.get("tags") or ()),
             )
         )
     return out
+
+
+def _json_actor(author: dict[str, Any]) -> Actor:
+    url = author.get("url") or None
+    if isinstance(url, str) and url.startswith("mailto:"):
+        return Actor(name=_person_name(author.get("name")), email=url[len("mailto:") :])
+    return Actor(name=_person_name(author.get("name")), url=url)
 
 
 def _escape_text(text: str) -> str:

@@ -1,0 +1,206 @@
+"""Real parts for tests: a loopback feed server and a real `tidings serve`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.utils import format_datetime
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx2
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Resource:
+    body: bytes = b""
+    status: int = 200
+    content_type: str = "application/rss+xml"
+    etag: str | None = None
+    delay: float = 0.0
+
+
+class FeedServer:
+    """Serves whatever the test puts in `resources`, honouring If-None-Match."""
+
+    def __init__(self) -> None:
+        self.resources: dict[str, Resource] = {}
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                with server._lock:
+                    server.requests.append((self.path, dict(self.headers)))
+                    res = server.resources.get(self.path)
+                if res is None:
+                    self._send(404, b"not found", "text/plain")
+                    return
+                if res.delay:
+                    time.sleep(res.delay)
+                if res.etag and self.headers.get("If-None-Match") == res.etag:
+                    self.send_response(304)
+                    self.send_header("ETag", res.etag)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self._send(res.status, res.body, res.content_type, res.etag)
+
+            def _send(self, status: int, body: bytes, ctype: str, etag: str | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                if etag:
+                    self.send_header("ETag", etag)
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def put(self, path: str, body: bytes | str, **kw: object) -> None:
+        data = body.encode() if isinstance(body, str) else body
+        with self._lock:
+            self.resources[path] = Resource(body=data, **kw)  # type: ignore[arg-type]
+
+    def hits(self, path: str) -> int:
+        with self._lock:
+            return sum(1 for p, _ in self.requests if p == path)
+
+    def __enter__(self) -> FeedServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def rss(items: list[dict[str, str]], title: str = "Test feed") -> str:
+    """A small RSS 2.0 document; each item has guid, title and optional description."""
+    base = datetime(2026, 11, 1, tzinfo=UTC)
+    parts = []
+    for n, item in enumerate(items):
+        when = format_datetime(base + timedelta(hours=n), usegmt=True)
+        desc = item.get("description", f"<p>Body of {item['title']}</p>")
+        parts.append(
+            f"<item><guid isPermaLink=\"false\">{item['guid']}</guid>"
+            f"<title>{item['title']}</title><link>https://example.org/{item['guid']}</link>"
+            f"<pubDate>{when}</pubDate><description><![CDATA[{desc}]]></description></item>"
+        )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+        f"<title>{title}</title><link>https://example.org/</link><description>t</description>"
+        + "".join(parts)
+        + "</channel></rss>"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(directory: Path, sources: str, *, port: int = 0, extra: str = "") -> Path:
+    """A config file with a store in `directory` and the given [[sources]] tables."""
+    path = directory / "config.toml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            [server]
+            host = "127.0.0.1"
+            port = {port}
+            heartbeat = 2
+            [store]
+            url = "sqlite:///tidings.db"
+            [poller]
+            tick = 0.2
+            workers = 1
+            [http]
+            connect_timeout = 2
+            read_timeout = 2
+            [files]
+            allowed_dirs = ["."]
+            """
+        )
+        + extra
+        + textwrap.dedent(sources)
+    )
+    return path
+
+
+class TidingsProcess:
+    """`tidings serve` as a real process on a free loopback port."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = config.parent / "serve.log"
+
+    def start(self, timeout: float = 20.0) -> TidingsProcess:
+        env = {**os.environ, "TIDINGS_DISABLE_PLUGINS": "1"}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "aggregator.cli", "serve", "--config", str(self.config),
+                 "--port", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                cwd=self.config.parent,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tidings serve exited:\n{self.log.read_text()}")
+            with contextlib.suppress(httpx2.HTTPError):
+                if httpx2.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError(f"tidings serve did not answer in {timeout}s:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> TidingsProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def running(config: Path) -> Iterator[TidingsProcess]:
+    with TidingsProcess(config) as proc:
+        yield proc

@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+
+from aggregator.config import load_config, parse_config
+from aggregator.durations import parse_duration
+from aggregator.exceptions import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def feed(**kw: object) -> dict[str, object]:
+    return {"id": "blog", "kind": "feed", "url": "https://e.org/feed", **kw}
+
+
+def problems(data: dict[str, object]) -> str:
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, Path("/etc/tidings.toml"))
+    return str(err.value)
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(REPO / "config.example.toml")
+    assert {s.id for s in config.sources} >= {"firm-news", "wiki", "builds", "demo"}
+    assert config.server.port == 8000
+    assert config.store_url == f"sqlite:///{REPO}/var/tidings.db"
+
+
+def test_durations() -> None:
+    assert parse_duration("5s") == 5
+    assert parse_duration("10m") == 600
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("7d") == 7 * 86400
+    for bad in ("", "10", "m", "5x", "1h 2"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_unknown_top_level_key() -> None:
+    assert "/etc/tidings.toml: sevrer: unknown key" in problems({"sevrer": {}})
+
+
+def test_unknown_nested_key_names_the_path() -> None:
+    assert "server.prot: unknown key" in problems({"server": {"prot": 1}})
+
+
+def test_unknown_source_option_names_source_and_key() -> None:
+    assert "sources[0].ulr: unknown key" in problems({"sources": [feed(ulr="x")]})
+
+
+def test_bad_values_are_explained() -> None:
+    assert "sources[0].interval" in problems({"sources": [feed(interval="soon")]})
+    assert "at least 5s" in problems({"sources": [feed(interval="1s")]})
+    assert "sources[0].cron" in problems({"sources": [feed(cron="every day")]})
+    assert "sources[0].id" in problems({"sources": [feed(id="has space")]})
+    assert "sources[0].url: Field required" in problems({"sources": [{"id": "x", "kind": "feed"}]})
+    assert "unknown source kind 'telepathy'" in problems({"sources": [feed(kind="telepathy")]})
+    assert "not both" in problems({"sources": [feed(interval="5m", cron="* * * * *")]})
+
+
+def test_duplicate_ids_and_all_problems_reported_at_once() -> None:
+    text = problems({"sources": [feed(), feed(), feed(id="x", nope=1)], "server": {"port": -1}})
+    assert "sources[1].id: duplicate source id 'blog'" in text
+    assert "sources[2].nope: unknown key" in text
+    assert "server.port" in text
+
+
+def test_load_config_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "c.toml"
+    bad.write_text("[server\nport = 1")
+    with pytest.raises(ConfigError, match=r"c\.toml: not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_cli_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from aggregator.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[sources]]\nid = "a"\nkind = "feed"\nurl = "x"\ninterval = "1s"\n')
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml: sources[0].interval" in err
+    assert main(["check-config", str(REPO / "config.example.toml")]) == 0

@@ -1,0 +1,59 @@
+import pytest
+
+from aggregator.sanitize import html_to_text, sanitize_html
+
+
+@pytest.mark.parametrize(
+    "dirty",
+    [
+        "<script>alert(1)</script>",
+        '<img src="x" onerror="alert(1)">',
+        '<a href="javascript:alert(1)">x</a>',
+        "<svg><script>alert(1)</script></svg>",
+        '<iframe src="https://evil.example/"></iframe>',
+        "<style>body{display:none}</style>",
+        '<form action="/x"><input name="q"></form>',
+        '<p style="background:url(javascript:alert(1))">x</p>',
+        '<object data="x.swf"></object>',
+        '<a href="data:text/html,<script>alert(1)</script>">x</a>',
+    ],
+)
+def test_dangerous_markup_is_removed(dirty: str) -> None:
+    clean = sanitize_html(dirty, "https://example.org/post")
+    lowered = clean.lower()
+    for bad in ("<script", "onerror", "javascript:", "<iframe", "<style", "<form", "<input",
+                "style=", "<object", "data:text"):  # fmt: skip
+        assert bad not in lowered, (dirty, clean)
+
+
+def test_links_get_rel_and_resolve_against_the_entry() -> None:
+    clean = sanitize_html('<a href="../x">x</a><img src="i.png">', "https://e.org/a/b/post")
+    assert 'href="https://e.org/a/x"' in clean
+    assert 'rel="noopener noreferrer"' in clean
+    assert 'src="https://e.org/a/b/i.png"' in clean
+
+
+def test_relative_urls_without_a_base_are_dropped() -> None:
+    assert "href" not in sanitize_html('<a href="/admin">x</a>', None)
+
+
+def test_tracking_pixels_dropped_and_lazy_images_fixed() -> None:
+    clean = sanitize_html(
+        '<p>a<img src="https://t.example/p.gif" width="1" height="1">'
+        '<img data-src="https://e.org/real.png" src="data:image/gif;base64,R0">'
+        '<img data-src="https://e.org/lazy.png"></p>',
+        "https://e.org/",
+    )
+    assert "t.example" not in clean
+    assert 'src="https://e.org/lazy.png"' in clean
+
+
+def test_formatting_survives() -> None:
+    html = "<p><strong>b</strong> <em>i</em> <code>c</code></p><ul><li>x</li></ul>"
+    assert sanitize_html(html) == html
+
+
+def test_html_to_text() -> None:
+    assert html_to_text("<p>Fish &amp; chips</p><script>x()</script>") == "Fish & chips"
+    long = html_to_text("<p>" + "word " * 400 + "</p>", limit=50)
+    assert len(long) <= 50 and long.endswith("…")

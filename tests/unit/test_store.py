@@ -1,0 +1,136 @@
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from aggregator.config import parse_config
+from aggregator.decide import prepare
+from aggregator.filters import EventFilter
+from aggregator.store import Store
+from aggregator.types import EventData
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(f"sqlite:///{tmp_path}/t.db")
+    yield s
+    s.close()
+
+
+def config(**source: object):
+    base = {"id": "blog", "kind": "feed", "url": "https://e.org/feed", "tags": ["eng"]}
+    return parse_config({"sources": [{**base, **source}]})
+
+
+def items(*pairs: tuple[str, str]) -> list:
+    return prepare([EventData(external_id=i, title=t) for i, t in pairs])
+
+
+def test_sqlite_runs_in_wal_mode(store: Store) -> None:
+    with store._read.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_record_poll_appends_new_skips_same_appends_updates(store: Store) -> None:
+    src = config().sources[0]
+    store.sync_sources([src], NOW)
+    later = NOW + timedelta(minutes=10)
+    ids = store.record_poll(src, items(("a", "A"), ("b", "B")), state={"etag": "1"},
+                            now=NOW, next_poll_at=later)  # fmt: skip
+    assert len(ids) == 2 and ids[0] < ids[1]
+    assert store.record_poll(src, items(("a", "A"), ("b", "B")), state={"etag": "2"},
+                             now=NOW, next_poll_at=later) == []  # fmt: skip
+    upd = store.record_poll(src, items(("a", "A v2")), state=None, now=NOW, next_poll_at=later)
+    assert len(upd) == 1
+    event = store.get_event(upd[0])
+    assert event is not None and event.verb == "Update" and event.title == "A v2"
+    assert event.audience == ("everyone",)
+    state, failures = store.source_state("blog")
+    assert state == {"etag": "2"} and failures == 0
+    assert [e.id for e in store.latest_events()] == [upd[0], ids[1], ids[0]]
+
+
+def test_updates_can_be_ignored_per_source(store: Store) -> None:
+    src = config(track_updates=False).sources[0]
+    store.sync_sources([src], NOW)
+    store.record_poll(src, items(("a", "A")), state=None, now=NOW, next_poll_at=NOW)
+    assert store.record_poll(src, items(("a", "A2")), state=None, now=NOW, next_poll_at=NOW) == []
+
+
+def test_failed_write_keeps_neither_events_nor_state(store: Store) -> None:
+    src = config().sources[0]
+    store.sync_sources([src], NOW)
+    naive = datetime(2026, 1, 1)  # the store refuses naive datetimes mid-transaction
+    with pytest.raises(Exception, match="naive"):
+        store.record_poll(src, items(("a", "A")), state={"etag": "x"}, now=NOW,
+                          next_poll_at=naive)  # fmt: skip
+    assert store.max_event_id() == 0
+    assert store.source_state("blog") == (None, 0)
+
+
+def test_failures_count_up_and_reset(store: Store) -> None:
+    src = config().sources[0]
+    store.sync_sources([src], NOW)
+    store.record_failure("blog", "HTTP 500", now=NOW, next_poll_at=NOW)
+    store.record_failure("blog", "HTTP 502", now=NOW, next_poll_at=NOW)
+    status = store.source_statuses()[0]
+    assert status.consecutive_failures == 2 and status.last_error == "HTTP 502"
+    store.record_poll(src, items(("a", "A")), state=None, now=NOW, next_poll_at=NOW)
+    status = store.source_statuses()[0]
+    assert status.consecutive_failures == 0 and status.last_error is None
+    assert status.event_count == 1
+
+
+def test_claim_due_leases_sources(store: Store) -> None:
+    cfg = parse_config({"sources": [
+        {"id": f"s{i}", "kind": "feed", "url": "https://e.org/f"} for i in range(3)
+    ]})  # fmt: skip
+    store.sync_sources(cfg.sources, NOW)
+    assert sorted(store.claim_due(NOW, 2, lease=60)) in (["s0", "s1"], ["s0", "s2"], ["s1", "s2"])
+    assert len(store.claim_due(NOW, 10, lease=60)) == 1
+    assert store.claim_due(NOW, 10, lease=60) == []
+    assert len(store.claim_due(NOW + timedelta(seconds=61), 10, lease=60)) == 3
+
+
+def test_sources_removed_from_the_file_are_disabled(store: Store) -> None:
+    store.sync_sources(config().sources, NOW)
+    store.sync_sources([], NOW)
+    assert store.source_statuses()[0].enabled is False
+    assert store.claim_due(NOW, 10, lease=60) == []
+
+
+def test_history_paging_and_filters(store: Store) -> None:
+    src = config().sources[0]
+    store.sync_sources([src], NOW)
+    ids = store.record_poll(src, items(*[(str(i), f"Title {i}") for i in range(10)]),
+                            state=None, now=NOW, next_poll_at=NOW)  # fmt: skip
+    page = store.latest_events(limit=4)
+    assert [e.id for e in page] == ids[::-1][:4]
+    page2 = store.latest_events(before=page[-1].id, limit=4)
+    assert [e.id for e in page2] == ids[::-1][4:8]
+    assert [e.id for e in store.events_after(ids[6])] == ids[7:]
+    assert [e.title for e in store.latest_events(EventFilter.parse("title 3"))] == ["Title 3"]
+    assert store.latest_events(EventFilter.parse("source:other")) == []
+
+
+def test_ids_are_never_reused(store: Store) -> None:
+    src = config().sources[0]
+    store.sync_sources([src], NOW)
+    [first] = store.record_poll(src, items(("a", "A")), state=None, now=NOW, next_poll_at=NOW)
+    with store._write.begin() as conn:
+        conn.execute(text("DELETE FROM entries"))
+        conn.execute(text("DELETE FROM events"))
+    [second] = store.record_poll(src, items(("a", "A")), state=None, now=NOW, next_poll_at=NOW)
+    assert second > first
+
+
+def test_migrations_are_idempotent(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/m.db"
+    Store(url).close()
+    again = Store(url)
+    with again._read.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    again.close()
