@@ -1,0 +1,183 @@
+"""A real `tidings serve` (uvicorn), a loopback feed server and the `websockets`
+client: what a user of the live stream sees."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import websockets
+
+from tests.support import FeedServer, TidingsProcess, rss, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def entries(*titles: str) -> list[dict[str, str]]:
+    return [{"guid": t.lower().replace(" ", "-"), "title": t} for t in titles]
+
+
+def source(feed_server: FeedServer, sid: str = "news", path: str = "/news.xml") -> str:
+    return f"""
+    [[sources]]
+    id = "{sid}"
+    kind = "feed"
+    url = "{feed_server.url(path)}"
+    interval = "5s"
+    """
+
+
+async def recv_json(ws: Any, timeout: float = 20.0) -> dict[str, Any]:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def events_until(ws: Any, title: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Every event message up to and including the one titled `title`."""
+    got: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            msg = await recv_json(ws, timeout)
+            if msg["type"] != "event":
+                continue
+            got.append(msg["event"])
+            if msg["event"]["title"] == title:
+                return got
+
+
+async def subscribe(ws: Any, stream: str, query: str = "", cursor: int | None = None) -> None:
+    await ws.send(json.dumps({"type": "subscribe", "stream": stream, "query": query, "cursor": cursor}))
+    msg = await recv_json(ws)
+    assert msg == {"type": "subscribed", "stream": stream}
+
+
+async def test_new_upstream_entry_reaches_a_subscribed_client(feed_server: FeedServer, tmp_path: Path) -> None:
+    feed_server.put("/news.xml", rss(entries("First")), etag='"v1"')
+    with TidingsProcess(write_config(tmp_path, source(feed_server))) as app:
+        async with websockets.connect(app.ws_url) as ws:
+            await subscribe(ws, "s1", cursor=0)
+            [first] = await events_until(ws, "First")
+            assert first["source_id"] == "news" and first["kind"] == "feed"
+            assert first["external_id"] == "first"
+            feed_server.put("/news.xml", rss(entries("First", "Second")), etag='"v2"')
+            [second] = await events_until(ws, "Second")
+            assert second["id"] > first["id"]
+            assert second["url"] == "https://example.org/second"
+
+        # The same event through REST, newest first.
+        body = httpx2.get(app.base + "/api/events").json()
+        assert [e["title"] for e in body["events"]] == ["Second", "First"]
+        assert body["next_cursor"] is None
+
+
+async def test_restart_then_resume_from_cursor_has_no_gap_and_no_duplicate(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    feed_server.put("/news.xml", rss(entries("A", "B")), etag='"1"')
+    config = write_config(tmp_path, source(feed_server))
+    app = TidingsProcess(config).start()
+    try:
+        async with websockets.connect(app.ws_url) as ws:
+            await subscribe(ws, "s", cursor=0)
+            seen = await events_until(ws, "B")
+        cursor = seen[-1]["id"]
+        app.stop()
+        # While the app is down, upstream moves on.
+        feed_server.put("/news.xml", rss(entries("A", "B", "C", "D")), etag='"2"')
+        app.start()
+        async with websockets.connect(app.ws_url) as ws:
+            await subscribe(ws, "s", cursor=cursor)
+            seen += await events_until(ws, "D")
+            # And live after the replay; the sentinel proves nothing else was queued.
+            feed_server.put("/news.xml", rss(entries("A", "B", "C", "D", "E")), etag='"3"')
+            seen += await events_until(ws, "E")
+    finally:
+        app.stop()
+    ids = [e["id"] for e in seen]
+    assert [e["title"] for e in seen] == ["A", "B", "C", "D", "E"]
+    assert ids == sorted(set(ids))
+
+
+async def test_filters_bad_queries_and_heartbeats(feed_server: FeedServer, tmp_path: Path) -> None:
+    feed_server.put("/a.xml", rss(entries("Alpha merger")), etag='"a"')
+    feed_server.put("/b.xml", rss(entries("Beta merger")), etag='"b"')
+    sources = source(feed_server, "a", "/a.xml") + source(feed_server, "b", "/b.xml")
+    with TidingsProcess(write_config(tmp_path, sources)) as app:
+        async with websockets.connect(app.ws_url) as ws:
+            await ws.send(json.dumps({"type": "subscribe", "stream": "x", "query": "nope:1", "cursor": None}))
+            err = await recv_json(ws)
+            assert err["type"] == "error" and "nope" in err["message"]
+            await subscribe(ws, "only-b", query="source:b merger", cursor=0)
+            await subscribe(ws, "text", query="alpha", cursor=0)
+            got: dict[str, set[str]] = {"only-b": set(), "text": set()}
+            pinged = False
+            async with asyncio.timeout(30):
+                while not (pinged and got["only-b"] and got["text"]):
+                    msg = await recv_json(ws)
+                    if msg["type"] == "ping":
+                        pinged = True
+                    elif msg["type"] == "event":
+                        got[msg["stream"]].add(msg["event"]["title"])
+            assert got == {"only-b": {"Beta merger"}, "text": {"Alpha merger"}}
+
+        res = httpx2.get(app.base + "/api/events", params={"q": "source:a"})
+        assert [e["title"] for e in res.json()["events"]] == ["Alpha merger"]
+        assert httpx2.get(app.base + "/api/events", params={"q": "nope:1"}).status_code == 400
+
+
+async def test_a_client_that_falls_behind_is_dropped_and_resumes(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    feed_server.put("/news.xml", rss(entries("Start")), etag='"0"')
+    config = write_config(tmp_path, source(feed_server))
+    text = config.read_text().replace("heartbeat = 2", "heartbeat = 2\nclient_queue = 5")
+    config.write_text(text)
+    burst = [f"Burst {i}" for i in range(60)]
+    with TidingsProcess(config) as app:
+        async with websockets.connect(app.ws_url) as ws:
+            await subscribe(ws, "s", cursor=0)
+            [start] = await events_until(ws, "Start")
+            feed_server.put("/news.xml", rss(entries("Start", *burst)), etag='"1"')
+            received: list[dict[str, Any]] = []
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with asyncio.timeout(30):
+                    while True:
+                        msg = await recv_json(ws)
+                        if msg["type"] == "event":
+                            received.append(msg["event"])
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        cursor = received[-1]["id"] if received else start["id"]
+        async with websockets.connect(app.ws_url) as ws:
+            await subscribe(ws, "s", cursor=cursor)
+            received += await events_until(ws, "Burst 59")
+    assert [e["title"] for e in received] == burst
+
+
+async def test_origin_is_checked(feed_server: FeedServer, tmp_path: Path) -> None:
+    feed_server.put("/news.xml", rss(entries("x")), etag='"0"')
+    with TidingsProcess(write_config(tmp_path, source(feed_server))) as app:
+        with pytest.raises(websockets.InvalidStatus):
+            async with websockets.connect(app.ws_url, origin="http://evil.example"):
+                pass
+        async with websockets.connect(app.ws_url, origin=app.base) as ws:
+            await subscribe(ws, "s")
+
+
+def test_pages_health_and_metrics(feed_server: FeedServer, tmp_path: Path) -> None:
+    feed_server.put("/news.xml", rss(entries("Hello <b>world</b>")), etag='"0"')
+    with TidingsProcess(write_config(tmp_path, source(feed_server))) as app:
+        assert httpx2.get(app.base + "/healthz").status_code == 200
+        assert httpx2.get(app.base + "/readyz").status_code == 200
+        page = httpx2.get(app.base + "/")
+        assert page.status_code == 200
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert page.headers["x-content-type-options"] == "nosniff"
+        metrics = httpx2.get(app.base + "/metrics").text
+        for name in ("tidings_polls_total", "tidings_poll_errors_total",
+                     "tidings_poll_duration_seconds", "tidings_events_stored_total",
+                     "tidings_websocket_subscribers"):  # fmt: skip
+            assert name in metrics
