@@ -96,8 +96,10 @@ def cmd_sources(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     rows = [("SOURCE", "KIND", "STATE", "LAST POLL", "NEXT POLL", "EVENTS", "LAST ERROR")]
     for s in store.source_statuses():
-        state = "disabled" if not s.enabled else (
-            f"failing x{s.consecutive_failures}" if s.consecutive_failures else "ok"
+        state = (
+            "disabled"
+            if not s.enabled
+            else (f"failing x{s.consecutive_failures}" if s.consecutive_failures else "ok")
         )
         rows.append((
             s.id, s.kind, state, _ago(s.last_poll_at, now),

@@ -31,7 +31,7 @@ class ConnectorOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-O = TypeVar("O", bound=ConnectorOptions)
+OptionsT = TypeVar("OptionsT", bound=ConnectorOptions)
 
 
 class Resources:
@@ -85,13 +85,13 @@ class PollContext:
     base_dir: Path = field(default_factory=Path.cwd)  # relative file paths start here
 
 
-class Connector(ABC, Generic[O]):
+class Connector(ABC, Generic[OptionsT]):
     """One source kind. Instances are built per source with validated options."""
 
     kind: ClassVar[str]
     Options: ClassVar[type[ConnectorOptions]]
 
-    def __init__(self, options: O) -> None:
+    def __init__(self, options: OptionsT) -> None:
         self.options = options
 
     @abstractmethod

@@ -100,4 +100,3 @@ class EventFilter:
             if hit == term.negated:
                 return False
         return True
-

@@ -17,7 +17,9 @@ POLL_SECONDS = Histogram(
 )  # fmt: skip
 EVENTS = Counter("tidings_events_stored", "Events appended", ["source"], registry=REGISTRY)
 SUBSCRIBERS = Gauge("tidings_websocket_subscribers", "Open websocket streams", registry=REGISTRY)
-DELIVERED = Counter("tidings_websocket_events_sent", "Events sent over websockets", registry=REGISTRY)
+DELIVERED = Counter(
+    "tidings_websocket_events_sent", "Events sent over websockets", registry=REGISTRY
+)
 DROPPED = Counter(
     "tidings_websocket_slow_clients_dropped", "Clients closed for falling behind",
     registry=REGISTRY,

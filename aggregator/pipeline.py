@@ -60,7 +60,9 @@ async def poll_source(
             log.exception("source %s: connector crashed", source.id)
         else:
             log.warning("source %s: %s", source.id, message)
-        await asyncio.to_thread(store.record_failure, source.id, message, now=now, next_poll_at=when)
+        await asyncio.to_thread(
+            store.record_failure, source.id, message, now=now, next_poll_at=when
+        )
         metrics.POLLS.labels(source.id, "error").inc()
         metrics.POLL_ERRORS.labels(source.id).inc()
         return PollOutcome(source.id, [], error=message)

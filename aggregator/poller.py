@@ -83,9 +83,11 @@ class Poller:
 
     async def poll_now(self, source_ids: Iterable[str] | None = None) -> list[PollOutcome]:
         """Poll the given (default: all enabled) sources once, whatever their schedule."""
-        ids = list(source_ids) if source_ids is not None else [
-            s.id for s in self._sources.values() if s.enabled
-        ]
+        ids = (
+            list(source_ids)
+            if source_ids is not None
+            else [s.id for s in self._sources.values() if s.enabled]
+        )
         return list(await asyncio.gather(*(self.poll(self._sources[i]) for i in ids)))
 
     async def tick(self) -> None:

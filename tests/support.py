@@ -13,8 +13,8 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -108,7 +108,7 @@ def rss(items: list[dict[str, str]], title: str = "Test feed") -> str:
         when = format_datetime(base + timedelta(hours=n), usegmt=True)
         desc = item.get("description", f"<p>Body of {item['title']}</p>")
         parts.append(
-            f"<item><guid isPermaLink=\"false\">{item['guid']}</guid>"
+            f'<item><guid isPermaLink="false">{item["guid"]}</guid>'
             f"<title>{item['title']}</title><link>https://example.org/{item['guid']}</link>"
             f"<pubDate>{when}</pubDate><description><![CDATA[{desc}]]></description></item>"
         )

@@ -109,10 +109,14 @@ class LiveConnection:
             await self.send({"type": "error", "message": "subscribe needs a 'stream' name"})
             return
         if cursor is not None and (not isinstance(cursor, int) or isinstance(cursor, bool)):
-            await self.send({"type": "error", "stream": name, "message": "cursor must be an integer or null"})
+            await self.send(
+                {"type": "error", "stream": name, "message": "cursor must be an integer or null"}
+            )
             return
         if name not in self.streams and len(self.streams) >= MAX_STREAMS:
-            await self.send({"type": "error", "stream": name, "message": f"at most {MAX_STREAMS} streams"})
+            await self.send(
+                {"type": "error", "stream": name, "message": f"at most {MAX_STREAMS} streams"}
+            )
             return
         try:
             flt = EventFilter.parse(msg.get("query") if isinstance(msg.get("query"), str) else "")

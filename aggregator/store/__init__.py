@@ -23,6 +23,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
+    bindparam,
     create_engine,
     event,
     func,
@@ -201,7 +202,9 @@ class Store:
                 query = query.with_for_update(skip_locked=True)
             ids = list(conn.scalars(query))
             if ids:
-                conn.execute(update(sources).where(sources.c.id.in_(ids)).values(next_poll_at=until))
+                conn.execute(
+                    update(sources).where(sources.c.id.in_(ids)).values(next_poll_at=until)
+                )
             return ids
 
     def source_state(self, source_id: str) -> tuple[JSONObject | None, int]:
@@ -238,60 +241,48 @@ class Store:
             known: dict[str, str] = {}
             ids = [i.external_id for i in items]
             for chunk in _chunks(ids, 500):
-                rows = conn.execute(
+                found = conn.execute(
                     select(entries.c.external_id, entries.c.content_hash).where(
                         entries.c.source_id == source.id, entries.c.external_id.in_(chunk)
                     )
                 )
-                known.update((r.external_id, r.content_hash) for r in rows)
+                known.update((r.external_id, r.content_hash) for r in found)
             fresh = decide(items, known, track_updates=source.track_updates)
-            new_ids: list[int] = []
             # Oldest first, so ids follow the order things happened upstream.
             fresh.sort(key=lambda p: event_time(p.data, now))
-            for item in fresh:
-                d = item.data
-                new_id = conn.execute(
-                    insert(events).values(
-                        source_id=source.id,
-                        kind=source.kind,
-                        external_id=item.external_id,
-                        content_hash=item.content_hash,
-                        verb=d.verb,
-                        object_type=d.object_type,
-                        title=d.title,
-                        summary=d.summary,
-                        content_html=d.content_html,
-                        url=d.url,
-                        actor_name=d.actor.name,
-                        actor_email=d.actor.email,
-                        actor_url=d.actor.url,
-                        published=event_time(d, now),
-                        updated=d.updated,
-                        tags=list(d.tags),
-                        thread_id=d.thread_id,
-                        extra=d.extra,
-                        audience=list(source.audience),
-                        ingested_at=now,
+            new_ids: list[int] = []
+            if fresh:
+                inserted = conn.execute(
+                    insert(events).returning(events.c.id, sort_by_parameter_order=True),
+                    [self._event_row(source, item, now) for item in fresh],
+                )
+                new_ids = list(inserted.scalars())
+                latest = [
+                    {"s": source.id, "x": item.external_id, "h": item.content_hash, "e": event_id}
+                    for item, event_id in zip(fresh, new_ids, strict=True)
+                ]
+                changed = [row for row in latest if row["x"] in known]
+                added = [row for row in latest if row["x"] not in known]
+                if added:
+                    conn.execute(
+                        insert(entries).values(
+                            source_id=bindparam("s"),
+                            external_id=bindparam("x"),
+                            content_hash=bindparam("h"),
+                            event_id=bindparam("e"),
+                        ),
+                        added,
                     )
-                ).inserted_primary_key[0]
-                new_ids.append(new_id)
-                values = {"content_hash": item.content_hash, "event_id": new_id}
-                if item.external_id in known:
+                if changed:
                     conn.execute(
                         update(entries)
                         .where(
-                            entries.c.source_id == source.id,
-                            entries.c.external_id == item.external_id,
+                            entries.c.source_id == bindparam("s"),
+                            entries.c.external_id == bindparam("x"),
                         )
-                        .values(**values)
+                        .values(content_hash=bindparam("h"), event_id=bindparam("e")),
+                        changed,
                     )
-                else:
-                    conn.execute(
-                        insert(entries).values(
-                            source_id=source.id, external_id=item.external_id, **values
-                        )
-                    )
-                    known[item.external_id] = item.content_hash
             changes: dict[str, Any] = {
                 "last_poll_at": now,
                 "last_success_at": now,
@@ -304,6 +295,32 @@ class Store:
                 changes["state"] = state
             conn.execute(update(sources).where(sources.c.id == source.id).values(**changes))
             return new_ids
+
+    @staticmethod
+    def _event_row(source: SourceConfig, item: Prepared, now: datetime) -> dict[str, Any]:
+        d = item.data
+        return {
+            "source_id": source.id,
+            "kind": source.kind,
+            "external_id": item.external_id,
+            "content_hash": item.content_hash,
+            "verb": d.verb,
+            "object_type": d.object_type,
+            "title": d.title,
+            "summary": d.summary,
+            "content_html": d.content_html,
+            "url": d.url,
+            "actor_name": d.actor.name,
+            "actor_email": d.actor.email,
+            "actor_url": d.actor.url,
+            "published": event_time(d, now),
+            "updated": d.updated,
+            "tags": list(d.tags),
+            "thread_id": d.thread_id,
+            "extra": d.extra,
+            "audience": list(source.audience),
+            "ingested_at": now,
+        }
 
     def record_failure(
         self, source_id: str, error: str, *, now: datetime, next_poll_at: datetime

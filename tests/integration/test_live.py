@@ -31,16 +31,16 @@ def source(feed_server: FeedServer, sid: str = "news", path: str = "/news.xml") 
     """
 
 
-async def recv_json(ws: Any, timeout: float = 20.0) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+async def recv_json(ws: Any, wait: float = 20.0) -> dict[str, Any]:
+    return json.loads(await asyncio.wait_for(ws.recv(), wait))
 
 
-async def events_until(ws: Any, title: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+async def events_until(ws: Any, title: str, wait: float = 30.0) -> list[dict[str, Any]]:
     """Every event message up to and including the one titled `title`."""
     got: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(wait):
         while True:
-            msg = await recv_json(ws, timeout)
+            msg = await recv_json(ws, wait)
             if msg["type"] != "event":
                 continue
             got.append(msg["event"])
@@ -49,12 +49,16 @@ async def events_until(ws: Any, title: str, timeout: float = 30.0) -> list[dict[
 
 
 async def subscribe(ws: Any, stream: str, query: str = "", cursor: int | None = None) -> None:
-    await ws.send(json.dumps({"type": "subscribe", "stream": stream, "query": query, "cursor": cursor}))
+    await ws.send(
+        json.dumps({"type": "subscribe", "stream": stream, "query": query, "cursor": cursor})
+    )
     msg = await recv_json(ws)
     assert msg == {"type": "subscribed", "stream": stream}
 
 
-async def test_new_upstream_entry_reaches_a_subscribed_client(feed_server: FeedServer, tmp_path: Path) -> None:
+async def test_new_upstream_entry_reaches_a_subscribed_client(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
     feed_server.put("/news.xml", rss(entries("First")), etag='"v1"')
     with TidingsProcess(write_config(tmp_path, source(feed_server))) as app:
         async with websockets.connect(app.ws_url) as ws:
@@ -107,7 +111,9 @@ async def test_filters_bad_queries_and_heartbeats(feed_server: FeedServer, tmp_p
     sources = source(feed_server, "a", "/a.xml") + source(feed_server, "b", "/b.xml")
     with TidingsProcess(write_config(tmp_path, sources)) as app:
         async with websockets.connect(app.ws_url) as ws:
-            await ws.send(json.dumps({"type": "subscribe", "stream": "x", "query": "nope:1", "cursor": None}))
+            await ws.send(
+                json.dumps({"type": "subscribe", "stream": "x", "query": "nope:1", "cursor": None})
+            )
             err = await recv_json(ws)
             assert err["type"] == "error" and "nope" in err["message"]
             await subscribe(ws, "only-b", query="source:b merger", cursor=0)

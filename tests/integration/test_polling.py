@@ -63,7 +63,9 @@ async def test_broken_sources_are_recorded_and_never_stop_the_others(
         for name in ("good", "500", "garbage", "slow", "huge")
     ) + feed_source("gone", feed_server.url("/missing.xml"))
     config = write_config(tmp_path, sources)
-    config.write_text(config.read_text().replace("read_timeout = 2", "read_timeout = 1\nmax_body_bytes = 100000"))
+    config.write_text(
+        config.read_text().replace("read_timeout = 2", "read_timeout = 1\nmax_body_bytes = 100000")
+    )
     started = datetime.now(UTC)
     store, outcomes = await poll_all(config)
     by_id = {o.source_id: o for o in outcomes}
@@ -89,7 +91,8 @@ def test_cli_poll_and_sources(feed_server: FeedServer, tmp_path: Path) -> None:
     feed_server.put("/bad.xml", b"nope", status=503)
     config = write_config(
         tmp_path,
-        feed_source("f", feed_server.url("/f.xml")) + feed_source("bad", feed_server.url("/bad.xml")),
+        feed_source("f", feed_server.url("/f.xml"))
+        + feed_source("bad", feed_server.url("/bad.xml")),
     )
 
     def tidings(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,9 @@ from aggregator.types import Actor, Event
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # a Friday
 
 
-def ev(source: str = "wiki", kind: str = "feed", title: str = "Merger news", summary: str = "") -> Event:
+def ev(
+    source: str = "wiki", kind: str = "feed", title: str = "Merger news", summary: str = ""
+) -> Event:
     return Event(
         id=1, source_id=source, kind=kind, external_id="x", content_hash="h", verb="Create",
         object_type="Article", title=title, summary=summary, content_html="", url=None,
@@ -43,7 +45,9 @@ def test_summary_is_searched_too() -> None:
     assert EventFilter.parse("closing").matches(ev(summary="Closing call at 3pm"))
 
 
-@pytest.mark.parametrize(("query", "position"), [("author:jane", 0), ("x  foo:bar", 3), ('a "open', 2)])
+@pytest.mark.parametrize(
+    ("query", "position"), [("author:jane", 0), ("x  foo:bar", 3), ('a "open', 2)]
+)
 def test_errors_point_at_the_position(query: str, position: int) -> None:
     with pytest.raises(QueryError) as err:
         EventFilter.parse(query)
@@ -62,8 +66,12 @@ def test_backoff_grows_and_is_capped() -> None:
 
 
 def test_hints_only_slow_down() -> None:
-    assert (next_poll(NOW, interval=60, retry_after=3600, rng=random.Random(0)) - NOW).total_seconds() == 3600
-    assert (next_poll(NOW, interval=600, min_interval=10, rng=random.Random(0)) - NOW).total_seconds() >= 600
+    assert (
+        next_poll(NOW, interval=60, retry_after=3600, rng=random.Random(0)) - NOW
+    ).total_seconds() == 3600
+    assert (
+        next_poll(NOW, interval=600, min_interval=10, rng=random.Random(0)) - NOW
+    ).total_seconds() >= 600
 
 
 def test_cron_business_hours() -> None:
