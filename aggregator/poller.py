@@ -43,7 +43,7 @@ class Poller:
         self._sources = {s.id: s for s in config.sources}
         self._resources = Resources()
         self._slots = asyncio.Semaphore(config.poller.concurrency)
-        self._running: set[asyncio.Task[PollOutcome]] = set()
+        self._running: dict[asyncio.Task[PollOutcome], str] = {}
         self._executor = executor
         self._own_executor = executor is None
         self._scheduler: AsyncIOScheduler | None = None
@@ -100,8 +100,13 @@ class Poller:
             if source is None:  # defined elsewhere (another config); leave it be
                 continue
             task = asyncio.create_task(self.poll(source), name=f"poll:{source_id}")
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._running[task] = source_id
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[PollOutcome]) -> None:
+        self._running.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("poll %s crashed", task.get_name(), exc_info=task.exception())
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -116,9 +121,13 @@ class Poller:
     async def aclose(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
+        interrupted = list(self._running.values())
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
+        if interrupted:
+            # Their lease would delay them after a restart; they are due now.
+            await asyncio.to_thread(self.store.set_next_poll, interrupted, datetime.now(UTC))
         await self._resources.aclose()
         if self._own_executor and self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)

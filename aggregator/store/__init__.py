@@ -153,14 +153,19 @@ class Store:
     def sync_sources(self, configured: Iterable[SourceConfig], now: datetime) -> None:
         """Make the file-defined sources in the store match the config file.
 
-        New ones are due at once; changed ones keep their state and schedule;
+        New and changed ones are due at once (changed ones keep their state);
         file sources no longer in the file are disabled (their events stay).
         """
         configured = list(configured)
         with self._writing() as conn:
-            existing = {r.id: r for r in conn.execute(select(sources.c.id, sources.c.origin))}
+            existing = {
+                r.id: r
+                for r in conn.execute(
+                    select(sources.c.id, sources.c.origin, sources.c.config, sources.c.enabled)
+                )
+            }
             for src in configured:
-                values = {
+                values: dict[str, Any] = {
                     "kind": src.kind,
                     "title": src.title,
                     "origin": src.origin,
@@ -168,6 +173,9 @@ class Store:
                     "enabled": src.enabled,
                 }
                 if src.id in existing:
+                    old = existing[src.id]
+                    if (old.config, old.enabled) != (values["config"], values["enabled"]):
+                        values["next_poll_at"] = now  # changed settings take effect at once
                     conn.execute(update(sources).where(sources.c.id == src.id).values(**values))
                 else:
                     conn.execute(

@@ -134,3 +134,23 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
     with again._read.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
     again.close()
+
+
+def test_changed_source_settings_are_due_at_once(store: Store) -> None:
+    store.sync_sources(config(interval="1h").sources, NOW)
+    store.claim_due(NOW, 10, lease=3600)
+    store.sync_sources(config(interval="1h").sources, NOW)
+    assert store.claim_due(NOW, 10, lease=60) == []  # unchanged: the lease holds
+    store.sync_sources(config(interval="5s").sources, NOW)
+    assert store.claim_due(NOW, 10, lease=60) == ["blog"]
+
+
+def test_schema_matches_the_migrations(store: Store) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from aggregator.store.schema import metadata
+
+    with store._read.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
