@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,6 +46,7 @@ async def dashboard(request: Request) -> Response:
         events = await run_in_threadpool(state.store.latest_events, flt, limit=PAGE_SIZE)
     # Resume live from what the page shows, or from the tail when it shows nothing.
     cursor = events[0].id if events else state.tail.last_id
+    names = {s.id: s.name for s in state.config.sources}
     return templates.TemplateResponse(
         request,
         "index.html",
@@ -53,6 +55,8 @@ async def dashboard(request: Request) -> Response:
             "query": query,
             "error": error,
             "cursor": cursor,
+            "source_names": names,
+            "source_names_json": json.dumps(names),
             "version": __version__,
         },
         status_code=400 if error else 200,

@@ -10,6 +10,7 @@
   if (!list) return;
   let cursor = parseInt(list.dataset.cursor || "0", 10) || 0;
   const query = list.dataset.query || "";
+  const sourceNames = JSON.parse(list.dataset.sources || "{}");
   let retry = 0;
 
   function setStatus(state, text) {
@@ -44,7 +45,9 @@
     const li = el("li", "event fresh");
     li.dataset.id = e.id;
     const meta = el("div", "meta");
-    meta.append(el("span", "source", e.source_id));
+    const src = el("span", "source", sourceNames[e.source_id] || e.source_id);
+    src.title = e.source_id;
+    meta.append(src);
     if (e.actor && e.actor.name) meta.append(el("span", "actor", e.actor.name));
     const time = el("time", null, ago(e.published));
     time.setAttribute("datetime", e.published);
