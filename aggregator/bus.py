@@ -24,13 +24,17 @@ log = logging.getLogger(__name__)
 
 
 class Subscription:
+    """One subscriber's bounded queue. `accepts` filters at publish time, so a
+    narrow subscriber's queue only ever holds what it will send."""
+
     def __init__(self, bus: Bus, maxsize: int) -> None:
         self._bus = bus
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
         self.overflowed = asyncio.Event()
+        self.accepts: Callable[[Event], bool] = lambda event: True
 
     def offer(self, event: Event) -> None:
-        if self.overflowed.is_set():
+        if self.overflowed.is_set() or not self.accepts(event):
             return
         try:
             self.queue.put_nowait(event)

@@ -80,6 +80,10 @@ class LiveConnection:
         self.state = state
         self.streams: dict[str, Stream] = {}
         self.sub = state.bus.subscribe(state.config.server.client_queue)
+        self.sub.accepts = self.wants
+
+    def wants(self, event: Event) -> bool:
+        return any(s.filter.matches(event) for s in self.streams.values())
 
     async def send(self, payload: dict[str, Any]) -> None:
         await self.ws.send_text(json.dumps(payload, separators=(",", ":")))
@@ -94,8 +98,8 @@ class LiveConnection:
         if kind == "subscribe":
             await self.subscribe(msg)
         elif kind == "unsubscribe":
-            self.streams.pop(str(msg.get("stream")), None)
-            metrics.SUBSCRIBERS.dec()
+            if self.streams.pop(str(msg.get("stream")), None) is not None:
+                metrics.SUBSCRIBERS.dec()
         elif kind in ("ping", "pong"):
             if kind == "ping":
                 await self.send({"type": "pong"})
@@ -146,12 +150,12 @@ class LiveConnection:
 
     async def deliver(self, event: Event) -> None:
         for stream in list(self.streams.values()):
-            if event.id > stream.sent_up_to and stream.filter.matches(event):
+            if event.id <= stream.sent_up_to:
+                continue  # already sent in this stream's replay
+            stream.sent_up_to = event.id
+            if stream.filter.matches(event):
                 await self.ws.send_text(_event_message(stream.name, event))
-                stream.sent_up_to = event.id
                 metrics.DELIVERED.inc()
-            elif event.id > stream.sent_up_to:
-                stream.sent_up_to = event.id
 
     async def run(self) -> None:
         heartbeat = self.state.config.server.heartbeat
