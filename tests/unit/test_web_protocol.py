@@ -1,0 +1,118 @@
+"""The REST and websocket contract, in-process (Starlette's TestClient on SQLite)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from aggregator.config import parse_config
+from aggregator.decide import prepare
+from aggregator.store import Store
+from aggregator.types import EventData
+from web.app import create_app
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    config = parse_config(
+        {
+            "store": {"url": f"sqlite:///{tmp_path}/t.db"},
+            "poller": {"enabled": False},
+            "sources": [
+                {"id": "wiki", "kind": "feed", "url": "https://e.org/w", "title": "The Wiki"},
+                {"id": "jira", "kind": "feed", "url": "https://e.org/j"},
+            ],
+        }
+    )
+    store = Store(config.store_url)
+    store.sync_sources(config.sources, NOW)
+    for src in config.sources:
+        items = [
+            EventData(
+                external_id=f"{src.id}-{i}",
+                title=f"{src.id} item {i}",
+                content_html=f"<p>About <b>{src.id}</b> {i}</p>",
+            )  # fmt: skip
+            for i in range(30)
+        ]
+        store.record_poll(src, prepare(items), state=None, now=NOW, next_poll_at=NOW)
+    store.close()
+    with TestClient(create_app(config)) as c:
+        yield c
+
+
+def test_history_pages_newest_first_until_null_cursor(client: TestClient) -> None:
+    seen: list[int] = []
+    cursor = None
+    for _ in range(10):
+        params = {"limit": 25, **({"cursor": cursor} if cursor else {})}
+        body = client.get("/api/events", params=params).json()
+        seen += [e["id"] for e in body["events"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(range(60, 0, -1))
+
+
+def test_history_filters_clamps_and_rejects(client: TestClient) -> None:
+    body = client.get("/api/events", params={"q": "source:wiki", "limit": 100}).json()
+    assert {e["source_id"] for e in body["events"]} == {"wiki"} and len(body["events"]) == 30
+    assert len(client.get("/api/events", params={"limit": 10_000}).json()["events"]) == 60
+    phrase = client.get("/api/events", params={"q": '-source:wiki "item 7"'}).json()["events"]
+    assert [e["external_id"] for e in phrase] == ["jira-7"]
+    bad = client.get("/api/events", params={"q": "colour:red"})
+    assert bad.status_code == 400 and "colour" in bad.json()["error"]
+    assert client.get("/api/events", params={"cursor": "abc"}).status_code == 400
+
+
+def test_single_event_and_sources(client: TestClient) -> None:
+    event = client.get("/api/events/1").json()
+    assert event["id"] == 1 and event["summary"] == "About wiki 0"
+    assert client.get("/api/events/999").status_code == 404
+    sources = {s["id"]: s for s in client.get("/api/sources").json()["sources"]}
+    assert sources["wiki"]["event_count"] == 30 and sources["wiki"]["title"] == "The Wiki"
+
+
+def test_dashboard_renders_escaped_with_source_names(client: TestClient) -> None:
+    page = client.get("/", params={"q": 'source:wiki "<script>"'})
+    assert page.status_code == 200
+    assert '<script>"' not in page.text and "&lt;script&gt;" in page.text
+    page = client.get("/", params={"q": "source:wiki"})
+    assert "The Wiki" in page.text and "jira item" not in page.text
+    assert client.get("/", params={"q": "bogus:1"}).status_code == 400
+
+
+def test_websocket_protocol_errors_keep_the_connection(client: TestClient) -> None:
+    with client.websocket_connect("/ws") as ws:
+        ws.send_text("not json")
+        assert ws.receive_json() == {"type": "error", "message": "message is not JSON"}
+        ws.send_json({"type": "dance"})
+        assert "unknown message type" in ws.receive_json()["message"]
+        ws.send_json({"type": "subscribe", "stream": "s", "query": "", "cursor": "x"})
+        assert ws.receive_json()["type"] == "error"
+        ws.send_json({"type": "subscribe", "stream": "s", "query": "(", "cursor": None})
+        ws.send_json({"type": "ping"})
+        replies = [ws.receive_json(), ws.receive_json()]
+        assert replies[-1] == {"type": "pong"}
+
+
+def test_websocket_replays_after_cursor_oldest_first(client: TestClient) -> None:
+    with client.websocket_connect("/ws") as ws:
+        ws.send_json({"type": "subscribe", "stream": "w", "query": "source:wiki", "cursor": 20})
+        assert ws.receive_json() == {"type": "subscribed", "stream": "w"}
+        ids = [ws.receive_json()["event"]["id"] for _ in range(10)]
+        assert ids == list(range(21, 31))
+
+
+def test_security_headers(client: TestClient) -> None:
+    for path in ("/", "/api/events", "/static/app.js"):
+        headers = client.get(path).headers
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"
