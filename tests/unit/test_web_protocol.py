@@ -38,7 +38,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
                 external_id=f"{src.id}-{i}",
                 title=f"{src.id} item {i}",
                 content_html=f"<p>About <b>{src.id}</b> {i}</p>",
-            )  # fmt: skip
+            )
             for i in range(30)
         ]
         store.record_poll(src, prepare(items), state=None, now=NOW, next_poll_at=NOW)
