@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from aggregator.sanitize import html_to_text, sanitize_html
+from aggregator.sanitize import html_to_text, safe_url, sanitize_html
 from aggregator.types import EventData
 
 
@@ -53,7 +53,10 @@ def content_hash(item: EventData) -> str:
 
 
 def prepare(items: Iterable[EventData], source_tags: Iterable[str] = ()) -> list[Prepared]:
-    """Normalise and sanitise a poll's items; the first of duplicate ids wins."""
+    """Normalise and sanitise a poll's items; the first of duplicate ids wins.
+
+    Links that are not http(s)/mailto (javascript:, data:) are dropped here,
+    once, so no read path has to remember to check them."""
     extra_tags = tuple(source_tags)
     seen: set[str] = set()
     out: list[Prepared] = []
@@ -62,10 +65,15 @@ def prepare(items: Iterable[EventData], source_tags: Iterable[str] = ()) -> list
         if key in seen:
             continue
         seen.add(key)
-        content = sanitize_html(item.content_html, item.url)
+        url = safe_url(item.url)
+        content = sanitize_html(item.content_html, url)
         summary = html_to_text(item.summary or item.content_html)
         tags = tuple(dict.fromkeys((*item.tags, *extra_tags)))
-        clean = replace(item, external_id=key, content_html=content, summary=summary, tags=tags)
+        actor = replace(item.actor, url=safe_url(item.actor.url))
+        clean = replace(
+            item, external_id=key, url=url, actor=actor, content_html=content,
+            summary=summary, tags=tags,
+        )  # fmt: skip
         out.append(Prepared(key, content_hash(clean), clean))
     return out
 

@@ -69,6 +69,15 @@ def _cleaner(base_url: str | None) -> nh3.Cleaner:
     )
 
 
+def safe_url(url: str | None) -> str | None:
+    """A link fit to put in a page: http(s) or mailto only, else None."""
+    if not url:
+        return None
+    url = url.strip()
+    scheme = urlsplit(url).scheme.lower()
+    return url if scheme in ("http", "https", "mailto") else None
+
+
 def _is_absolute(url: str | None) -> bool:
     return bool(url) and urlsplit(url).scheme in ("http", "https")
 

@@ -39,7 +39,7 @@ class FeedServer:
     def __init__(self) -> None:
         self.resources: dict[str, Resource] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,6 +51,7 @@ class FeedServer:
             def do_GET(self) -> None:
                 with server._lock:
                     server.requests.append((self.path, dict(self.headers)))
+                    server._lock.notify_all()
                     res = server.resources.get(self.path)
                 if res is None:
                     self._send(404, b"not found", "text/plain")
@@ -100,6 +101,12 @@ class FeedServer:
     def hits(self, path: str) -> int:
         with self._lock:
             return sum(1 for p, _ in self.requests if p == path)
+
+    def wait_for_hit(self, path: str, timeout: float = 20.0) -> None:
+        """Block until `path` has been requested at least once."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: any(p == path for p, _ in self.requests), timeout):
+                raise TimeoutError(f"{path} was not requested within {timeout}s")
 
     def __enter__(self) -> FeedServer:
         self._thread.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +188,25 @@ def test_pages_health_and_metrics(feed_server: FeedServer, tmp_path: Path) -> No
                      "tidings_poll_duration_seconds", "tidings_events_stored_total",
                      "tidings_websocket_subscribers"):  # fmt: skip
             assert name in metrics
+
+
+def test_a_poll_cut_off_by_shutdown_is_due_again_after_restart(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    from aggregator.config import load_config
+    from aggregator.store import Store
+
+    feed_server.put("/news.xml", rss(entries("Slow")), delay=1.5)
+    config = write_config(tmp_path, source(feed_server))
+    app = TidingsProcess(config).start()
+    try:
+        feed_server.wait_for_hit("/news.xml")
+        assert feed_server.hits("/news.xml") == 1
+    finally:
+        app.stop()  # while the poll waits on the slow server
+    store = Store(load_config(config).store_url)
+    [status] = store.source_statuses()
+    store.close()
+    assert status.last_poll_at is None  # the poll never finished...
+    assert status.next_poll_at is not None  # ...and it is due now, not after its lease
+    assert status.next_poll_at <= datetime.now(UTC)

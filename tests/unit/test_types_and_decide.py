@@ -72,3 +72,19 @@ def test_event_time_never_in_the_future() -> None:
     assert event_time(item(published=future), NOW) == NOW
     assert event_time(item(), NOW) == NOW
     assert event_time(item(updated=datetime(2026, 1, 1, tzinfo=UTC)), NOW).year == 2026
+
+
+def test_only_web_links_survive() -> None:
+    [p] = prepare(
+        [
+            item(
+                url="javascript:alert(1)",
+                actor=Actor("A", None, "data:text/html,x"),
+                content_html='<a href="/rel">r</a>',
+            )
+        ]
+    )
+    assert p.data.url is None and p.data.actor.url is None
+    assert "href" not in p.data.content_html  # no base to resolve against
+    [q] = prepare([item(url=" https://e.org/post ", actor=Actor("A", None, "mailto:a@e.org"))])
+    assert q.data.url == "https://e.org/post" and q.data.actor.url == "mailto:a@e.org"
