@@ -49,25 +49,10 @@ async def poll_source(
         result = await asyncio.wait_for(
             connector.poll(state, make_context(source, now)), POLL_TIMEOUT
         )
-    except (ConnectorError, TimeoutError, Exception) as err:
-        message = _describe(err)
-        retry = err.retry_after if isinstance(err, ConnectorError) else None
-        when = next_poll(
-            now, interval=source.interval, cron=source.cron, failures=failures + 1,
-            retry_after=retry,
-        )  # fmt: skip
-        if not isinstance(err, ConnectorError | TimeoutError):
-            log.exception("source %s: connector crashed", source.id)
-        else:
-            log.warning("source %s: %s", source.id, message)
-        await asyncio.to_thread(
-            store.record_failure, source.id, message, now=now, next_poll_at=when
-        )
-        metrics.POLLS.labels(source.id, "error").inc()
-        metrics.POLL_ERRORS.labels(source.id).inc()
-        return PollOutcome(source.id, [], error=message)
+        items = await asyncio.to_thread(prepare, result.events, source.tags)
+    except Exception as err:  # whatever a connector sends, the others keep flowing
+        return await _record_failure(source, store, err, now=now, failures=failures + 1)
 
-    items = await asyncio.to_thread(prepare, result.events, source.tags) if result.events else []
     when = next_poll(
         now, interval=source.interval, cron=source.cron, min_interval=result.min_interval
     )
@@ -84,6 +69,24 @@ async def poll_source(
     metrics.EVENTS.labels(source.id).inc(len(new_ids))
     metrics.POLL_SECONDS.labels(source.id).observe(time.perf_counter() - started)
     return PollOutcome(source.id, new_ids, not_modified=result.not_modified)
+
+
+async def _record_failure(
+    source: SourceConfig, store: Store, err: Exception, *, now: datetime, failures: int
+) -> PollOutcome:
+    message = _describe(err)
+    if isinstance(err, ConnectorError | TimeoutError):
+        log.warning("source %s: %s", source.id, message)
+    else:
+        log.error("source %s: connector crashed", source.id, exc_info=err)
+    retry = err.retry_after if isinstance(err, ConnectorError) else None
+    when = next_poll(
+        now, interval=source.interval, cron=source.cron, failures=failures, retry_after=retry
+    )
+    await asyncio.to_thread(store.record_failure, source.id, message, now=now, next_poll_at=when)
+    metrics.POLLS.labels(source.id, "error").inc()
+    metrics.POLL_ERRORS.labels(source.id).inc()
+    return PollOutcome(source.id, [], error=message)
 
 
 def _describe(err: BaseException) -> str:
