@@ -39,8 +39,9 @@ async def poll_source(
     now: datetime | None = None,
 ) -> PollOutcome:
     """Fetch -> parse -> sanitise -> decide -> commit (events + state, one
-    transaction) -> report what is new. Errors are recorded, never raised: a
-    broken source never stops the others."""
+    transaction) -> report what is new. A source's errors are recorded, never
+    raised: a broken source never stops the others. Store errors do propagate;
+    nothing was committed, and the claim's lease makes the source due again."""
     now = now or datetime.now(UTC)
     started = time.perf_counter()
     state, failures = await asyncio.to_thread(store.source_state, source.id)
