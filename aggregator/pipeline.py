@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from aggregator import metrics
 from aggregator.config import SourceConfig
 from aggregator.connector import PollContext
 from aggregator.decide import prepare
 from aggregator.exceptions import ConnectorError
+from aggregator.recorder import Recorder
 from aggregator.registry import connector_class
 from aggregator.schedule import next_poll
-from aggregator.store import Store
+from aggregator.store import Claim, FailureRecord, PollRecord
 
 log = logging.getLogger(__name__)
 
@@ -33,38 +33,29 @@ class PollOutcome:
 
 async def poll_source(
     source: SourceConfig,
-    store: Store,
-    make_context: Callable[[SourceConfig, datetime], PollContext],
-    *,
-    now: datetime | None = None,
+    claim: Claim,
+    recorder: Recorder,
+    ctx: PollContext,
 ) -> PollOutcome:
     """Fetch -> parse -> sanitise -> decide -> commit (events + state, one
     transaction) -> report what is new. A source's errors are recorded, never
     raised: a broken source never stops the others. Store errors do propagate;
     nothing was committed, and the claim's lease makes the source due again."""
-    now = now or datetime.now(UTC)
+    now = ctx.now
     started = time.perf_counter()
-    state, failures = await asyncio.to_thread(store.source_state, source.id)
     connector = connector_class(source.kind)(source.options)
     try:
-        result = await asyncio.wait_for(
-            connector.poll(state, make_context(source, now)), POLL_TIMEOUT
-        )
-        items = await asyncio.to_thread(prepare, result.events, source.tags)
+        result = await asyncio.wait_for(connector.poll(claim.state, ctx), POLL_TIMEOUT)
+        # Sanitising is CPU work: it runs in the parser pool, off the event loop.
+        items = await ctx.run_cpu(prepare, result.events, source.tags) if result.events else []
     except Exception as err:  # whatever a connector sends, the others keep flowing
-        return await _record_failure(source, store, err, now=now, failures=failures + 1)
+        return await _record_failure(source, recorder, err, now=now, failures=claim.failures + 1)
 
     when = next_poll(
         now, interval=source.interval, cron=source.cron, min_interval=result.min_interval
     )
-    new_ids = await asyncio.to_thread(
-        store.record_poll,
-        source,
-        items,
-        state=result.state,
-        now=now,
-        next_poll_at=when,
-        permanent_redirect=result.permanent_redirect,
+    new_ids = await recorder.record(
+        PollRecord(source, items, result.state, now, when, result.permanent_redirect)
     )
     metrics.POLLS.labels(source.id, "not_modified" if result.not_modified else "ok").inc()
     metrics.EVENTS.labels(source.id).inc(len(new_ids))
@@ -73,7 +64,7 @@ async def poll_source(
 
 
 async def _record_failure(
-    source: SourceConfig, store: Store, err: Exception, *, now: datetime, failures: int
+    source: SourceConfig, recorder: Recorder, err: Exception, *, now: datetime, failures: int
 ) -> PollOutcome:
     message = _describe(err)
     if isinstance(err, ConnectorError | TimeoutError):
@@ -84,7 +75,7 @@ async def _record_failure(
     when = next_poll(
         now, interval=source.interval, cron=source.cron, failures=failures, retry_after=retry
     )
-    await asyncio.to_thread(store.record_failure, source.id, message, now=now, next_poll_at=when)
+    await recorder.record(FailureRecord(source.id, message, now, when))
     metrics.POLLS.labels(source.id, "error").inc()
     metrics.POLL_ERRORS.labels(source.id).inc()
     return PollOutcome(source.id, [], error=message)

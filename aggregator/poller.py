@@ -23,9 +23,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from aggregator.config import Config, SourceConfig
 from aggregator.connector import PollContext, Resources
 from aggregator.pipeline import POLL_TIMEOUT, PollOutcome, poll_source
-from aggregator.store import Store
+from aggregator.recorder import Recorder
+from aggregator.store import Claim, Store
 
 log = logging.getLogger(__name__)
+
+LEASE = POLL_TIMEOUT + 60  # a claimed source is not claimed again for this long
 
 
 class Poller:
@@ -47,6 +50,9 @@ class Poller:
         self._executor = executor
         self._own_executor = executor is None
         self._scheduler: AsyncIOScheduler | None = None
+        self.recorder = Recorder(store)
+        self._http = config.http_settings
+        self._local_dirs = config.allowed_dirs
 
     # --- the pieces a poll needs ------------------------------------------
 
@@ -67,40 +73,40 @@ class Poller:
             now=now,
             resources=self._resources,
             run_cpu=self._run_cpu,
-            http=self.config.http_settings,
-            local_dirs=self.config.allowed_dirs if source.origin == "file" else (),
+            http=self._http,
+            local_dirs=self._local_dirs if source.origin == "file" else (),
             base_dir=self.config.base_dir,
         )
 
     # --- running polls -----------------------------------------------------
 
-    async def poll(self, source: SourceConfig) -> PollOutcome:
+    async def _poll(self, claim: Claim, now: datetime) -> PollOutcome:
+        source = self._sources[claim.source_id]
         async with self._slots:
-            outcome = await poll_source(source, self.store, self.context)
+            outcome = await poll_source(source, claim, self.recorder, self.context(source, now))
         if outcome.new_event_ids:
             self._on_commit()
         return outcome
 
     async def poll_now(self, source_ids: Iterable[str] | None = None) -> list[PollOutcome]:
         """Poll the given (default: all enabled) sources once, whatever their schedule."""
-        ids = (
-            list(source_ids)
-            if source_ids is not None
-            else [s.id for s in self._sources.values() if s.enabled]
-        )
-        return list(await asyncio.gather(*(self.poll(self._sources[i]) for i in ids)))
+        ids = list(source_ids) if source_ids is not None else [
+            s.id for s in self._sources.values() if s.enabled
+        ]
+        now = datetime.now(UTC)
+        claims = await asyncio.to_thread(self.store.claim, ids, now, LEASE)
+        return list(await asyncio.gather(*(self._poll(c, now) for c in claims)))
 
     async def tick(self) -> None:
         """Claim what is due and start it; never waits for the polls."""
         free = self.config.poller.concurrency - len(self._running)
         now = datetime.now(UTC)
-        ids = await asyncio.to_thread(self.store.claim_due, now, free, POLL_TIMEOUT + 60)
-        for source_id in ids:
-            source = self._sources.get(source_id)
-            if source is None:  # defined elsewhere (another config); leave it be
+        claims = await asyncio.to_thread(self.store.claim_due, now, free, LEASE)
+        for claim in claims:
+            if claim.source_id not in self._sources:  # defined elsewhere; leave it be
                 continue
-            task = asyncio.create_task(self.poll(source), name=f"poll:{source_id}")
-            self._running[task] = source_id
+            task = asyncio.create_task(self._poll(claim, now), name=f"poll:{claim.source_id}")
+            self._running[task] = claim.source_id
             task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[PollOutcome]) -> None:
@@ -125,6 +131,7 @@ class Poller:
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
+        await self.recorder.aclose()
         if interrupted:
             # Their lease would delay them after a restart; they are due now.
             await asyncio.to_thread(self.store.set_next_poll, interrupted, datetime.now(UTC))

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urljoin
 
 import feedparser
 from pydantic import Field
@@ -27,6 +28,7 @@ from connectors.files import local_path, read_local
 from connectors.http import fetcher
 
 _DOCTYPE_SUBSET = re.compile(rb"<!DOCTYPE[^>\[]*\[.*?\]\s*>", re.DOTALL | re.IGNORECASE)
+_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
 _JSON_START = re.compile(rb"^\s*(?:\xef\xbb\xbf)?\s*\{")
 
 
@@ -84,18 +86,15 @@ def parse_feed(body: bytes, url: str) -> ParsedFeed:
     if _JSON_START.match(body):
         return ParsedFeed(parse_json_feed(body))
     body = _DOCTYPE_SUBSET.sub(b"", body)
-    parsed = feedparser.parse(
-        body,
-        sanitize_html=False,
-        resolve_relative_uris=False,
-        response_headers={"content-location": url},
-    )
+    # No content-location: feedparser would urljoin every link of every entry;
+    # _entry resolves only the rare relative one.
+    parsed = feedparser.parse(body, sanitize_html=False, resolve_relative_uris=False)
     if not parsed.get("version") and not parsed.entries:
         reason = parsed.get("bozo_exception") or "no feed elements found"
         raise ParseError(f"{url}: not an RSS/Atom/JSON feed ({reason})")
     ttl = parsed.feed.get("ttl", "")
     return ParsedFeed(
-        [_entry(e) for e in parsed.entries],
+        [_entry(e, url) for e in parsed.entries],
         float(ttl) * 60 if ttl.strip().isdigit() else None,
     )
 
@@ -115,7 +114,13 @@ def _person_name(name: str | None) -> str | None:
     return name if name and "@" not in name else None
 
 
-def _entry(e: Any) -> EventData:
+def _link(link: str | None, feed_url: str) -> str | None:
+    if not link:
+        return None
+    return link if _SCHEME.match(link) else urljoin(feed_url, link)
+
+
+def _entry(e: Any, feed_url: str) -> EventData:
     content = e.get("content")
     content_html = content[0].get("value", "") if content else ""
     summary = e.get("summary", "")
@@ -127,7 +132,7 @@ def _entry(e: Any) -> EventData:
         title=_text(e.get("title_detail"), e.get("title", "")),
         summary=summary,
         content_html=content_html,
-        url=e.get("link") or None,
+        url=_link(e.get("link"), feed_url),
         actor=Actor(
             name=_person_name(author.get("name") or e.get("author")),
             email=author.get("email"),

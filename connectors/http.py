@@ -131,6 +131,7 @@ class Fetcher:
             max_age=float(match.group(1)) if match else None,
         )
         if head.not_modified:
+            await resp.aread()  # an unread (empty) body would cost the keep-alive connection
             return head
         cap = self._settings.max_body_bytes
         chunks: list[bytes] = []

@@ -60,6 +60,35 @@ class SourceStatus:
     event_count: int
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A source taken for polling, with what the poll needs from the store."""
+
+    source_id: str
+    state: JSONObject | None
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class PollRecord:
+    """A successful poll's outcome: what it found and the connector's new state."""
+
+    source: SourceConfig
+    items: Sequence[Prepared]
+    state: JSONObject | None
+    now: datetime
+    next_poll_at: datetime
+    permanent_redirect: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRecord:
+    source_id: str
+    error: str
+    now: datetime
+    next_poll_at: datetime
+
+
 def _sqlite_engine(url: str, *, writer: bool) -> Engine:
     engine = create_engine(url, pool_size=1 if writer else 8, max_overflow=0 if writer else 8)
 
@@ -193,27 +222,40 @@ class Store:
             if gone:
                 conn.execute(update(sources).where(sources.c.id.in_(gone)).values(enabled=False))
 
-    def claim_due(self, now: datetime, limit: int, lease: float) -> list[str]:
+    def claim_due(self, now: datetime, limit: int, lease: float) -> list[Claim]:
         """Take up to `limit` due sources, pushing their next poll `lease` seconds
         ahead so no other poller takes them while this one works."""
         if limit <= 0:
             return []
-        until = now + timedelta(seconds=lease)
+        query = (
+            select(sources.c.id)
+            .where(sources.c.enabled, sources.c.next_poll_at <= now)
+            .order_by(sources.c.next_poll_at)
+            .limit(limit)
+        )
+        if not self.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
         with self._writing() as conn:
-            query = (
-                select(sources.c.id)
-                .where(sources.c.enabled, sources.c.next_poll_at <= now)
-                .order_by(sources.c.next_poll_at)
-                .limit(limit)
-            )
-            if not self.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
-            ids = list(conn.scalars(query))
-            if ids:
-                conn.execute(
-                    update(sources).where(sources.c.id.in_(ids)).values(next_poll_at=until)
-                )
-            return ids
+            return self._claim(conn, list(conn.scalars(query)), now + timedelta(seconds=lease))
+
+    def claim(self, source_ids: Sequence[str], now: datetime, lease: float) -> list[Claim]:
+        """Take these sources now, whatever their schedule (`tidings poll`)."""
+        with self._writing() as conn:
+            return self._claim(conn, source_ids, now + timedelta(seconds=lease))
+
+    @staticmethod
+    def _claim(conn: Connection, source_ids: Sequence[str], until: datetime) -> list[Claim]:
+        if not source_ids:
+            return []
+        query = select(sources.c.id, sources.c.state, sources.c.consecutive_failures)
+        claims = [
+            Claim(r.id, r.state, r.consecutive_failures)
+            for chunk in _chunks(source_ids, 500)
+            for r in conn.execute(query.where(sources.c.id.in_(chunk)))
+        ]
+        for chunk in _chunks(source_ids, 500):
+            conn.execute(update(sources).where(sources.c.id.in_(chunk)).values(next_poll_at=until))
+        return claims
 
     def source_state(self, source_id: str) -> tuple[JSONObject | None, int]:
         """The connector's opaque state and the count of consecutive failures."""
@@ -231,6 +273,19 @@ class Store:
                 update(sources).where(sources.c.id.in_(source_ids)).values(next_poll_at=when)
             )
 
+    def record(self, records: Sequence[PollRecord | FailureRecord]) -> list[list[int]]:
+        """Commit several polls' outcomes in ONE transaction (group commit).
+
+        For each PollRecord its new events and its source's state are written
+        together; returns the new event ids per record (oldest first; [] for
+        failures).
+        """
+        with self._writing() as conn:
+            return [
+                self._record_poll(conn, r) if isinstance(r, PollRecord) else self._fail(conn, r)
+                for r in records
+            ]
+
     def record_poll(
         self,
         source: SourceConfig,
@@ -241,68 +296,89 @@ class Store:
         next_poll_at: datetime,
         permanent_redirect: str | None = None,
     ) -> list[int]:
-        """Append what is new or changed, and save the source's state, atomically.
+        """Append what is new or changed and save the source's state, atomically."""
+        return self.record(
+            [PollRecord(source, items, state, now, next_poll_at, permanent_redirect)]
+        )[0]
 
-        Returns the ids of the appended events (oldest first).
-        """
-        with self._writing() as conn:
-            known: dict[str, str] = {}
-            ids = [i.external_id for i in items]
-            for chunk in _chunks(ids, 500):
-                found = conn.execute(
-                    select(entries.c.external_id, entries.c.content_hash).where(
-                        entries.c.source_id == source.id, entries.c.external_id.in_(chunk)
-                    )
+    def record_failure(
+        self, source_id: str, error: str, *, now: datetime, next_poll_at: datetime
+    ) -> None:
+        self.record([FailureRecord(source_id, error, now, next_poll_at)])
+
+    def _record_poll(self, conn: Connection, rec: PollRecord) -> list[int]:
+        source = rec.source
+        known: dict[str, str] = {}
+        for chunk in _chunks([i.external_id for i in rec.items], 500):
+            found = conn.execute(
+                select(entries.c.external_id, entries.c.content_hash).where(
+                    entries.c.source_id == source.id, entries.c.external_id.in_(chunk)
                 )
-                known.update((r.external_id, r.content_hash) for r in found)
-            fresh = decide(items, known, track_updates=source.track_updates)
-            # Oldest first, so ids follow the order things happened upstream.
-            fresh.sort(key=lambda p: event_time(p.data, now))
-            new_ids: list[int] = []
-            if fresh:
-                inserted = conn.execute(
-                    insert(events).returning(events.c.id, sort_by_parameter_order=True),
-                    [self._event_row(source, item, now) for item in fresh],
+            )
+            known.update((r.external_id, r.content_hash) for r in found)
+        fresh = decide(rec.items, known, track_updates=source.track_updates)
+        # Oldest first, so ids follow the order things happened upstream.
+        fresh.sort(key=lambda p: event_time(p.data, rec.now))
+        new_ids: list[int] = []
+        if fresh:
+            inserted = conn.execute(
+                insert(events).returning(events.c.id, sort_by_parameter_order=True),
+                [self._event_row(source, item, rec.now) for item in fresh],
+            )
+            new_ids = list(inserted.scalars())
+            latest = [
+                {"s": source.id, "x": item.external_id, "h": item.content_hash, "e": event_id}
+                for item, event_id in zip(fresh, new_ids, strict=True)
+            ]
+            added = [row for row in latest if row["x"] not in known]
+            changed = [row for row in latest if row["x"] in known]
+            if added:
+                conn.execute(
+                    insert(entries).values(
+                        source_id=bindparam("s"),
+                        external_id=bindparam("x"),
+                        content_hash=bindparam("h"),
+                        event_id=bindparam("e"),
+                    ),
+                    added,
                 )
-                new_ids = list(inserted.scalars())
-                latest = [
-                    {"s": source.id, "x": item.external_id, "h": item.content_hash, "e": event_id}
-                    for item, event_id in zip(fresh, new_ids, strict=True)
-                ]
-                changed = [row for row in latest if row["x"] in known]
-                added = [row for row in latest if row["x"] not in known]
-                if added:
-                    conn.execute(
-                        insert(entries).values(
-                            source_id=bindparam("s"),
-                            external_id=bindparam("x"),
-                            content_hash=bindparam("h"),
-                            event_id=bindparam("e"),
-                        ),
-                        added,
+            if changed:
+                conn.execute(
+                    update(entries)
+                    .where(
+                        entries.c.source_id == bindparam("s"),
+                        entries.c.external_id == bindparam("x"),
                     )
-                if changed:
-                    conn.execute(
-                        update(entries)
-                        .where(
-                            entries.c.source_id == bindparam("s"),
-                            entries.c.external_id == bindparam("x"),
-                        )
-                        .values(content_hash=bindparam("h"), event_id=bindparam("e")),
-                        changed,
-                    )
-            changes: dict[str, Any] = {
-                "last_poll_at": now,
-                "last_success_at": now,
-                "last_error": None,
-                "consecutive_failures": 0,
-                "next_poll_at": next_poll_at,
-                "permanent_redirect": permanent_redirect,
-            }
-            if state is not None:
-                changes["state"] = state
-            conn.execute(update(sources).where(sources.c.id == source.id).values(**changes))
-            return new_ids
+                    .values(content_hash=bindparam("h"), event_id=bindparam("e")),
+                    changed,
+                )
+        changes: dict[str, Any] = {
+            "last_poll_at": rec.now,
+            "last_success_at": rec.now,
+            "last_error": None,
+            "consecutive_failures": 0,
+            "next_poll_at": rec.next_poll_at,
+            "permanent_redirect": rec.permanent_redirect,
+        }
+        if rec.state is not None:
+            changes["state"] = rec.state
+        conn.execute(update(sources).where(sources.c.id == source.id).values(**changes))
+        return new_ids
+
+    @staticmethod
+    def _fail(conn: Connection, rec: FailureRecord) -> list[int]:
+        conn.execute(
+            update(sources)
+            .where(sources.c.id == rec.source_id)
+            .values(
+                last_poll_at=rec.now,
+                last_error=rec.error,
+                last_error_at=rec.now,
+                consecutive_failures=sources.c.consecutive_failures + 1,
+                next_poll_at=rec.next_poll_at,
+            )
+        )
+        return []
 
     @staticmethod
     def _event_row(source: SourceConfig, item: Prepared, now: datetime) -> dict[str, Any]:
@@ -329,22 +405,6 @@ class Store:
             "audience": list(source.audience),
             "ingested_at": now,
         }
-
-    def record_failure(
-        self, source_id: str, error: str, *, now: datetime, next_poll_at: datetime
-    ) -> None:
-        with self._writing() as conn:
-            conn.execute(
-                update(sources)
-                .where(sources.c.id == source_id)
-                .values(
-                    last_poll_at=now,
-                    last_error=error,
-                    last_error_at=now,
-                    consecutive_failures=sources.c.consecutive_failures + 1,
-                    next_poll_at=next_poll_at,
-                )
-            )
 
     def source_statuses(self) -> list[SourceStatus]:
         counts = (

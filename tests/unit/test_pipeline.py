@@ -13,6 +13,7 @@ from aggregator import pipeline, registry
 from aggregator.config import SourceConfig, parse_config
 from aggregator.connector import Connector, ConnectorOptions, PollContext, Resources
 from aggregator.exceptions import FetchError
+from aggregator.recorder import Recorder
 from aggregator.store import Store
 from aggregator.types import EventData, JSONObject, PollResult
 
@@ -62,7 +63,8 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Store, dict[
 
 
 async def poll(store: Store, source: SourceConfig) -> pipeline.PollOutcome:
-    return await pipeline.poll_source(source, store, context, now=NOW)
+    [claim] = store.claim([source.id], NOW, lease=60)
+    return await pipeline.poll_source(source, claim, Recorder(store), context(source, NOW))
 
 
 async def test_success_commits_events_and_state(
@@ -103,11 +105,11 @@ async def test_a_failed_commit_keeps_the_old_state(
     store, sources = setup
     await poll(store, sources["works"])
 
-    def broken(*args: Any, **kwargs: Any) -> list[int]:
+    def broken(*args: Any, **kwargs: Any) -> list[list[int]]:
         raise OSError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(store, "record_poll", broken)
+        patch.setattr(store, "record", broken)
         with pytest.raises(OSError):
             await poll(store, sources["works"])
     assert store.source_state("works") == ({"n": 1}, 0)

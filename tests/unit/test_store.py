@@ -71,6 +71,33 @@ def test_failed_write_keeps_neither_events_nor_state(store: Store) -> None:
     assert store.source_state("blog") == (None, 0)
 
 
+def test_claims_carry_state_and_failures(store: Store) -> None:
+    src = config().sources[0]
+    store.sync_sources([src], NOW)
+    store.record_poll(src, items(("a", "A")), state={"etag": "e"}, now=NOW, next_poll_at=NOW)
+    store.record_failure("blog", "HTTP 500", now=NOW, next_poll_at=NOW)
+    [claim] = store.claim(["blog"], NOW, lease=60)
+    assert (claim.source_id, claim.state, claim.failures) == ("blog", {"etag": "e"}, 1)
+    assert store.claim_due(NOW, 10, lease=60) == []  # leased
+
+
+def test_group_commit_is_all_or_nothing(store: Store) -> None:
+    from aggregator.store import FailureRecord, PollRecord
+
+    cfg = parse_config({"sources": [
+        {"id": i, "kind": "feed", "url": "https://e.org/f"} for i in ("a", "b")
+    ]})  # fmt: skip
+    store.sync_sources(cfg.sources, NOW)
+    a, b = cfg.sources
+    ok = PollRecord(a, items(("1", "One")), {"n": 1}, NOW, NOW)
+    bad = PollRecord(b, items(("2", "Two")), {"n": 2}, NOW, datetime(2026, 1, 1))  # naive
+    with pytest.raises(Exception, match="naive"):
+        store.record([ok, FailureRecord("b", "x", NOW, NOW), bad])
+    assert store.max_event_id() == 0 and store.source_state("a") == (None, 0)
+    assert [len(ids) for ids in store.record([ok, FailureRecord("b", "x", NOW, NOW)])] == [1, 0]
+    assert store.source_state("a") == ({"n": 1}, 0) and store.source_state("b") == (None, 1)
+
+
 def test_failures_count_up_and_reset(store: Store) -> None:
     src = config().sources[0]
     store.sync_sources([src], NOW)
@@ -89,7 +116,8 @@ def test_claim_due_leases_sources(store: Store) -> None:
         {"id": f"s{i}", "kind": "feed", "url": "https://e.org/f"} for i in range(3)
     ]})  # fmt: skip
     store.sync_sources(cfg.sources, NOW)
-    assert sorted(store.claim_due(NOW, 2, lease=60)) in (["s0", "s1"], ["s0", "s2"], ["s1", "s2"])
+    first = sorted(c.source_id for c in store.claim_due(NOW, 2, lease=60))
+    assert first in (["s0", "s1"], ["s0", "s2"], ["s1", "s2"])
     assert len(store.claim_due(NOW, 10, lease=60)) == 1
     assert store.claim_due(NOW, 10, lease=60) == []
     assert len(store.claim_due(NOW + timedelta(seconds=61), 10, lease=60)) == 3
@@ -142,7 +170,7 @@ def test_changed_source_settings_are_due_at_once(store: Store) -> None:
     store.sync_sources(config(interval="1h").sources, NOW)
     assert store.claim_due(NOW, 10, lease=60) == []  # unchanged: the lease holds
     store.sync_sources(config(interval="5s").sources, NOW)
-    assert store.claim_due(NOW, 10, lease=60) == ["blog"]
+    assert [c.source_id for c in store.claim_due(NOW, 10, lease=60)] == ["blog"]
 
 
 def test_schema_matches_the_migrations(store: Store) -> None:
