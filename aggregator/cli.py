@@ -79,6 +79,31 @@ def cmd_poll(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_poller(args: argparse.Namespace) -> int:
+    import signal
+
+    from aggregator.poller import Poller
+
+    config, store = _open(args)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        poller = Poller(config, store)
+        poller.start()
+        logging.getLogger(__name__).info("polling %d sources", len(config.sources))
+        try:
+            await stop.wait()
+        finally:
+            await poller.aclose()
+
+    asyncio.run(run())
+    store.close()
+    return 0
+
+
 def _ago(when: datetime | None, now: datetime) -> str:
     if when is None:
         return "-"
@@ -138,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("source_id", nargs="?", metavar="SOURCE_ID", help="only this source")
     p.set_defaults(func=cmd_poll)
+
+    p = sub.add_parser(
+        "poller", help="poll on schedule without serving (run several to share the work)"
+    )
+    _config_arg(p)
+    p.set_defaults(func=cmd_poller)
 
     p = sub.add_parser("sources", help="list sources with their health")
     _config_arg(p)

@@ -51,6 +51,8 @@ class Poller:
         self._own_executor = executor is None
         self._scheduler: AsyncIOScheduler | None = None
         self.recorder = Recorder(store)
+        self._backlog = False
+        self._refill: asyncio.Task[None] | None = None
         self._http = config.http_settings
         self._local_dirs = config.allowed_dirs
 
@@ -97,22 +99,46 @@ class Poller:
         claims = await asyncio.to_thread(self.store.claim, ids, now, LEASE)
         return list(await asyncio.gather(*(self._poll(c, now) for c in claims)))
 
+    async def drain(self) -> list[PollOutcome]:
+        """Poll due sources until none is left, keeping `concurrency` polls in
+        flight. Several processes can drain one store together: claims keep
+        them from taking the same source."""
+        outcomes: list[PollOutcome] = []
+        running: set[asyncio.Task[PollOutcome]] = set()
+        while True:
+            free = self.config.poller.concurrency - len(running)
+            now = datetime.now(UTC)
+            claims = await asyncio.to_thread(self.store.claim_due, now, free, LEASE)
+            running |= {asyncio.create_task(self._poll(c, now)) for c in self._known(claims)}
+            if not running:
+                return outcomes
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            outcomes += [task.result() for task in done]
+
     async def tick(self) -> None:
-        """Claim what is due and start it; never waits for the polls."""
+        """Claim what is due and start it; never waits for the polls. When the
+        claim was cut short by the concurrency limit, the next finished poll
+        ticks again, so a backlog drains at full speed."""
         free = self.config.poller.concurrency - len(self._running)
         now = datetime.now(UTC)
         claims = await asyncio.to_thread(self.store.claim_due, now, free, LEASE)
-        for claim in claims:
-            if claim.source_id not in self._sources:  # defined elsewhere; leave it be
-                continue
+        self._backlog = free > 0 and len(claims) == free
+        for claim in self._known(claims):
             task = asyncio.create_task(self._poll(claim, now), name=f"poll:{claim.source_id}")
             self._running[task] = claim.source_id
             task.add_done_callback(self._finished)
+
+    def _known(self, claims: list[Claim]) -> list[Claim]:
+        # A source another config defined (another poller's) is left to its lease.
+        return [c for c in claims if c.source_id in self._sources]
 
     def _finished(self, task: asyncio.Task[PollOutcome]) -> None:
         self._running.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("poll %s crashed", task.get_name(), exc_info=task.exception())
+        if self._backlog and self._scheduler is not None:
+            self._backlog = False
+            self._refill = asyncio.create_task(self.tick(), name="tick:refill")
 
     # --- lifecycle ---------------------------------------------------------
 

@@ -55,34 +55,52 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
 
 
 class Fetcher:
-    def __init__(self, client: httpx2.AsyncClient, settings: HttpSettings) -> None:
-        self._client = client
+    """One small connection pool per host, sharing one TLS context.
+
+    httpcore checks every pooled connection on every request, so one big pool
+    for all hosts costs O(connections) per request; a pool per host stays as
+    small as the per-host limit. The semaphore makes the limit exact.
+    """
+
+    def __init__(self, settings: HttpSettings) -> None:
         self._settings = settings
-        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._tls = httpx2.create_ssl_context()  # loading the CA bundle is slow: once
+        self._timeout = httpx2.Timeout(
+            settings.read_timeout, connect=settings.connect_timeout, pool=settings.read_timeout
+        )
+        self._hosts: dict[str, tuple[asyncio.Semaphore, httpx2.AsyncClient]] = {}
 
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: HttpSettings) -> AsyncIterator[Fetcher]:
-        timeout = httpx2.Timeout(
-            settings.read_timeout, connect=settings.connect_timeout, pool=settings.read_timeout
-        )
-        limits = httpx2.Limits(max_connections=None, max_keepalive_connections=100)
-        async with httpx2.AsyncClient(
-            timeout=timeout,
-            limits=limits,
-            follow_redirects=True,
-            max_redirects=5,
-            trust_env=False,
-            headers={"User-Agent": settings.user_agent},
-        ) as client:
-            yield cls(client, settings)
+        fetcher = cls(settings)
+        try:
+            yield fetcher
+        finally:
+            await fetcher.aclose()
 
-    def _host_slot(self, url: httpx2.URL) -> asyncio.Semaphore:
-        key = f"{url.host}:{url.port}"
-        slot = self._hosts.get(key)
-        if slot is None:
-            slot = self._hosts[key] = asyncio.Semaphore(self._settings.per_host)
-        return slot
+    async def aclose(self) -> None:
+        clients = [client for _, client in self._hosts.values()]
+        self._hosts.clear()
+        for client in clients:
+            await client.aclose()
+
+    def _host(self, url: httpx2.URL) -> tuple[asyncio.Semaphore, httpx2.AsyncClient]:
+        key = f"{url.scheme}://{url.host}:{url.port}"
+        host = self._hosts.get(key)
+        if host is None:
+            per_host = self._settings.per_host
+            client = httpx2.AsyncClient(
+                verify=self._tls,
+                timeout=self._timeout,
+                limits=httpx2.Limits(max_connections=per_host, max_keepalive_connections=per_host),
+                follow_redirects=True,
+                max_redirects=5,
+                trust_env=False,
+                headers={"User-Agent": self._settings.user_agent},
+            )
+            host = self._hosts[key] = (asyncio.Semaphore(per_host), client)
+        return host
 
     async def get(
         self,
@@ -101,9 +119,10 @@ class Fetcher:
             target = httpx2.URL(url)
         except httpx2.InvalidURL as err:
             raise FetchError(f"invalid URL {url!r}: {err}") from None
-        async with self._host_slot(target):
+        slot, client = self._host(target)
+        async with slot:
             try:
-                async with self._client.stream("GET", target, headers=request_headers) as resp:
+                async with client.stream("GET", target, headers=request_headers) as resp:
                     return await self._read(url, resp)
             except httpx2.TimeoutException as err:
                 raise FetchError(f"timed out fetching {url} ({type(err).__name__})") from err

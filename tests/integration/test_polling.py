@@ -124,3 +124,70 @@ def test_cli_version_and_help() -> None:
         res = subprocess.run([sys.executable, "-m", "aggregator.cli", cmd, "--help"],
                              capture_output=True, text=True, check=True)  # fmt: skip
         assert "usage: tidings" in res.stdout
+
+
+async def test_two_pollers_drain_one_store_without_polling_a_source_twice(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    import asyncio
+
+    sources = ""
+    for i in range(30):
+        feed_server.put(
+            f"/f{i}.xml", rss([{"guid": f"g{i}-{n}", "title": f"T{n}"} for n in range(3)])
+        )
+        sources += feed_source(f"f{i}", feed_server.url(f"/f{i}.xml"))
+    config = load_config(write_config(tmp_path, sources))
+    store = Store(config.store_url)
+    store.sync_sources(config.sources, datetime.now(UTC))
+    one, two = Poller(config, store), Poller(config, store)
+    try:
+        a, b = await asyncio.gather(one.drain(), two.drain())
+    finally:
+        await one.aclose()
+        await two.aclose()
+    polled = [o.source_id for o in a + b]
+    assert sorted(polled) == sorted(f"f{i}" for i in range(30))  # each exactly once
+    assert store.max_event_id() == 90
+    assert all(feed_server.hits(f"/f{i}.xml") == 1 for i in range(30))
+    store.close()
+
+
+def test_poller_processes_share_the_due_list_and_stop_cleanly(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    for i in range(10):
+        feed_server.put(f"/p{i}.xml", rss([{"guid": f"p{i}", "title": f"P{i}"}]), etag=f'"{i}"')
+    config = write_config(
+        tmp_path, "".join(feed_source(f"p{i}", feed_server.url(f"/p{i}.xml")) for i in range(10))
+    )
+    log = (tmp_path / "pollers.log").open("wb")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "aggregator.cli", "poller", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for i in range(10):
+            feed_server.wait_for_hit(f"/p{i}.xml", timeout=30)
+        store = Store(load_config(config).store_url)
+        deadline = time.monotonic() + 30
+        while store.max_event_id() < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the commit follows the fetch; nothing to await across processes
+        assert store.max_event_id() == 10
+        titles = sorted(e.title for e in store.latest_events(limit=50))
+        assert titles == sorted(f"P{i}" for i in range(10))
+        store.close()
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(20) for proc in procs]
+        log.close()
+    assert codes == [0, 0], (tmp_path / "pollers.log").read_text()
