@@ -92,9 +92,11 @@ class Poller:
 
     async def poll_now(self, source_ids: Iterable[str] | None = None) -> list[PollOutcome]:
         """Poll the given (default: all enabled) sources once, whatever their schedule."""
-        ids = list(source_ids) if source_ids is not None else [
-            s.id for s in self._sources.values() if s.enabled
-        ]
+        ids = (
+            list(source_ids)
+            if source_ids is not None
+            else [s.id for s in self._sources.values() if s.enabled]
+        )
         now = datetime.now(UTC)
         claims = await asyncio.to_thread(self.store.claim, ids, now, LEASE)
         return list(await asyncio.gather(*(self._poll(c, now) for c in claims)))
@@ -103,13 +105,18 @@ class Poller:
         """Poll due sources until none is left, keeping `concurrency` polls in
         flight. Several processes can drain one store together: claims keep
         them from taking the same source."""
+        limit = self.config.poller.concurrency
         outcomes: list[PollOutcome] = []
         running: set[asyncio.Task[PollOutcome]] = set()
+        exhausted = False
         while True:
-            free = self.config.poller.concurrency - len(running)
-            now = datetime.now(UTC)
-            claims = await asyncio.to_thread(self.store.claim_due, now, free, LEASE)
-            running |= {asyncio.create_task(self._poll(c, now)) for c in self._known(claims)}
+            # Claim in batches (half the slots at least): a claim is a write.
+            if not exhausted and len(running) <= limit // 2:
+                now = datetime.now(UTC)
+                free = limit - len(running)
+                claims = await asyncio.to_thread(self.store.claim_due, now, free, LEASE)
+                exhausted = len(claims) < free
+                running |= {asyncio.create_task(self._poll(c, now)) for c in self._known(claims)}
             if not running:
                 return outcomes
             done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)

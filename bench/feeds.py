@@ -147,45 +147,103 @@ def _memory() -> Result:
 # --- the sides (each runs in its own fresh interpreter) ----------------------
 
 
-def tidings_side(args: argparse.Namespace) -> Result:
-    os.environ["TIDINGS_DISABLE_PLUGINS"] = "1"  # built-in connectors only, like the tests
-    from aggregator.config import parse_config
+def _tidings_config(args: argparse.Namespace) -> dict[str, Any]:
+    base = f"http://127.0.0.1:{args.port}/feed"
+    return {
+        "store": {"url": f"sqlite:///{args.dir}/tidings.db"},
+        "poller": {"concurrency": args.concurrency, "workers": args.workers},
+        "http": {"per_host": args.per_host},
+        "sources": [
+            {"id": f"feed{i:04d}", "kind": "feed", "url": f"{base}/{i}.xml"}
+            for i in range(args.feeds)
+        ],
+    }
+
+
+async def _warm_poller(config: Any, store: Any) -> Any:
+    """A Poller whose parser pool is up, as in a running server. Rounds use
+    `Poller.drain`, as `serve` and `tidings poller` do (claims keep several
+    pollers from taking the same feed)."""
     from aggregator.poller import Poller
+
+    poller = Poller(config, store)
+    await poller._run_cpu(len, ())
+    return poller
+
+
+def _poller_process(raw: dict[str, Any], rounds: Any, done: Any) -> None:
+    """An extra poller process (--pollers N): drains each round when told to."""
+    os.environ["TIDINGS_DISABLE_PLUGINS"] = "1"
+    from aggregator.config import parse_config
     from aggregator.store import Store
 
-    base = f"http://127.0.0.1:{args.port}/feed"
-    feeds = [
-        {"id": f"feed{i:04d}", "kind": "feed", "url": f"{base}/{i}.xml"} for i in range(args.feeds)
-    ]
-    config = parse_config(
-        {
-            "store": {"url": f"sqlite:///{args.dir}/tidings.db"},
-            "poller": {"concurrency": args.concurrency, "workers": args.workers},
-            "http": {"per_host": args.per_host},
-            "sources": feeds,
-        }
-    )
+    config = parse_config(raw)
+    store = Store(config.store_url)
+
+    async def main() -> None:
+        poller = await _warm_poller(config, store)
+        try:
+            for _ in range(2):
+                await asyncio.to_thread(rounds.get)
+                outcomes = await poller.drain()
+                done.put([(len(o.new_event_ids), o.not_modified, o.error) for o in outcomes])
+        finally:
+            await poller.aclose()
+
+    asyncio.run(main())
+    store.close()
+
+
+def tidings_side(args: argparse.Namespace) -> Result:
+    os.environ["TIDINGS_DISABLE_PLUGINS"] = "1"  # built-in connectors only, like the tests
+    import multiprocessing
+
+    from aggregator.config import parse_config
+    from aggregator.store import Store
+
+    raw = _tidings_config(args)
+    config = parse_config(raw)
     store = Store(config.store_url)
     store.sync_sources(config.sources, datetime.now(UTC))
+    ctx = multiprocessing.get_context("spawn")
+    rounds, done = ctx.Queue(), ctx.Queue()
+    extra = [
+        ctx.Process(target=_poller_process, args=(raw, rounds, done))
+        for _ in range(args.pollers - 1)
+    ]
+    for proc in extra:
+        proc.start()
 
-    async def rounds() -> Result:
-        poller = Poller(config, store)
+    async def one_round(poller: Any) -> list[tuple[int, bool, str | None]]:
+        for _ in extra:
+            rounds.put("go")
+        mine = await poller.drain()
+        theirs = [await asyncio.to_thread(done.get) for _ in extra]
+        return [(len(o.new_event_ids), o.not_modified, o.error) for o in mine] + [
+            x for share in theirs for x in share
+        ]
+
+    async def rounds_() -> Result:
+        poller = await _warm_poller(config, store)
+        await asyncio.sleep(1.0 if extra else 0)  # let the extra pollers start their pools
         try:
             with _Round(args.port) as first:
-                outcomes = await poller.poll_now()
-            errors = [o.error for o in outcomes if o.error]
+                outcomes = await one_round(poller)
+            errors = [e for _, _, e in outcomes if e]
             one = first.report(
-                entries=sum(len(o.new_event_ids) for o in outcomes),
+                entries=sum(n for n, _, _ in outcomes),
                 errors=len(errors),
                 first_error=errors[0] if errors else None,
             )
+            # Everything is due again, as if its interval had passed.
+            store.set_next_poll([s.id for s in config.sources], datetime.now(UTC))
             with _Round(args.port) as second:
-                outcomes = await poller.poll_now()
-            errors = [o.error for o in outcomes if o.error]
+                outcomes = await one_round(poller)
+            errors = [e for _, _, e in outcomes if e]
             two = second.report(
                 polls=len(outcomes),
-                not_modified=sum(o.not_modified for o in outcomes),
-                entries=sum(len(o.new_event_ids) for o in outcomes),
+                not_modified=sum(nm for _, nm, _ in outcomes),
+                entries=sum(n for n, _, _ in outcomes),
                 errors=len(errors),
                 first_error=errors[0] if errors else None,
             )
@@ -195,8 +253,10 @@ def tidings_side(args: argparse.Namespace) -> Result:
         return {"first": one, "second": two, **memory}
 
     try:
-        return asyncio.run(rounds())
+        return asyncio.run(rounds_())
     finally:
+        for proc in extra:
+            proc.join(30)
         store.close()
 
 
@@ -271,6 +331,7 @@ def run_side(side: str, args: argparse.Namespace, port: int) -> Result:
             "--dir", tmp, "--out", str(out), "--feeds", str(args.feeds),
             "--concurrency", str(args.concurrency), "--per-host", str(args.per_host),
             "--workers", str(args.workers), "--reader-workers", str(args.reader_workers),
+            "--pollers", str(args.pollers),
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))}
         proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, timeout=args.timeout)
@@ -434,8 +495,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # All feeds share one host here, so the per-host cap (default 4) would be the
     # whole story; raise it and the global cap to let the poller work.
     parser.add_argument("--concurrency", type=int, default=64, help="Tidings [poller] concurrency")
-    parser.add_argument("--per-host", type=int, default=64, help="Tidings [http] per_host")
+    parser.add_argument("--per-host", type=int, default=8, help="Tidings [http] per_host")
     parser.add_argument("--workers", type=int, default=0, help="Tidings [poller] workers")
+    parser.add_argument(
+        "--pollers", type=int, default=1, help="Tidings poller processes sharing the due-list"
+    )
     parser.add_argument("--reader-workers", type=int, default=1, help="reader update workers")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per side per run")
     parser.add_argument("--json", type=Path, help="also write every figure here")
@@ -453,7 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown := set(sides) - set(SIDES):
         parser.error(f"unknown side(s): {', '.join(sorted(unknown))}")
     print(
-        f"Tidings settings: [poller] concurrency={args.concurrency} "
+        f"Tidings settings: {args.pollers} poller process(es), "
+        f"[poller] concurrency={args.concurrency} "
         f"workers={args.workers} ({_parsers(args)} parser processes); "
         f"[http] per_host={args.per_host}; reader update_feeds workers={args.reader_workers}"
     )
