@@ -120,7 +120,11 @@ class Poller:
             if not running:
                 return outcomes
             done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            outcomes += [task.result() for task in done]
+            for task in done:
+                if task.exception() is None:
+                    outcomes.append(task.result())
+                else:  # the store failed; the source's lease makes it due again later
+                    log.error("poll crashed", exc_info=task.exception())
 
     async def tick(self) -> None:
         """Claim what is due and start it; never waits for the polls. When the
@@ -160,6 +164,9 @@ class Poller:
     async def aclose(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
+            self._scheduler = None  # and no refill ticks from polls cancelled below
+        if self._refill is not None:
+            self._refill.cancel()
         interrupted = list(self._running.values())
         for task in list(self._running):
             task.cancel()

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from aggregator.cli import build_parser
-from aggregator.config import SourceCommon, _TABLES
+from aggregator.config import _TABLES, SourceCommon
 from connectors.feed import FeedOptions
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
