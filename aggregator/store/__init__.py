@@ -41,6 +41,28 @@ from aggregator.types import Actor, Event, JSONObject
 
 MAX_PAGE = 500
 
+_SUCCESS: dict[str, Any] = {
+    "last_poll_at": bindparam("now"),
+    "last_success_at": bindparam("now"),
+    "last_error": None,
+    "consecutive_failures": 0,
+    "next_poll_at": bindparam("next"),
+    "permanent_redirect": bindparam("moved"),
+}
+_SUCCEEDED = update(sources).where(sources.c.id == bindparam("sid")).values(**_SUCCESS)
+_SUCCEEDED_WITH_STATE = _SUCCEEDED.values(state=bindparam("state"))
+_FAILED = (
+    update(sources)
+    .where(sources.c.id == bindparam("sid"))
+    .values(
+        last_poll_at=bindparam("now"),
+        last_error=bindparam("err"),
+        last_error_at=bindparam("now"),
+        consecutive_failures=sources.c.consecutive_failures + 1,
+        next_poll_at=bindparam("next"),
+    )
+)
+
 
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
@@ -278,13 +300,36 @@ class Store:
 
         For each PollRecord its new events and its source's state are written
         together; returns the new event ids per record (oldest first; [] for
-        failures).
+        failures). The sources' rows are updated with one executemany per
+        shape: most polls find nothing new, and then this is all they cost.
         """
+        results: list[list[int]] = []
+        ok: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+        failed: list[dict[str, Any]] = []
         with self._writing() as conn:
-            return [
-                self._record_poll(conn, r) if isinstance(r, PollRecord) else self._fail(conn, r)
-                for r in records
-            ]
+            for r in records:
+                if isinstance(r, FailureRecord):
+                    results.append([])
+                    failed.append(
+                        {"sid": r.source_id, "now": r.now, "next": r.next_poll_at, "err": r.error}
+                    )
+                    continue
+                results.append(self._append(conn, r) if r.items else [])
+                row = {
+                    "sid": r.source.id,
+                    "now": r.now,
+                    "next": r.next_poll_at,
+                    "moved": r.permanent_redirect,
+                }
+                if r.state is not None:
+                    row["state"] = r.state
+                ok[r.state is not None].append(row)
+            for with_state, rows in ok.items():
+                if rows:
+                    conn.execute(_SUCCEEDED_WITH_STATE if with_state else _SUCCEEDED, rows)
+            if failed:
+                conn.execute(_FAILED, failed)
+        return results
 
     def record_poll(
         self,
@@ -306,7 +351,8 @@ class Store:
     ) -> None:
         self.record([FailureRecord(source_id, error, now, next_poll_at)])
 
-    def _record_poll(self, conn: Connection, rec: PollRecord) -> list[int]:
+    def _append(self, conn: Connection, rec: PollRecord) -> list[int]:
+        """Append a poll's new and changed items; their ids, oldest first."""
         source = rec.source
         known: dict[str, str] = {}
         for chunk in _chunks([i.external_id for i in rec.items], 500):
@@ -352,33 +398,7 @@ class Store:
                     .values(content_hash=bindparam("h"), event_id=bindparam("e")),
                     changed,
                 )
-        changes: dict[str, Any] = {
-            "last_poll_at": rec.now,
-            "last_success_at": rec.now,
-            "last_error": None,
-            "consecutive_failures": 0,
-            "next_poll_at": rec.next_poll_at,
-            "permanent_redirect": rec.permanent_redirect,
-        }
-        if rec.state is not None:
-            changes["state"] = rec.state
-        conn.execute(update(sources).where(sources.c.id == source.id).values(**changes))
         return new_ids
-
-    @staticmethod
-    def _fail(conn: Connection, rec: FailureRecord) -> list[int]:
-        conn.execute(
-            update(sources)
-            .where(sources.c.id == rec.source_id)
-            .values(
-                last_poll_at=rec.now,
-                last_error=rec.error,
-                last_error_at=rec.now,
-                consecutive_failures=sources.c.consecutive_failures + 1,
-                next_poll_at=rec.next_poll_at,
-            )
-        )
-        return []
 
     @staticmethod
     def _event_row(source: SourceConfig, item: Prepared, now: datetime) -> dict[str, Any]:
