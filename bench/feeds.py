@@ -37,6 +37,7 @@ from typing import Any
 from bench.feedgen import fetch_stats, render_feeds, serve_feeds
 
 TARGET = 3.0  # the issue: at least 3x reader on both rounds
+REPEATS_304 = 3  # a 304 round lasts about a second: take the median of three per run
 Result = dict[str, Any]
 
 
@@ -135,6 +136,10 @@ class _Round:
         }
 
 
+def _median_round(reports: list[Result]) -> Result:
+    return sorted(reports, key=lambda r: r["seconds"])[len(reports) // 2]
+
+
 def _memory() -> Result:
     pids = _tree()
     me = os.getpid()
@@ -183,7 +188,7 @@ def _poller_process(raw: dict[str, Any], rounds: Any, done: Any) -> None:
     async def main() -> None:
         poller = await _warm_poller(config, store)
         try:
-            for _ in range(2):
+            for _ in range(1 + REPEATS_304):
                 await asyncio.to_thread(rounds.get)
                 outcomes = await poller.drain()
                 done.put([(len(o.new_event_ids), o.not_modified, o.error) for o in outcomes])
@@ -235,18 +240,23 @@ def tidings_side(args: argparse.Namespace) -> Result:
                 errors=len(errors),
                 first_error=errors[0] if errors else None,
             )
-            # Everything is due again, as if its interval had passed.
-            store.set_next_poll([s.id for s in config.sources], datetime.now(UTC))
-            with _Round(args.port) as second:
-                outcomes = await one_round(poller)
-            errors = [e for _, _, e in outcomes if e]
-            two = second.report(
-                polls=len(outcomes),
-                not_modified=sum(nm for _, nm, _ in outcomes),
-                entries=sum(n for n, _, _ in outcomes),
-                errors=len(errors),
-                first_error=errors[0] if errors else None,
-            )
+            reports = []
+            for _ in range(REPEATS_304):
+                # Everything is due again, as if its interval had passed.
+                store.set_next_poll([s.id for s in config.sources], datetime.now(UTC))
+                with _Round(args.port) as second:
+                    outcomes = await one_round(poller)
+                errors = [e for _, _, e in outcomes if e]
+                reports.append(
+                    second.report(
+                        polls=len(outcomes),
+                        not_modified=sum(nm for _, nm, _ in outcomes),
+                        entries=sum(n for n, _, _ in outcomes),
+                        errors=len(errors),
+                        first_error=errors[0] if errors else None,
+                    )
+                )
+            two = _median_round(reports)
             memory = _memory()  # before aclose: the pool workers are still alive
         finally:
             await poller.aclose()
@@ -277,16 +287,21 @@ def reader_side(args: argparse.Namespace) -> Result:
     one = first.report(
         entries=before, errors=len(errors), first_error=errors[0] if errors else None
     )
-    with _Round(args.port) as second:
-        results = update()
-    errors = [str(r.error) for r in results if r.error]
-    two = second.report(
-        polls=len(results),
-        not_modified=sum(r.not_modified for r in results),
-        entries=(reader.get_entry_counts().total or 0) - before,
-        errors=len(errors),
-        first_error=errors[0] if errors else None,
-    )
+    reports = []
+    for _ in range(REPEATS_304):
+        with _Round(args.port) as second:
+            results = update()
+        errors = [str(r.error) for r in results if r.error]
+        reports.append(
+            second.report(
+                polls=len(results),
+                not_modified=sum(r.not_modified for r in results),
+                entries=(reader.get_entry_counts().total or 0) - before,
+                errors=len(errors),
+                first_error=errors[0] if errors else None,
+            )
+        )
+    two = _median_round(reports)
     memory = _memory()
     reader.close()
     return {"first": one, "second": two, **memory}

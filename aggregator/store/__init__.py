@@ -2,7 +2,7 @@
 
 Contract: every method is synchronous and thread-safe (the async side calls
 them through a thread); datetimes are aware UTC; a poll's new events and the
-source's state are written in ONE transaction (`record_poll`), so a crash can
+source's state are written in ONE transaction (`record`), so a crash can
 never lose or duplicate an event. SQLite runs in WAL mode with one writer:
 writes take the lock up front (BEGIN IMMEDIATE) instead of failing half-way.
 """
