@@ -74,7 +74,9 @@ def prepare(items: Iterable[EventData], source_tags: Iterable[str] = ()) -> list
             item, external_id=key, url=url, actor=actor, content_html=content,
             summary=summary, tags=tags,
         )  # fmt: skip
-        out.append(Prepared(key, content_hash(clean), clean))
+        # Hash what the source sent, not what we made of it: editing a source's
+        # tags or upgrading the sanitiser must not turn every item into an Update.
+        out.append(Prepared(key, content_hash(item), clean))
     return out
 
 

@@ -20,13 +20,12 @@ TAGS = {
     "div", "dl", "dt", "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6",
     "hr", "i", "img", "ins", "kbd", "li", "mark", "ol", "p", "pre", "q", "s", "small",
     "span", "strong", "sub", "summary", "sup", "table", "tbody", "td", "tfoot", "th",
-    "thead", "time", "tr", "u", "ul", "picture", "source",
+    "thead", "time", "tr", "u", "ul",
 }  # fmt: skip
 ATTRIBUTES = {
     "a": {"href", "title"},
     "abbr": {"title"},
-    "img": {"src", "alt", "title", "width", "height", "srcset"},
-    "source": {"srcset", "type", "media"},
+    "img": {"src", "alt", "title", "width", "height"},  # no srcset: nh3 does not filter it
     "td": {"colspan", "rowspan"},
     "th": {"colspan", "rowspan", "scope"},
     "time": {"datetime"},
@@ -36,12 +35,11 @@ ATTRIBUTES = {
 SCHEMES = {"http", "https", "mailto", "tel"}
 DROP_WITH_CONTENT = {"script", "style", "noscript", "template", "iframe", "object", "embed"}
 
-_PIXEL = re.compile(
-    r"<img\b[^>]*\b(?:width\s*=\s*[\"']?1[\"'\s/>])[^>]*\b(?:height\s*=\s*[\"']?1[\"'\s/>])[^>]*>"
-    r"|<img\b[^>]*\b(?:height\s*=\s*[\"']?1[\"'\s/>])[^>]*\b(?:width\s*=\s*[\"']?1[\"'\s/>])[^>]*>",
-    re.IGNORECASE,
-)
-_LAZY_SRC = re.compile(r"<img\b([^>]*?)\bdata-src\s*=", re.IGNORECASE)
+# Linear on hostile input: an <img> tag ends at the next < or >, and the checks
+# below look inside one (short) tag at a time.
+_IMG_TAG = re.compile(r"<img\b[^<>]*+>", re.IGNORECASE)
+_ONE_PIXEL = re.compile(r"""\b(width|height)\s*=\s*["']?1(?![0-9])""", re.IGNORECASE)
+_DATA_SRC = re.compile(r"\bdata-src\s*=", re.IGNORECASE)
 _HAS_SRC = re.compile(r"\ssrc\s*=", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
 _PARTIAL_TAG = re.compile(r"<[^>]*\Z")
@@ -51,12 +49,13 @@ _DROP_BLOCKS = re.compile(
 )
 
 
-def _fix_lazy_images(fragment: str) -> str:
-    def repl(match: re.Match[str]) -> str:
-        before = match.group(1)
-        return match.group(0) if _HAS_SRC.search(before) else f"<img{before}src="
-
-    return _LAZY_SRC.sub(repl, fragment)
+def _fix_image(match: re.Match[str]) -> str:
+    tag = match.group(0)
+    if len({m.group(1).lower() for m in _ONE_PIXEL.finditer(tag)}) == 2:
+        return ""  # a 1x1 tracking pixel
+    if _DATA_SRC.search(tag) and not _HAS_SRC.search(tag):
+        return _DATA_SRC.sub("src=", tag, count=1)  # a lazy image that never loads here
+    return tag
 
 
 def _resolve_relative(url: str) -> str | None:
@@ -64,7 +63,10 @@ def _resolve_relative(url: str) -> str | None:
     cleaned, or drop them when it has no web address (they would point into
     Tidings itself)."""
     base = _BASE_URL.get()
-    return urljoin(base, url) if base else None
+    try:
+        return urljoin(base, url) if base else None
+    except ValueError:  # a malformed URL in foreign HTML: drop it
+        return None
 
 
 # One Cleaner for everything: building one costs about twice a typical clean.
@@ -85,12 +87,17 @@ def safe_url(url: str | None) -> str | None:
     if not url:
         return None
     url = url.strip()
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:  # e.g. "http://[::1": not a link anyone can follow
+        return None
     return url if scheme in ("http", "https", "mailto") else None
 
 
 def _is_absolute(url: str | None) -> bool:
-    return bool(url) and urlsplit(url).scheme in ("http", "https")
+    """An http(s) URL relative links can be resolved against."""
+    safe = safe_url(url)
+    return safe is not None and not safe.lower().startswith("mailto:")
 
 
 def sanitize_html(fragment: str, base_url: str | None = None) -> str:
@@ -99,7 +106,7 @@ def sanitize_html(fragment: str, base_url: str | None = None) -> str:
     if not fragment:
         return ""
     if "<img" in fragment or "<IMG" in fragment:
-        fragment = _PIXEL.sub("", _fix_lazy_images(fragment))
+        fragment = _IMG_TAG.sub(_fix_image, fragment)
     token = _BASE_URL.set(base_url if _is_absolute(base_url) else None)
     try:
         return _CLEANER.clean(fragment)

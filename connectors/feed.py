@@ -27,7 +27,7 @@ from aggregator.types import Actor, EventData, JSONObject, PollResult
 from connectors.files import local_path, read_local
 from connectors.http import fetcher
 
-_DOCTYPE_SUBSET = re.compile(rb"<!DOCTYPE[^>\[]*\[.*?\]\s*>", re.DOTALL | re.IGNORECASE)
+_DOCTYPE = re.compile(rb"<!doctype", re.IGNORECASE)
 _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
 _JSON_START = re.compile(rb"^\s*(?:\xef\xbb\xbf)?\s*\{")
 
@@ -74,6 +74,20 @@ class FeedConnector(Connector[FeedOptions]):
         )
 
 
+def _strip_internal_subset(body: bytes) -> bytes:
+    """Drop a DOCTYPE's internal subset (where entity bombs live), in linear time."""
+    doctype = _DOCTYPE.search(body, 0, 4096)  # it must come before the root element
+    if doctype is None:
+        return body
+    start = doctype.start()
+    bracket, close = body.find(b"[", start), body.find(b">", start)
+    if bracket < 0 or 0 <= close < bracket:
+        return body  # no internal subset
+    end = body.find(b"]", bracket)
+    close = body.find(b">", end) if end >= 0 else -1
+    return body[:start] + (body[close + 1 :] if close >= 0 else b"")
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedFeed:
     events: list[EventData]
@@ -85,7 +99,7 @@ def parse_feed(body: bytes, url: str) -> ParsedFeed:
     process pool can run it."""
     if _JSON_START.match(body):
         return ParsedFeed(parse_json_feed(body))
-    body = _DOCTYPE_SUBSET.sub(b"", body)
+    body = _strip_internal_subset(body)
     # No content-location: feedparser would urljoin every link of every entry;
     # _entry resolves only the rare relative one.
     parsed = feedparser.parse(body, sanitize_html=False, resolve_relative_uris=False)
@@ -156,42 +170,54 @@ def _iso(value: Any) -> datetime | None:
 
 
 def parse_json_feed(body: bytes) -> list[EventData]:
-    """JSON Feed 1.0/1.1, which feedparser does not read."""
+    """JSON Feed 1.0/1.1, which feedparser does not read. Foreign JSON: every
+    field is type-checked, and a field of the wrong type is ignored."""
     try:
         doc = json.loads(body)
     except ValueError as err:
         raise ParseError(f"not valid JSON: {err}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
         raise ParseError("not a JSON Feed: no 'items' list")
-    feed_authors = doc.get("authors") or ([doc["author"]] if doc.get("author") else [])
+    feed_author = _first_author(doc)
     out = []
     for item in doc["items"]:
         if not isinstance(item, dict):
             continue
-        authors = item.get("authors") or ([item["author"]] if item.get("author") else [])
-        author = (authors or feed_authors or [{}])[0]
-        text = item.get("content_text") or ""
+        item_id = item.get("id")
+        tags = item.get("tags")
         out.append(
             EventData(
-                external_id=str(item["id"]) if item.get("id") is not None else None,
-                title=str(item.get("title") or ""),
-                summary=str(item.get("summary") or ""),
-                content_html=str(item.get("content_html") or "") or _escape_text(text),
-                url=item.get("url") or None,
-                actor=_json_actor(author),
+                external_id=str(item_id) if isinstance(item_id, str | int) else None,
+                title=_str(item.get("title")),
+                summary=_str(item.get("summary")),
+                content_html=_str(item.get("content_html"))
+                or _escape_text(_str(item.get("content_text"))),
+                url=_str(item.get("url")) or None,
+                actor=_json_actor(_first_author(item) or feed_author),
                 published=_iso(item.get("date_published")),
                 updated=_iso(item.get("date_modified")),
-                tags=tuple(str(t) for t in item.get("tags") or ()),
+                tags=tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
             )
         )
     return out
 
 
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _first_author(obj: dict[str, Any]) -> dict[str, Any]:
+    """JSON Feed 1.1 `authors` (a list) or 1.0 `author` (one object)."""
+    authors = obj.get("authors")
+    candidates = authors if isinstance(authors, list) else [obj.get("author")]
+    return next((a for a in candidates if isinstance(a, dict)), {})
+
+
 def _json_actor(author: dict[str, Any]) -> Actor:
-    url = author.get("url") or None
-    if isinstance(url, str) and url.startswith("mailto:"):
-        return Actor(name=_person_name(author.get("name")), email=url[len("mailto:") :])
-    return Actor(name=_person_name(author.get("name")), url=url)
+    name, url = _person_name(_str(author.get("name")) or None), _str(author.get("url")) or None
+    if url and url.startswith("mailto:"):
+        return Actor(name=name, email=url[len("mailto:") :])
+    return Actor(name=name, url=url)
 
 
 def _escape_text(text: str) -> str:

@@ -12,8 +12,15 @@ REAL_WORLD = sorted((CORPUS / "rowanmanning-sample-feeds" / "real-world").glob("
 READER = CORPUS / "lemon24-reader"
 
 
-def test_corpus_is_present() -> None:
+def test_corpus_is_present_and_mostly_parses() -> None:
     assert len(REAL_WORLD) >= 20, f"expected the shared corpus at {CORPUS}"
+    parsed = 0
+    for path in REAL_WORLD:
+        try:
+            parsed += bool(parse_feed(path.read_bytes(), "https://example.org/feed").events)
+        except ParseError:
+            pass
+    assert parsed >= len(REAL_WORLD) * 0.8
 
 
 @pytest.mark.parametrize("path", REAL_WORLD, ids=lambda p: p.parent.name[:8])
@@ -68,6 +75,26 @@ def test_entity_expansion_is_defused() -> None:
     parsed = parse_feed(bomb, "https://example.org/")
     assert len(parsed.events) == 1
     assert "aaaaaaaaaa" * 100 not in parsed.events[0].title
+
+
+def test_doctype_bombs_are_stripped_in_linear_time() -> None:
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(ParseError):
+        parse_feed(b"<!DOCTYPE x [" * 50_000, "https://example.org/")
+    assert time.perf_counter() - started < 2.0
+
+
+def test_json_feed_fields_of_the_wrong_type_are_ignored() -> None:
+    body = (
+        rb'{"author": "not an object", "items": [{"id": 1, "title": 2, "url": ["x"],'
+        rb' "author": "Jane", "tags": "abc", "content_text": "a\n\nb"}, "junk"]}'
+    )
+    [event] = parse_feed(body, "https://example.org/feed.json").events
+    assert event.external_id == "1" and event.title == "" and event.url is None
+    assert event.tags == () and event.actor.name is None
+    assert event.content_html == "<p>a</p><p>b</p>"
 
 
 def test_garbage_raises_parse_error_naming_the_url() -> None:

@@ -46,6 +46,7 @@ def test_tracking_pixels_dropped_and_lazy_images_fixed() -> None:
     )
     assert "t.example" not in clean
     assert 'src="https://e.org/lazy.png"' in clean
+    assert 'src="data:' not in clean  # data: URLs are not an allowed scheme
 
 
 def test_formatting_survives() -> None:
@@ -57,3 +58,16 @@ def test_html_to_text() -> None:
     assert html_to_text("<p>Fish &amp; chips</p><script>x()</script>") == "Fish & chips"
     long = html_to_text("<p>" + "word " * 400 + "</p>", limit=50)
     assert len(long) <= 50 and long.endswith("…")
+
+
+def test_hostile_markup_is_cleaned_in_linear_time() -> None:
+    import time
+
+    started = time.perf_counter()
+    for bomb in ("<img width=1 " * 20_000, "<img<img" * 20_000, "<img data-src=x " * 20_000):
+        sanitize_html(bomb, "https://e.org/")
+    assert time.perf_counter() - started < 2.0
+
+
+def test_srcset_is_not_kept() -> None:
+    assert "srcset" not in sanitize_html('<img src="https://e.org/a.png" srcset="/b.png 2x">')

@@ -88,3 +88,14 @@ def test_only_web_links_survive() -> None:
     assert "href" not in p.data.content_html  # no base to resolve against
     [q] = prepare([item(url=" https://e.org/post ", actor=Actor("A", None, "mailto:a@e.org"))])
     assert q.data.url == "https://e.org/post" and q.data.actor.url == "mailto:a@e.org"
+
+
+def test_source_tags_do_not_change_the_version() -> None:
+    [a] = prepare([item()], source_tags=("old",))
+    [b] = prepare([item()], source_tags=("new", "tags"))
+    assert a.content_hash == b.content_hash and b.data.tags == ("new", "tags")
+
+
+def test_malformed_urls_are_dropped_not_fatal() -> None:
+    [p] = prepare([item(url="http://[::1", content_html='<a href="http://[x">x</a>')])
+    assert p.data.url is None
