@@ -24,6 +24,27 @@ _TOKEN = re.compile(r'\s*(-?)(?:(\w+):)?(?:"([^"]*)"|(\S+))')
 _ASCII_UPPER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
+_LATER = ("author", "tag", "type", "verb", "since", "until")
+
+
+def _refuse_unsupported(word: str, position: int) -> None:
+    """Syntax of the full language that is not built yet must not silently
+    become free text (which would match nothing, or the wrong things)."""
+    field, colon, _ = word.partition(":")
+    if colon and field.isidentifier():
+        if field.lower() in _LATER:
+            raise QueryError(f"{field}: is not supported yet", position)
+        if field.lower() in FIELDS:
+            raise QueryError(f"{field}: needs a value", position)
+        known = ", ".join(f"{f}:" for f in FIELDS)
+        raise QueryError(f"unknown field {field.lower()!r} (known: {known})", position)
+    if word == "OR":
+        raise QueryError("OR is not supported yet", position)
+    for bracket in "()":
+        if bracket in word:
+            raise QueryError("parentheses are not supported yet", position + word.index(bracket))
+
+
 def _fold(text: str) -> str:
     return text.translate(_ASCII_UPPER)
 
@@ -58,13 +79,16 @@ class EventFilter:
             if field is not None:
                 field = field.lower()
                 if field not in FIELDS:
-                    known = ", ".join(f"{f}:" for f in FIELDS)
-                    raise QueryError(f"unknown field {field!r} (known: {known})", start)
+                    _refuse_unsupported(f"{field}:", start)
                 values = tuple(v for v in value.split(",") if v)
                 if not values:
                     raise QueryError(f"{field}: needs a value", start)
                 terms.append(Term(field, values, bool(neg)))
-            elif value:
+            elif quoted is not None:
+                if value:
+                    terms.append(Term(None, (_fold(value),), bool(neg)))
+            else:
+                _refuse_unsupported(value, match.start(4))
                 terms.append(Term(None, (_fold(value),), bool(neg)))
             pos = match.end()
         return cls(tuple(terms))

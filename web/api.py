@@ -9,10 +9,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from aggregator import metrics
 from aggregator.exceptions import QueryError
 from aggregator.filters import EventFilter
+from aggregator.store import MAX_PAGE
 from web.state import app_state
 
 DEFAULT_LIMIT = 50
-MAX_LIMIT = 500
 
 
 def _bad(message: str) -> JSONResponse:
@@ -37,7 +37,7 @@ async def list_events(request: Request) -> Response:
         limit = _int_param(request, "limit") or DEFAULT_LIMIT
     except (QueryError, ValueError) as err:
         return _bad(str(err))
-    limit = max(1, min(limit, MAX_LIMIT))
+    limit = max(1, min(limit, MAX_PAGE))
     store = app_state(request).store
     page = await run_in_threadpool(store.latest_events, flt, before=cursor, limit=limit + 1)
     more = len(page) > limit

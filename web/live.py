@@ -88,7 +88,18 @@ class LiveConnection:
     async def send(self, payload: dict[str, Any]) -> None:
         await self.ws.send_text(json.dumps(payload, separators=(",", ":")))
 
-    async def handle(self, raw: str) -> None:
+    async def receive(self) -> str | None:
+        """The next text frame; None for a binary one."""
+        message = await self.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        text: str | None = message.get("text")
+        return text
+
+    async def handle(self, raw: str | None) -> None:
+        if raw is None:
+            await self.send({"type": "error", "message": "send JSON in text frames"})
+            return
         try:
             msg = json.loads(raw)
             kind = msg.get("type") if isinstance(msg, dict) else None
@@ -122,16 +133,26 @@ class LiveConnection:
                 {"type": "error", "stream": name, "message": f"at most {MAX_STREAMS} streams"}
             )
             return
+        query = msg.get("query", "")
+        if not isinstance(query, str | None):
+            await self.send({"type": "error", "stream": name, "message": "query must be a string"})
+            return
         try:
-            flt = EventFilter.parse(msg.get("query") if isinstance(msg.get("query"), str) else "")
+            flt = EventFilter.parse(query)
         except QueryError as err:
             await self.send({"type": "error", "stream": name, "message": str(err)})
             return
         if name not in self.streams:
             metrics.SUBSCRIBERS.inc()
-        # Live events already delivered to this connection's queue are newer than
-        # what the tail had published when we read it; start the stream there.
-        stream = Stream(name, flt, self.state.tail.last_id if cursor is None else cursor)
+        # Events already queued for this connection are at or below what the tail
+        # has published, so "live from now" starts there. A cursor beyond the
+        # newest committed id (a client of a store since reset) would mute the
+        # stream: clamp it.
+        if cursor is None:
+            start = self.state.tail.last_id
+        else:
+            start = min(cursor, await run_in_threadpool(self.state.store.max_event_id))
+        stream = Stream(name, flt, start)
         self.streams[name] = stream
         await self.send({"type": "subscribed", "stream": name})
         if cursor is not None:
@@ -159,7 +180,7 @@ class LiveConnection:
 
     async def run(self) -> None:
         heartbeat = self.state.config.server.heartbeat
-        receive = asyncio.ensure_future(self.ws.receive_text())
+        receive = asyncio.ensure_future(self.receive())
         next_event = asyncio.ensure_future(self.sub.queue.get())
         overflow = asyncio.ensure_future(self.sub.overflowed.wait())
         try:
@@ -175,7 +196,7 @@ class LiveConnection:
                     return
                 if receive in done:
                     await self.handle(receive.result())
-                    receive = asyncio.ensure_future(self.ws.receive_text())
+                    receive = asyncio.ensure_future(self.receive())
                 if next_event in done:
                     await self.deliver(next_event.result())
                     while not self.sub.queue.empty():

@@ -41,11 +41,13 @@ async def dashboard(request: Request) -> Response:
         flt = EventFilter.parse(query)
     except QueryError as err:
         flt, error = None, str(err)
+    # Read the tail's position first: whatever it publishes after this, the
+    # page's websocket replays; whatever it published before, the query sees.
+    published = state.tail.last_id
     events = []
     if flt is not None:
         events = await run_in_threadpool(state.store.latest_events, flt, limit=PAGE_SIZE)
-    # Resume live from what the page shows, or from the tail when it shows nothing.
-    cursor = events[0].id if events else state.tail.last_id
+    cursor = events[0].id if events else published
     names = {s.id: s.name for s in state.config.sources}
     return templates.TemplateResponse(
         request,

@@ -453,8 +453,9 @@ class Store:
     def latest_events(
         self, flt: EventFilter | None = None, *, before: int | None = None, limit: int = 50
     ) -> list[Event]:
-        """Newest first; `before` is an exclusive cursor for the next page."""
-        query = select(events).order_by(events.c.id.desc()).limit(min(limit, MAX_PAGE))
+        """Newest first; `before` is an exclusive cursor for the next page. One
+        row more than a page may be asked for, to tell whether another follows."""
+        query = select(events).order_by(events.c.id.desc()).limit(min(limit, MAX_PAGE + 1))
         if flt is not None:
             query = query.where(flt.where(events))
         if before is not None:

@@ -1,4 +1,5 @@
 import random
+import re
 from datetime import UTC, datetime
 
 import pytest
