@@ -35,6 +35,16 @@ class ServerConfig(_Strict):
     port: int = Field(default=8000, ge=0, le=65535)
     heartbeat: float = Field(default=20.0, gt=0, description="seconds between websocket pings")
     client_queue: int = Field(default=1000, ge=1, description="events buffered per websocket")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names this server answers to, besides localhost"
+    )
+
+    @property
+    def trusted_hosts(self) -> list[str]:
+        """Host headers to accept: refusing others defeats DNS rebinding."""
+        local = ["localhost", "127.0.0.1", "::1", "[::1]"]
+        own = [] if self.host in ("0.0.0.0", "::", "") else [self.host]
+        return list(dict.fromkeys([*local, *own, *self.allowed_hosts]))
 
 
 class StoreConfig(_Strict):

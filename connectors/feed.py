@@ -25,7 +25,7 @@ from aggregator.exceptions import ParseError
 from aggregator.sanitize import html_to_text
 from aggregator.types import Actor, EventData, JSONObject, PollResult
 from connectors.files import local_path, read_local
-from connectors.http import fetcher
+from connectors.http import fetcher, redact
 
 _DOCTYPE = re.compile(rb"<!doctype", re.IGNORECASE)
 _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
@@ -105,7 +105,7 @@ def parse_feed(body: bytes, url: str) -> ParsedFeed:
     parsed = feedparser.parse(body, sanitize_html=False, resolve_relative_uris=False)
     if not parsed.get("version") and not parsed.entries:
         reason = parsed.get("bozo_exception") or "no feed elements found"
-        raise ParseError(f"{url}: not an RSS/Atom/JSON feed ({reason})")
+        raise ParseError(f"{redact(url)}: not an RSS/Atom/JSON feed ({reason})")
     ttl = parsed.feed.get("ttl", "")
     return ParsedFeed(
         [_entry(e, url) for e in parsed.entries],

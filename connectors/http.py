@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 
@@ -36,6 +37,20 @@ class FetchResult:
     not_modified: bool = False
     permanent_redirect: str | None = None
     max_age: float | None = None
+
+
+def redact(url: str) -> str:
+    """A URL fit for error messages, logs and the admin UI: no userinfo, no
+    query string (intranet feeds often carry tokens in either)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(malformed URL)"
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    query = "?…" if parts.query else ""
+    return urlunsplit((parts.scheme, host, parts.path, "", "")) + query
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -118,18 +133,22 @@ class Fetcher:
         try:
             target = httpx2.URL(url)
         except httpx2.InvalidURL as err:
-            raise FetchError(f"invalid URL {url!r}: {err}") from None
+            raise FetchError(f"invalid URL {redact(url)!r}: {err}") from None
         slot, client = self._host(target)
         async with slot:
             try:
                 async with client.stream("GET", target, headers=request_headers) as resp:
                     return await self._read(url, resp)
             except httpx2.TimeoutException as err:
-                raise FetchError(f"timed out fetching {url} ({type(err).__name__})") from err
+                raise FetchError(
+                    f"timed out fetching {redact(url)} ({type(err).__name__})"
+                ) from err
             except httpx2.TooManyRedirects as err:
-                raise FetchError(f"too many redirects fetching {url}") from err
+                raise FetchError(f"too many redirects fetching {redact(url)}") from err
             except httpx2.HTTPError as err:
-                raise FetchError(f"cannot fetch {url}: {err or type(err).__name__}") from err
+                raise FetchError(
+                    f"cannot fetch {redact(url)}: {err or type(err).__name__}"
+                ) from err
 
     async def _read(self, url: str, resp: httpx2.Response) -> FetchResult:
         moved = None
@@ -137,7 +156,7 @@ class Fetcher:
             moved = str(resp.url)
         if resp.status_code >= 400:
             retry = retry_after_seconds(resp.headers.get("Retry-After"), datetime.now(UTC))
-            raise FetchError(f"HTTP {resp.status_code} from {url}", retry_after=retry)
+            raise FetchError(f"HTTP {resp.status_code} from {redact(url)}", retry_after=retry)
         match = _MAX_AGE.search(resp.headers.get("Cache-Control", ""))
         head = FetchResult(
             url=str(resp.url),
@@ -158,7 +177,7 @@ class Fetcher:
         async for chunk in resp.aiter_bytes():  # decoded: the cap applies after gunzip
             size += len(chunk)
             if size > cap:
-                raise FetchError(f"response from {url} is larger than {cap} bytes")
+                raise FetchError(f"response from {redact(url)} is larger than {cap} bytes")
             chunks.append(chunk)
         return replace(head, content=b"".join(chunks))
 

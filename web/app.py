@@ -11,6 +11,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
@@ -57,4 +58,8 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
         WebSocketRoute("/ws", live.websocket_endpoint),
         Mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
+    middleware = [
+        Middleware(TrustedHostMiddleware, allowed_hosts=config.server.trusted_hosts),
+        Middleware(SecurityHeaders),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

@@ -73,3 +73,15 @@ async def test_connection_refused_is_a_clear_error() -> None:
     async with Fetcher.open(SETTINGS) as fetcher:
         with pytest.raises(FetchError, match=r"cannot fetch http://127\.0\.0\.1"):
             await fetcher.get(url)
+
+
+async def test_errors_never_show_credentials_or_query_tokens(feed_server: FeedServer) -> None:
+    feed_server.put("/private?private_token=t0ken", b"no", status=403)
+    port = feed_server.port
+    url = f"http://user:s3cret@127.0.0.1:{port}/private?private_token=t0ken"
+    async with Fetcher.open(SETTINGS) as fetcher:
+        with pytest.raises(FetchError) as err:
+            await fetcher.get(url)
+    message = str(err.value)
+    assert "HTTP 403" in message and f"127.0.0.1:{port}/private" in message
+    assert "s3cret" not in message and "t0ken" not in message and "user" not in message

@@ -1,5 +1,4 @@
 import random
-import re
 from datetime import UTC, datetime
 
 import pytest

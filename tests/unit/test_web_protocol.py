@@ -23,6 +23,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     config = parse_config(
         {
             "store": {"url": f"sqlite:///{tmp_path}/t.db"},
+            "server": {"allowed_hosts": ["testserver"]},
             "poller": {"enabled": False},
             "sources": [
                 {"id": "wiki", "kind": "feed", "url": "https://e.org/w", "title": "The Wiki"},
@@ -137,3 +138,29 @@ def test_a_cursor_beyond_the_store_is_clamped(client: TestClient) -> None:
         assert ws.receive_json() == {"type": "subscribed", "stream": "s"}
         ws.send_json({"type": "ping"})
         assert ws.receive_json() == {"type": "pong"}  # nothing replayed, stream alive
+
+
+def test_the_largest_page_still_says_whether_another_follows(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "store": {"url": f"sqlite:///{tmp_path}/big.db"},
+            "server": {"allowed_hosts": ["testserver"]},
+            "poller": {"enabled": False},
+            "sources": [{"id": "s", "kind": "feed", "url": "https://e.org/s"}],
+        }
+    )
+    store = Store(config.store_url)
+    store.sync_sources(config.sources, NOW)
+    items = [EventData(external_id=str(i), title=f"t{i}") for i in range(600)]
+    store.record_poll(config.sources[0], prepare(items), state=None, now=NOW, next_poll_at=NOW)
+    store.close()
+    with TestClient(create_app(config)) as c:
+        first = c.get("/api/events", params={"limit": 10_000}).json()
+        assert len(first["events"]) == 500 and first["next_cursor"] == first["events"][-1]["id"]
+        rest = c.get("/api/events", params={"limit": 500, "cursor": first["next_cursor"]}).json()
+        assert len(rest["events"]) == 100 and rest["next_cursor"] is None
+
+
+def test_unknown_hosts_are_refused(client: TestClient) -> None:
+    # DNS rebinding: a page on evil.example resolving to this server.
+    assert client.get("/api/events", headers={"Host": "evil.example"}).status_code == 400
