@@ -37,7 +37,3 @@ class FetchError(ConnectorError):
 
 class ParseError(ConnectorError):
     """The fetched document could not be understood."""
-
-
-class StoreError(TidingsError):
-    """The event store could not do what was asked."""

@@ -38,18 +38,22 @@ async def poll_source(
     ctx: PollContext,
 ) -> PollOutcome:
     """Fetch -> parse -> sanitise -> decide -> commit (events + state, one
-    transaction) -> report what is new. A source's errors are recorded, never
-    raised: a broken source never stops the others. Store errors do propagate;
-    nothing was committed, and the claim's lease makes the source due again."""
+    transaction) -> report what is new. A source's errors (and a connector's
+    crashes) are recorded, never raised: a broken source never stops the
+    others. Store errors do propagate; nothing was committed, and the claim's
+    lease makes the source due again."""
     now = ctx.now
     started = time.perf_counter()
     connector = connector_class(source.kind)(source.options)
+    deadline = asyncio.timeout(POLL_TIMEOUT)  # unlike wait_for, no extra task per poll
     try:
-        async with asyncio.timeout(POLL_TIMEOUT):  # unlike wait_for, no extra task per poll
+        async with deadline:
             result = await connector.poll(claim.state, ctx)
         # Sanitising is CPU work: it runs in the parser pool, off the event loop.
         items = await ctx.run_cpu(prepare, result.events, source.tags) if result.events else []
-    except Exception as err:  # whatever a connector sends, the others keep flowing
+    except Exception:  # whatever a connector sends, the others keep flowing
+        if deadline.expired():
+            err = TimeoutError(f"poll did not finish within {POLL_TIMEOUT:g}s")
         return await _record_failure(source, recorder, err, now=now, failures=claim.failures + 1)
 
     when = next_poll(
@@ -83,8 +87,6 @@ async def _record_failure(
 
 
 def _describe(err: BaseException) -> str:
-    if isinstance(err, TimeoutError):
-        return f"poll did not finish within {POLL_TIMEOUT:g}s"
-    if isinstance(err, ConnectorError):
+    if isinstance(err, ConnectorError) or (isinstance(err, TimeoutError) and str(err)):
         return str(err)
     return f"{type(err).__name__}: {err}"

@@ -52,6 +52,7 @@ class Poller:
         self._scheduler: AsyncIOScheduler | None = None
         self.recorder = Recorder(store)
         self._backlog = False
+        self._closing = False
         self._refill: asyncio.Task[None] | None = None
         self._http = config.http_settings
         self._local_dirs = config.allowed_dirs
@@ -114,9 +115,11 @@ class Poller:
             if not exhausted and len(running) <= limit // 2:
                 now = datetime.now(UTC)
                 free = limit - len(running)
-                claims = await asyncio.to_thread(self.store.claim_due, now, free, LEASE)
+                claims = await asyncio.to_thread(
+                    self.store.claim_due, now, free, LEASE, self._sources
+                )
                 exhausted = len(claims) < free
-                running |= {asyncio.create_task(self._poll(c, now)) for c in self._known(claims)}
+                running |= {asyncio.create_task(self._poll(c, now)) for c in claims}
             if not running:
                 return outcomes
             done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -130,24 +133,25 @@ class Poller:
         """Claim what is due and start it; never waits for the polls. When the
         claim was cut short by the concurrency limit, the next finished poll
         ticks again, so a backlog drains at full speed."""
+        if self._closing:
+            return
         free = self.config.poller.concurrency - len(self._running)
         now = datetime.now(UTC)
-        claims = await asyncio.to_thread(self.store.claim_due, now, free, LEASE)
+        claims = await asyncio.to_thread(self.store.claim_due, now, free, LEASE, self._sources)
+        if self._closing:  # closed while claiming: hand the claims back
+            await asyncio.to_thread(self.store.set_next_poll, [c.source_id for c in claims], now)
+            return
         self._backlog = free > 0 and len(claims) == free
-        for claim in self._known(claims):
+        for claim in claims:
             task = asyncio.create_task(self._poll(claim, now), name=f"poll:{claim.source_id}")
             self._running[task] = claim.source_id
             task.add_done_callback(self._finished)
-
-    def _known(self, claims: list[Claim]) -> list[Claim]:
-        # A source another config defined (another poller's) is left to its lease.
-        return [c for c in claims if c.source_id in self._sources]
 
     def _finished(self, task: asyncio.Task[PollOutcome]) -> None:
         self._running.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("poll %s crashed", task.get_name(), exc_info=task.exception())
-        if self._backlog and self._scheduler is not None:
+        if self._backlog and not self._closing:
             self._backlog = False
             self._refill = asyncio.create_task(self.tick(), name="tick:refill")
 
@@ -162,9 +166,9 @@ class Poller:
         self._scheduler.start()
 
     async def aclose(self) -> None:
+        self._closing = True  # no new polls from here on, scheduled or refilled
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
-            self._scheduler = None  # and no refill ticks from polls cancelled below
         if self._refill is not None:
             self._refill.cancel()
         interrupted = list(self._running.values())

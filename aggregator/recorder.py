@@ -3,14 +3,16 @@
 SQLite has one writer anyway; batching turns N commits and N thread hops into
 one, which is most of the cost of a round of 304s. Each poll's events and
 state are still written together, so batching changes nothing about what a
-crash can lose. One bad record never fails the others: a batch that raises is
-retried record by record.
+crash can lose. One bad record never fails the others: a batch that raises
+over its data is retried record by record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+
+from sqlalchemy.exc import OperationalError
 
 from aggregator.store import FailureRecord, PollRecord, Store
 
@@ -40,6 +42,13 @@ class Recorder:
             del self._pending[: self._max_batch]
             try:
                 results = await asyncio.to_thread(self._store.record, [r for r, _ in batch])
+            except OperationalError as err:
+                # The database itself failed (locked past busy_timeout, disk full):
+                # record by record would only fail as many times more slowly.
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(err)
+                continue
             except Exception:
                 await self._one_by_one(batch)
                 continue

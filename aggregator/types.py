@@ -5,15 +5,12 @@ Every datetime here is timezone-aware UTC.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 JSON: TypeAlias = dict[str, Any] | list[Any] | str | int | float | bool | None
 JSONObject: TypeAlias = dict[str, Any]
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +98,9 @@ class PollResult:
 
     `state` replaces the source's stored state (None keeps the old one).
     `not_modified` says the upstream answered "nothing changed" (HTTP 304).
-    `retry_after`/`min_interval` are hints (Retry-After, Cache-Control, TTL) in
-    seconds the scheduler honours; `permanent_redirect` is shown to admins.
+    `min_interval` is a hint in seconds (Cache-Control max-age, a feed's TTL)
+    the scheduler honours; a Retry-After travels on the ConnectorError
+    instead. `permanent_redirect` is shown to admins.
     """
 
     events: list[EventData] = field(default_factory=list)
@@ -110,6 +108,3 @@ class PollResult:
     not_modified: bool = False
     min_interval: float | None = None
     permanent_redirect: str | None = None
-
-
-CpuRunner: TypeAlias = Callable[..., Awaitable[Any]]

@@ -48,7 +48,7 @@ class FeedConnector(Connector[FeedOptions]):
             version, body = await read_local(path, state.get("version"), ctx)
             if body is None:
                 return PollResult(not_modified=True)
-            parsed = await ctx.run_cpu(parse_feed, body, path.resolve().as_uri())
+            parsed = await ctx.run_cpu(parse_feed, body, (ctx.base_dir / path).resolve().as_uri())
             return PollResult(events=parsed.events, state={"version": version})
 
         http = await fetcher(ctx)

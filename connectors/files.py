@@ -43,9 +43,11 @@ def _read(path: Path, version: str | None, cap: int) -> tuple[str, bytes | None]
         current = f"{info.st_mtime_ns}-{info.st_size}"
         if current == version:
             return current, None
-        if info.st_size > cap:
+        with path.open("rb") as file:
+            body = file.read(cap + 1)  # the file may grow (or be a pipe) after stat()
+        if len(body) > cap:
             raise FetchError(f"{path} is larger than {cap} bytes")
-        return current, path.read_bytes()
+        return current, body
     except OSError as err:
         raise FetchError(f"cannot read {path}: {err.strerror or err}") from None
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -40,6 +41,7 @@ from aggregator.store.schema import entries, events, sources
 from aggregator.types import Actor, Event, JSONObject
 
 MAX_PAGE = 500
+_WRITER_LOCK = 0x7469646E  # "tidn": the PostgreSQL advisory lock all writers share
 
 _SUCCESS: dict[str, Any] = {
     "last_poll_at": bindparam("now"),
@@ -197,6 +199,10 @@ class Store:
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
         with self._write.begin() as conn:
+            if not self.is_sqlite:
+                # One writer at a time, as on SQLite: event ids then become visible
+                # in id order, so a reader's cursor can never skip a later commit.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITER_LOCK})
             yield conn
 
     # --- sources -----------------------------------------------------------
@@ -227,6 +233,10 @@ class Store:
                     old = existing[src.id]
                     if (old.config, old.enabled) != (values["config"], values["enabled"]):
                         values["next_poll_at"] = now  # changed settings take effect at once
+                    if old.config.get("options") != values["config"]["options"]:
+                        # An ETag of the old URL must not make the new one answer 304;
+                        # dedupe is by item id, so starting afresh duplicates nothing.
+                        values["state"] = None
                     conn.execute(update(sources).where(sources.c.id == src.id).values(**values))
                 else:
                     conn.execute(
@@ -244,9 +254,12 @@ class Store:
             if gone:
                 conn.execute(update(sources).where(sources.c.id.in_(gone)).values(enabled=False))
 
-    def claim_due(self, now: datetime, limit: int, lease: float) -> list[Claim]:
-        """Take up to `limit` due sources, pushing their next poll `lease` seconds
-        ahead so no other poller takes them while this one works."""
+    def claim_due(
+        self, now: datetime, limit: int, lease: float, among: Iterable[str] | None = None
+    ) -> list[Claim]:
+        """Take up to `limit` due sources (of `among`, when given: the ones this
+        poller knows), pushing their next poll `lease` seconds ahead so no other
+        poller takes them while this one works."""
         if limit <= 0:
             return []
         query = (
@@ -255,6 +268,8 @@ class Store:
             .order_by(sources.c.next_poll_at)
             .limit(limit)
         )
+        if among is not None:
+            query = query.where(sources.c.id.in_(list(among)))
         if not self.is_sqlite:
             query = query.with_for_update(skip_locked=True)
         with self._writing() as conn:

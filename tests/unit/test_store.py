@@ -182,3 +182,22 @@ def test_schema_matches_the_migrations(store: Store) -> None:
     with store._read.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
+
+
+def test_a_changed_url_forgets_the_old_etag(store: Store) -> None:
+    src = config().sources[0]
+    store.sync_sources([src], NOW)
+    store.record_poll(src, items(("a", "A")), state={"etag": "e"}, now=NOW, next_poll_at=NOW)
+    store.sync_sources(config(tags=["other"]).sources, NOW)
+    assert store.source_state("blog")[0] == {"etag": "e"}  # same options: state kept
+    store.sync_sources(config(url="https://e.org/moved").sources, NOW)
+    assert store.source_state("blog")[0] is None
+
+
+def test_claims_can_be_limited_to_known_sources(store: Store) -> None:
+    cfg = parse_config({"sources": [
+        {"id": i, "kind": "feed", "url": "https://e.org/f"} for i in ("mine", "theirs")
+    ]})  # fmt: skip
+    store.sync_sources(cfg.sources, NOW)
+    assert [c.source_id for c in store.claim_due(NOW, 10, 60, among=["mine"])] == ["mine"]
+    assert [c.source_id for c in store.claim_due(NOW, 10, 60)] == ["theirs"]  # not leased
