@@ -51,10 +51,13 @@ async def poll_source(
             result = await connector.poll(claim.state, ctx)
         # Sanitising is CPU work: it runs in the parser pool, off the event loop.
         items = await ctx.run_cpu(prepare, result.events, source.tags) if result.events else []
-    except Exception:  # whatever a connector sends, the others keep flowing
+    except Exception as err:  # whatever a connector sends, the others keep flowing
+        failure: Exception = err
         if deadline.expired():
-            err = TimeoutError(f"poll did not finish within {POLL_TIMEOUT:g}s")
-        return await _record_failure(source, recorder, err, now=now, failures=claim.failures + 1)
+            failure = TimeoutError(f"poll did not finish within {POLL_TIMEOUT:g}s")
+        return await _record_failure(
+            source, recorder, failure, now=now, failures=claim.failures + 1
+        )
 
     when = next_poll(
         now, interval=source.interval, cron=source.cron, min_interval=result.min_interval

@@ -3,6 +3,8 @@ and when the store refuses the write."""
 
 from __future__ import annotations
 
+import asyncio
+
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,13 @@ class Refuses(Works):
         raise FetchError("HTTP 429 from upstream", retry_after=3600)
 
 
-KINDS: dict[str, Any] = {"works": Works, "crashes": Crashes, "refuses": Refuses}
+class Hangs(Works):
+    async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
+        await asyncio.Event().wait()  # an upstream that never answers
+        raise AssertionError("unreachable")
+
+
+KINDS: dict[str, Any] = {"works": Works, "crashes": Crashes, "refuses": Refuses, "hangs": Hangs}
 
 
 def context(source: SourceConfig, now: datetime) -> PollContext:
@@ -117,3 +125,13 @@ async def test_a_failed_commit_keeps_the_old_state(
     again = await poll(store, sources["works"])
     assert len(again.new_event_ids) == 1
     assert [e.external_id for e in store.latest_events()] == ["e2", "e1"]
+
+
+async def test_a_hanging_poll_is_cut_off_and_recorded(
+    setup: tuple[Store, dict[str, SourceConfig]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, sources = setup
+    monkeypatch.setattr(pipeline, "POLL_TIMEOUT", 0.05)
+    outcome = await poll(store, sources["hangs"])
+    assert outcome.error == "poll did not finish within 0.05s"
+    assert {s.id: s for s in store.source_statuses()}["hangs"].consecutive_failures == 1
