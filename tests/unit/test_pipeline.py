@@ -4,7 +4,6 @@ and when the store refuses the write."""
 from __future__ import annotations
 
 import asyncio
-
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
