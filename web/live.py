@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +32,11 @@ log = logging.getLogger(__name__)
 MAX_STREAMS = 32
 TRY_AGAIN_LATER = 1013
 POLICY_VIOLATION = 1008
+SEND_TIMEOUT = 10.0  # seconds one frame may wait for a client to read
+
+
+class TooSlowError(Exception):
+    """The client fell behind: closed with 1013, it resumes from its cursor."""
 
 
 @dataclass
@@ -40,30 +44,6 @@ class Stream:
     name: str
     filter: EventFilter
     sent_up_to: int
-
-
-class _JsonCache:
-    """Each event is serialised once, however many clients receive it."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self._items: OrderedDict[int, str] = OrderedDict()
-        self._size = size
-
-    def get(self, event: Event) -> str:
-        text = self._items.get(event.id)
-        if text is None:
-            text = json.dumps(event.to_json(), separators=(",", ":"))
-            self._items[event.id] = text
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return text
-
-
-_json = _JsonCache()
-
-
-def _event_message(stream: str, event: Event) -> str:
-    return f'{{"type":"event","stream":{json.dumps(stream)},"event":{_json.get(event)}}}'
 
 
 def origin_allowed(websocket: WebSocket) -> bool:
@@ -82,11 +62,25 @@ class LiveConnection:
         self.sub = state.bus.subscribe(state.config.server.client_queue)
         self.sub.accepts = self.wants
 
+    def event_message(self, stream: str, event: Event) -> str:
+        # Each event is serialised once per app, however many clients receive it.
+        body = self.state.event_json.get(event)
+        return f'{{"type":"event","stream":{json.dumps(stream)},"event":{body}}}'
+
     def wants(self, event: Event) -> bool:
         return any(s.filter.matches(event) for s in self.streams.values())
 
     async def send(self, payload: dict[str, Any]) -> None:
-        await self.ws.send_text(json.dumps(payload, separators=(",", ":")))
+        await self.send_text(json.dumps(payload, separators=(",", ":")))
+
+    async def send_text(self, text: str) -> None:
+        """A client that stops reading fills its TCP window and a send blocks;
+        past SEND_TIMEOUT it is treated like one whose queue overflowed."""
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await self.ws.send_text(text)
+        except TimeoutError:
+            raise TooSlowError from None
 
     async def receive(self) -> str | None:
         """The next text frame; None for a binary one."""
@@ -163,7 +157,7 @@ class LiveConnection:
         while True:
             page = await run_in_threadpool(store.events_after, stream.sent_up_to, stream.filter)
             for event in page:
-                await self.ws.send_text(_event_message(stream.name, event))
+                await self.send_text(self.event_message(stream.name, event))
                 stream.sent_up_to = event.id
             metrics.DELIVERED.inc(len(page))
             if len(page) < MAX_PAGE:
@@ -175,7 +169,7 @@ class LiveConnection:
                 continue  # already sent in this stream's replay
             stream.sent_up_to = event.id
             if stream.filter.matches(event):
-                await self.ws.send_text(_event_message(stream.name, event))
+                await self.send_text(self.event_message(stream.name, event))
                 metrics.DELIVERED.inc()
 
     async def run(self) -> None:
@@ -191,9 +185,7 @@ class LiveConnection:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if overflow in done:
-                    metrics.DROPPED.inc()
-                    await self.ws.close(TRY_AGAIN_LATER, "too slow; resume from your cursor")
-                    return
+                    raise TooSlowError
                 if receive in done:
                     await self.handle(receive.result())
                     receive = asyncio.ensure_future(self.receive())
@@ -204,6 +196,11 @@ class LiveConnection:
                     next_event = asyncio.ensure_future(self.sub.queue.get())
                 if not done:
                     await self.send({"type": "ping"})
+        except TooSlowError:
+            metrics.DROPPED.inc()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await self.ws.close(TRY_AGAIN_LATER, "too slow; resume from your cursor")
         finally:
             for task in (receive, next_event, overflow):
                 task.cancel()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
@@ -10,6 +12,24 @@ from aggregator.bus import Bus, EventTail
 from aggregator.config import Config
 from aggregator.poller import Poller
 from aggregator.store import Store
+from aggregator.types import Event
+
+
+class EventJsonCache:
+    """Each event is serialised once, however many clients receive it."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._items: OrderedDict[int, str] = OrderedDict()
+        self._size = size
+
+    def get(self, event: Event) -> str:
+        text = self._items.get(event.id)
+        if text is None:
+            text = json.dumps(event.to_json(), separators=(",", ":"))
+            self._items[event.id] = text
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return text
 
 
 @dataclass
@@ -19,6 +39,7 @@ class AppState:
     bus: Bus
     tail: EventTail
     poller: Poller | None
+    event_json: EventJsonCache = field(default_factory=EventJsonCache)
 
 
 def app_state(conn: HTTPConnection) -> AppState:
