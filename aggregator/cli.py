@@ -27,7 +27,7 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 def _open(args: argparse.Namespace) -> tuple[Config, Store]:
     config = load_config(args.config or default_config_path())
     store = Store(config.store_url)
-    store.sync_sources(config.sources, datetime.now(UTC))
+    store.sync_sources(config.sources, datetime.now(UTC), config_file=str(config.path))
     return config, store
 
 

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -28,7 +29,11 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await asyncio.to_thread(Store, config.store_url)
-        await asyncio.to_thread(store.sync_sources, config.sources, datetime.now(UTC))
+        await asyncio.to_thread(
+            partial(store.sync_sources, config_file=str(config.path)),
+            config.sources,
+            datetime.now(UTC),
+        )
         bus = Bus()
         start = await asyncio.to_thread(store.max_event_id)
         tail = EventTail(bus, store.events_after, start)

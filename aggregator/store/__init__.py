@@ -207,11 +207,14 @@ class Store:
 
     # --- sources -----------------------------------------------------------
 
-    def sync_sources(self, configured: Iterable[SourceConfig], now: datetime) -> None:
+    def sync_sources(
+        self, configured: Iterable[SourceConfig], now: datetime, *, config_file: str | None = None
+    ) -> None:
         """Make the file-defined sources in the store match the config file.
 
         New and changed ones are due at once (changed ones keep their state);
-        file sources no longer in the file are disabled (their events stay).
+        sources this file defined before and no longer does are disabled
+        (their events stay). Another config file's sources are left alone.
         """
         configured = list(configured)
         with self._writing() as conn:
@@ -226,7 +229,7 @@ class Store:
                     "kind": src.kind,
                     "title": src.title,
                     "origin": src.origin,
-                    "config": source_config_json(src),
+                    "config": {**source_config_json(src), "file": config_file},
                     "enabled": src.enabled,
                 }
                 if src.id in existing:
@@ -248,9 +251,11 @@ class Store:
                             **values,
                         )
                     )
-            gone = {i for i, r in existing.items() if r.origin == "file"} - {
-                s.id for s in configured
-            }
+            gone = {
+                i
+                for i, r in existing.items()
+                if r.origin == "file" and r.config.get("file") == config_file
+            } - {s.id for s in configured}
             if gone:
                 conn.execute(update(sources).where(sources.c.id.in_(gone)).values(enabled=False))
 

@@ -201,3 +201,11 @@ def test_claims_can_be_limited_to_known_sources(store: Store) -> None:
     store.sync_sources(cfg.sources, NOW)
     assert [c.source_id for c in store.claim_due(NOW, 10, 60, among=["mine"])] == ["mine"]
     assert [c.source_id for c in store.claim_due(NOW, 10, 60)] == ["theirs"]  # not leased
+
+
+def test_another_config_files_sources_are_left_alone(store: Store) -> None:
+    store.sync_sources(config().sources, NOW, config_file="/etc/main.toml")
+    store.sync_sources([], NOW, config_file="/tmp/other.toml")
+    assert store.source_statuses()[0].enabled is True
+    store.sync_sources([], NOW, config_file="/etc/main.toml")
+    assert store.source_statuses()[0].enabled is False
