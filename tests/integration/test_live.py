@@ -196,7 +196,9 @@ def test_a_poll_cut_off_by_shutdown_is_due_again_after_restart(
     from aggregator.config import load_config
     from aggregator.store import Store
 
-    feed_server.put("/news.xml", rss(entries("Slow")), delay=1.5)
+    feed_server.put(
+        "/news.xml", rss(entries("Slow")), delay=5
+    )  # past the read timeout: cancelled or failed, never a success
     config = write_config(tmp_path, source(feed_server))
     app = TidingsProcess(config).start()
     try:
