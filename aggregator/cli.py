@@ -116,6 +116,10 @@ def _ago(when: datetime | None, now: datetime) -> str:
     return f"{text} ago" if past else f"in {text}"
 
 
+def _next(when: datetime | None, now: datetime) -> str:
+    return "due" if when is not None and when <= now else _ago(when, now)
+
+
 def cmd_sources(args: argparse.Namespace) -> int:
     _config, store = _open(args)
     now = datetime.now(UTC)
@@ -128,7 +132,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
         )
         rows.append((
             s.id, s.kind, state, _ago(s.last_poll_at, now),
-            _ago(s.next_poll_at, now) if s.enabled else "-", str(s.event_count),
+            _next(s.next_poll_at, now) if s.enabled else "-", str(s.event_count),
             (s.last_error or "").replace("\n", " ")[:80],
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
