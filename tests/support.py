@@ -11,7 +11,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -19,8 +18,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx2
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -137,6 +134,15 @@ def rss(items: list[dict[str, str]], title: str = "Test feed") -> str:
     )
 
 
+def feed_source(sid: str, url: str, *, interval: str = "5s", title: str | None = None) -> str:
+    """One [[sources]] table of kind feed, for write_config."""
+    title_line = f'title = "{title}"\n' if title else ""
+    return (
+        f'\n[[sources]]\nid = "{sid}"\nkind = "feed"\n{title_line}'
+        f'url = "{url}"\ninterval = "{interval}"\n'
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -215,9 +221,3 @@ class TidingsProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def running(config: Path) -> Iterator[TidingsProcess]:
-    with TidingsProcess(config) as proc:
-        yield proc

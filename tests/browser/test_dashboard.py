@@ -29,7 +29,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.support import FeedServer, TidingsProcess, rss, write_config
+from tests.support import FeedServer, TidingsProcess, feed_source, rss, write_config
 
 pytestmark = pytest.mark.browser
 
@@ -130,15 +130,8 @@ def dashboard(browser: Browser) -> Iterator[Dashboard]:
         context.close()
 
 
-def feed_source(feed_server: FeedServer) -> str:
-    return f"""
-        [[sources]]
-        id = "upstream"
-        kind = "feed"
-        title = "Upstream"
-        url = "{feed_server.url(FEED)}"
-        interval = "5s"
-        """
+def upstream_source(feed_server: FeedServer) -> str:
+    return feed_source("upstream", feed_server.url(FEED), title="Upstream")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -166,7 +159,7 @@ def test_new_entry_arrives_live_without_reload(
     second = {"guid": "live-2", "title": "Second tiding, pushed live"}
     feed_server.put(FEED, rss([first]), etag='"v1"')
     page = dashboard.page
-    with TidingsProcess(write_config(tmp_path, feed_source(feed_server))) as proc:
+    with TidingsProcess(write_config(tmp_path, upstream_source(feed_server))) as proc:
         dashboard.open(proc)
         status = page.locator("#live-status")
         expect(status).to_have_attribute("data-state", "live", timeout=LIVE_MS)
@@ -248,7 +241,7 @@ def test_hostile_entries_stay_inert_server_rendered_and_live(
     js_links = {"xss-1", "xss-3"}
     feed_server.put(FEED, hostile_feed([old_js, old_https], js_links), etag='"v1"')
     page = dashboard.page
-    with TidingsProcess(write_config(tmp_path, feed_source(feed_server))) as proc:
+    with TidingsProcess(write_config(tmp_path, upstream_source(feed_server))) as proc:
         # Stored before the page loads, so the server renders them.
         wait_until(lambda: len(stored_titles(proc)) == 2, 20, "the first poll")
         dashboard.open(proc)
@@ -278,7 +271,7 @@ def test_server_rendered_entry_never_links_to_javascript(
     dashboard: Dashboard, feed_server: FeedServer, tmp_path: Path
 ) -> None:
     feed_server.put(FEED, hostile_feed([hostile("xss-1", "js")], {"xss-1"}), etag='"v1"')
-    with TidingsProcess(write_config(tmp_path, feed_source(feed_server))) as proc:
+    with TidingsProcess(write_config(tmp_path, upstream_source(feed_server))) as proc:
         wait_until(lambda: len(stored_titles(proc)) == 1, 20, "the first poll")
         dashboard.open(proc)
         expect(dashboard.page.locator(EVENTS)).to_have_count(1)
@@ -299,7 +292,7 @@ def test_reconnects_after_restart_and_resumes_exactly_once(
     feed_server.put(FEED, rss([]), etag='"v0"')
     page = dashboard.page
     status = page.locator("#live-status")
-    proc = TidingsProcess(write_config(tmp_path, feed_source(feed_server)))
+    proc = TidingsProcess(write_config(tmp_path, upstream_source(feed_server)))
     try:
         proc.start()
         dashboard.open(proc)

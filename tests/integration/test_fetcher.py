@@ -9,7 +9,7 @@ import pytest
 from aggregator.connector import HttpSettings
 from aggregator.exceptions import FetchError
 from connectors.http import Fetcher
-from tests.support import FeedServer
+from tests.support import FeedServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -67,8 +67,6 @@ async def test_retry_after_is_surfaced(feed_server: FeedServer) -> None:
 
 
 async def test_connection_refused_is_a_clear_error() -> None:
-    from tests.support import free_port
-
     url = f"http://127.0.0.1:{free_port()}/feed"
     async with Fetcher.open(SETTINGS) as fetcher:
         with pytest.raises(FetchError, match=r"cannot fetch http://127\.0\.0\.1"):

@@ -13,7 +13,7 @@ import httpx2
 import pytest
 import websockets
 
-from tests.support import FeedServer, TidingsProcess, rss, write_config
+from tests.support import FeedServer, TidingsProcess, feed_source, rss, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -23,13 +23,7 @@ def entries(*titles: str) -> list[dict[str, str]]:
 
 
 def source(feed_server: FeedServer, sid: str = "news", path: str = "/news.xml") -> str:
-    return f"""
-    [[sources]]
-    id = "{sid}"
-    kind = "feed"
-    url = "{feed_server.url(path)}"
-    interval = "5s"
-    """
+    return feed_source(sid, feed_server.url(path))
 
 
 async def recv_json(ws: Any, wait: float = 20.0) -> dict[str, Any]:

@@ -13,13 +13,14 @@ import pytest
 from aggregator.config import load_config
 from aggregator.poller import Poller
 from aggregator.store import Store
+from tests import support
 from tests.support import FeedServer, rss, write_config
 
 pytestmark = pytest.mark.integration
 
 
 def feed_source(sid: str, url: str) -> str:
-    return f'\n[[sources]]\nid = "{sid}"\nkind = "feed"\nurl = "{url}"\ninterval = "1m"\n'
+    return support.feed_source(sid, url, interval="1m")  # the backoff checks assume 1m
 
 
 async def poll_all(config_path: Path) -> tuple[Store, list]:
