@@ -57,10 +57,6 @@ class Bus:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)
 
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subs)
-
     def publish(self, events: Sequence[Event]) -> None:
         for sub in tuple(self._subs):
             for event in events:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from aggregator import __version__
 from aggregator.config import Config, default_config_path, load_config
 from aggregator.exceptions import TidingsError
+from aggregator.humanize import relative_time
 from aggregator.store import Store
 
 
@@ -105,15 +106,7 @@ def cmd_poller(args: argparse.Namespace) -> int:
 
 
 def _ago(when: datetime | None, now: datetime) -> str:
-    if when is None:
-        return "-"
-    seconds = int((when - now).total_seconds())
-    past, seconds = seconds <= 0, abs(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size or unit == "s":
-            text = f"{seconds // size}{unit}"
-            break
-    return f"{text} ago" if past else f"in {text}"
+    return "-" if when is None else relative_time(when, now)
 
 
 def _next(when: datetime | None, now: datetime) -> str:

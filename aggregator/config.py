@@ -21,6 +21,7 @@ from aggregator.connector import ConnectorOptions, HttpSettings
 from aggregator.durations import parse_duration
 from aggregator.exceptions import ConfigError, TidingsError
 from aggregator.registry import connector_class
+from aggregator.schedule import cron_trigger
 
 SOURCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MIN_INTERVAL = 5.0
@@ -99,8 +100,6 @@ class SourceCommon(BaseModel):
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         if value is not None:
-            from aggregator.schedule import cron_trigger
-
             cron_trigger(value)
         return value
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -62,9 +64,6 @@ async def list_sources(request: Request) -> Response:
     store = app_state(request).store
     rows = await run_in_threadpool(store.source_statuses)
 
-    def when(value: object) -> str | None:
-        return value.isoformat() if hasattr(value, "isoformat") else None
-
     return JSONResponse(
         {
             "sources": [
@@ -85,6 +84,10 @@ async def list_sources(request: Request) -> Response:
             ]
         }
     )
+
+
+def when(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
 
 
 async def healthz(request: Request) -> Response:

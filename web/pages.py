@@ -14,23 +14,18 @@ from starlette.templating import Jinja2Templates
 from aggregator import __version__
 from aggregator.exceptions import QueryError
 from aggregator.filters import EventFilter
+from aggregator.humanize import relative_time
 from web.state import app_state
 
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 PAGE_SIZE = 50
 
 
-def relative_time(when: datetime, now: datetime | None = None) -> str:
-    seconds = int(((now or datetime.now(UTC)) - when).total_seconds())
-    if seconds < 45:
-        return "just now"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
+def ago(when: datetime) -> str:
+    return relative_time(when, datetime.now(UTC), just_now=45)
 
 
-templates.env.filters["ago"] = relative_time
+templates.env.filters["ago"] = ago
 
 
 async def dashboard(request: Request) -> Response:
