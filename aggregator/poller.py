@@ -70,6 +70,10 @@ class Poller:
     async def _run_cpu(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool(), partial(fn, *args))
 
+    async def start_workers(self) -> None:
+        """Start the parser processes now rather than on the first poll."""
+        await self._run_cpu(len, ())
+
     def context(self, source: SourceConfig, now: datetime) -> PollContext:
         return PollContext(
             source_id=source.id,

@@ -172,7 +172,7 @@ async def _warm_poller(config: Any, store: Any) -> Any:
     from aggregator.poller import Poller
 
     poller = Poller(config, store)
-    await poller._run_cpu(len, ())
+    await poller.start_workers()
     return poller
 
 
