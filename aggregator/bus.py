@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aggregator.types import Event
 
@@ -79,6 +79,9 @@ class EventTail:
         self._interval = interval
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Awaited before each look for new events: the web app reloads its
+        # access rules there, so events go out under the rules of their time.
+        self.before_publish: Callable[[], Awaitable[object]] | None = None
 
     def nudge(self) -> None:
         self._wake.set()
@@ -94,6 +97,8 @@ class EventTail:
                 log.exception("reading new events failed; retrying")
 
     async def catch_up(self) -> None:
+        if self.before_publish is not None:
+            await self.before_publish()
         while True:
             batch = await asyncio.to_thread(self._read_after, self.last_id)
             if not batch:

@@ -71,7 +71,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
             note = " (not modified)" if outcome.not_modified else ""
             print(f"{outcome.source_id}: {len(outcome.new_event_ids)} new{note}")
             for event_id in outcome.new_event_ids:
-                event = store.get_event(event_id)
+                event = store.get_event(event_id, viewer=None)
                 if event:
                     print(f"  #{event.id} {event.verb} {event.title or '(untitled)'}")
 
@@ -117,7 +117,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
     _config, store = _open(args)
     now = datetime.now(UTC)
     rows = [("SOURCE", "KIND", "STATE", "LAST POLL", "NEXT POLL", "EVENTS", "LAST ERROR")]
-    for s in store.source_statuses():
+    for s in store.source_statuses(viewer=None):
         state = (
             "disabled"
             if not s.enabled

@@ -15,11 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from limits import parse as parse_rate
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from aggregator.accounts import EVERYONE, check_group_name
 from aggregator.connector import ConnectorOptions, HttpSettings
 from aggregator.durations import parse_duration
-from aggregator.exceptions import ConfigError, TidingsError
+from aggregator.exceptions import AccountError, ConfigError, TidingsError
 from aggregator.registry import connector_class
 from aggregator.schedule import cron_trigger
 
@@ -38,6 +48,9 @@ class ServerConfig(_Strict):
     client_queue: int = Field(default=1000, ge=1, description="events buffered per websocket")
     allowed_hosts: list[str] = Field(
         default_factory=list, description="Host names this server answers to, besides localhost"
+    )
+    max_request_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="largest request body accepted"
     )
 
     @property
@@ -74,6 +87,37 @@ class FilesConfig(_Strict):
     allowed_dirs: list[str] = Field(default_factory=list)
 
 
+class AuthConfig(_Strict):
+    session_days: float = Field(default=14.0, gt=0, description="how long a sign-in lasts")
+    login_limit: str = Field(
+        default="5/minute", description="failed sign-ins allowed per user name and address"
+    )
+    proxy_header: str | None = Field(
+        default=None, description="header naming the user, set by a trusted SSO reverse proxy"
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list, description="addresses allowed to set proxy_header"
+    )
+    proxy_creates_users: bool = Field(
+        default=False, description="create a member on a proxy user's first visit"
+    )
+
+    @field_validator("login_limit")
+    @classmethod
+    def _limit(cls, value: str) -> str:
+        try:
+            parse_rate(value)
+        except ValueError:
+            raise ValueError("must look like '5/minute'") from None
+        return value
+
+    @model_validator(mode="after")
+    def _proxies(self) -> AuthConfig:
+        if self.proxy_header and not self.trusted_proxies:
+            raise ValueError("proxy_header needs trusted_proxies")
+        return self
+
+
 class SourceCommon(BaseModel):
     """Keys every source has; the rest belong to its kind's options."""
 
@@ -84,7 +128,7 @@ class SourceCommon(BaseModel):
     title: str | None = None
     interval: str | None = None
     cron: str | None = None
-    audience: list[str] = Field(default_factory=lambda: ["everyone"])
+    audience: list[str] | None = None  # None: the connector's default_audience
     tags: list[str] = Field(default_factory=list)
     enabled: bool = True
     track_updates: bool = True
@@ -101,6 +145,17 @@ class SourceCommon(BaseModel):
     def _cron(cls, value: str | None) -> str | None:
         if value is not None:
             cron_trigger(value)
+        return value
+
+    @field_validator("audience")
+    @classmethod
+    def _audience(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            if name != EVERYONE:
+                try:
+                    check_group_name(name)
+                except AccountError as err:
+                    raise ValueError(f"{name!r}: {err}") from None
         return value
 
 
@@ -133,6 +188,7 @@ class Config:
     poller: PollerConfig = field(default_factory=PollerConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     files: FilesConfig = field(default_factory=FilesConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     sources: tuple[SourceConfig, ...] = ()
 
     @property
@@ -163,6 +219,7 @@ _TABLES: dict[str, type[BaseModel]] = {
     "poller": PollerConfig,
     "http": HttpConfig,
     "files": FilesConfig,
+    "auth": AuthConfig,
 }
 
 
@@ -199,7 +256,7 @@ def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db
         title=common.title,
         interval=parse_duration(common.interval) if common.interval else 600.0,
         cron=common.cron,
-        audience=tuple(common.audience),
+        audience=(tuple(common.audience) if common.audience is not None else cls.default_audience),
         tags=tuple(common.tags),
         enabled=common.enabled,
         track_updates=common.track_updates,

@@ -90,6 +90,9 @@ class Connector(ABC, Generic[OptionsT]):
 
     kind: ClassVar[str]
     Options: ClassVar[type[ConnectorOptions]]
+    # Who sees a source's events when its config names no audience; mailbox
+    # kinds override it with () (admins only).
+    default_audience: ClassVar[tuple[str, ...]] = ("everyone",)
 
     def __init__(self, options: OptionsT) -> None:
         self.options = options

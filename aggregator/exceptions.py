@@ -37,3 +37,13 @@ class FetchError(ConnectorError):
 
 class ParseError(ConnectorError):
     """The fetched document could not be understood."""
+
+
+class AccountError(TidingsError):
+    """A change to users, groups or tokens was refused; the message says why.
+
+    `field` names the form field at fault, when there is one."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)

@@ -44,6 +44,7 @@ class Poller:
         self.store = store
         self._on_commit = on_commit
         self._sources = {s.id: s for s in config.sources}
+        self._revision: int | None = None  # of the store, when _sources was read
         self._resources = Resources()
         self._slots = asyncio.Semaphore(config.poller.concurrency)
         self._running: dict[asyncio.Task[PollOutcome], str] = {}
@@ -85,10 +86,24 @@ class Poller:
             base_dir=self.config.base_dir,
         )
 
+    def _refresh_sources(self) -> None:
+        """Add the sources made in the web admin (re-read when the store's
+        revision moves). The config file's own sources always win."""
+        revision = self.store.people.revision()
+        if revision == self._revision:
+            return
+        found = {s.id: s for s in self.store.db_sources()}
+        found.update((s.id, s) for s in self.config.sources)
+        self._sources = found
+        self._revision = revision
+
+    def source(self, source_id: str) -> SourceConfig | None:
+        return self._sources.get(source_id)
+
     # --- running polls -----------------------------------------------------
 
     async def _poll(self, claim: Claim, now: datetime) -> PollOutcome:
-        source = self._sources[claim.source_id]
+        source = self._sources[claim.source_id]  # claims are only ever made among these
         async with self._slots:
             outcome = await poll_source(source, claim, self.recorder, self.context(source, now))
         if outcome.new_event_ids:
@@ -97,8 +112,9 @@ class Poller:
 
     async def poll_now(self, source_ids: Iterable[str] | None = None) -> list[PollOutcome]:
         """Poll the given (default: all enabled) sources once, whatever their schedule."""
+        await asyncio.to_thread(self._refresh_sources)
         ids = (
-            list(source_ids)
+            [i for i in source_ids if i in self._sources]
             if source_ids is not None
             else [s.id for s in self._sources.values() if s.enabled]
         )
@@ -117,6 +133,7 @@ class Poller:
         while True:
             # Claim in batches (half the slots at least): a claim is a write.
             if not exhausted and len(running) <= limit // 2:
+                await asyncio.to_thread(self._refresh_sources)
                 now = datetime.now(UTC)
                 free = limit - len(running)
                 claims = await asyncio.to_thread(
@@ -140,6 +157,7 @@ class Poller:
         if self._closing:
             return
         free = self.config.poller.concurrency - len(self._running)
+        await asyncio.to_thread(self._refresh_sources)
         now = datetime.now(UTC)
         claims = await asyncio.to_thread(self.store.claim_due, now, free, LEASE, self._sources)
         if self._closing:  # closed while claiming: hand the claims back

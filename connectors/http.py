@@ -5,6 +5,11 @@ on the *decoded* body (a small gzip bomb cannot fill memory), redirects with
 permanent ones reported, Retry-After and Cache-Control max-age surfaced as
 hints, and a per-host concurrency limit so one slow intranet host cannot take
 every slot.
+
+Credentials (basic or bearer) go per request, never into the URL. httpx2 drops
+the Authorization header when a redirect leaves the origin (another host or
+port, or https -> http); the only exception is an http -> https upgrade of the
+same host on default ports. tests/integration/test_feed_auth.py pins that.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Generator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,6 +42,43 @@ class FetchResult:
     not_modified: bool = False
     permanent_redirect: str | None = None
     max_age: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuth:
+    """HTTP basic auth; the password stays out of repr (and so out of logs)."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BearerAuth:
+    """`Authorization: Bearer <token>`; the token stays out of repr."""
+
+    token: str = field(repr=False)
+
+
+Credentials = BasicAuth | BearerAuth
+
+
+class _Bearer(httpx2.Auth):
+    def __init__(self, token: str) -> None:
+        self._value = f"Bearer {token}"
+
+    def auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]:
+        request.headers["Authorization"] = self._value
+        yield request
+
+
+def _auth(credentials: Credentials | None) -> httpx2.Auth | None:
+    if isinstance(credentials, BasicAuth):
+        return httpx2.BasicAuth(credentials.username, credentials.password)
+    if isinstance(credentials, BearerAuth):
+        return _Bearer(credentials.token)
+    return None
 
 
 def redact(url: str) -> str:
@@ -124,7 +166,10 @@ class Fetcher:
         etag: str | None = None,
         last_modified: str | None = None,
         headers: Mapping[str, str] | None = None,
+        auth: Credentials | None = None,
     ) -> FetchResult:
+        """GET `url`. `auth` is sent to the URL's origin only, never after a
+        redirect to another one."""
         request_headers = dict(headers or {})
         if etag:
             request_headers["If-None-Match"] = etag
@@ -137,7 +182,9 @@ class Fetcher:
         slot, client = self._host(target)
         async with slot:
             try:
-                async with client.stream("GET", target, headers=request_headers) as resp:
+                async with client.stream(
+                    "GET", target, headers=request_headers, auth=_auth(auth)
+                ) as resp:
                     return await self._read(url, resp)
             except httpx2.TimeoutException as err:
                 raise FetchError(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import partial
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -12,6 +13,8 @@ from aggregator import metrics
 from aggregator.exceptions import QueryError
 from aggregator.filters import EventFilter
 from aggregator.store import MAX_PAGE
+from web.access import Principal
+from web.auth import guard, principal_of
 from web.state import app_state
 
 DEFAULT_LIMIT = 50
@@ -31,6 +34,13 @@ def _int_param(request: Request, name: str) -> int | None:
         raise ValueError(f"{name} must be an integer, not {raw!r}") from None
 
 
+def viewer_principal(request: Request) -> Principal:
+    principal = principal_of(request)
+    assert principal is not None  # the guard let the request through
+    return principal
+
+
+@guard("user")
 async def list_events(request: Request) -> Response:
     """Newest first; `cursor` is the `next_cursor` of the previous page."""
     try:
@@ -41,7 +51,10 @@ async def list_events(request: Request) -> Response:
         return _bad(str(err))
     limit = max(1, min(limit, MAX_PAGE))
     store = app_state(request).store
-    page = await run_in_threadpool(store.latest_events, flt, before=cursor, limit=limit + 1)
+    viewer = viewer_principal(request).viewer
+    page = await run_in_threadpool(
+        partial(store.latest_events, flt, viewer=viewer, before=cursor, limit=limit + 1)
+    )
     more = len(page) > limit
     page = page[:limit]
     return JSONResponse(
@@ -52,17 +65,33 @@ async def list_events(request: Request) -> Response:
     )
 
 
+@guard("user")
 async def get_event(request: Request) -> Response:
     store = app_state(request).store
-    event = await run_in_threadpool(store.get_event, int(request.path_params["event_id"]))
-    if event is None:
+    event = await run_in_threadpool(
+        partial(
+            store.get_event,
+            int(request.path_params["event_id"]),
+            viewer=viewer_principal(request).viewer,
+        )
+    )
+    if event is None:  # not there, or not for this viewer: the same answer
         return JSONResponse({"error": "no such event"}, status_code=404)
     return JSONResponse(event.to_json())
 
 
+@guard("user")
 async def list_sources(request: Request) -> Response:
+    """The sources the viewer may see. Health details are for admins."""
     store = app_state(request).store
-    rows = await run_in_threadpool(store.source_statuses)
+    principal = viewer_principal(request)
+    rows = await run_in_threadpool(
+        partial(store.source_statuses, viewer=principal.viewer, now=datetime.now(UTC))
+    )
+    if not principal.is_admin and principal.user is not None:
+        return JSONResponse(
+            {"sources": [{"id": s.id, "kind": s.kind, "title": s.title} for s in rows]}
+        )
 
     return JSONResponse(
         {
@@ -79,6 +108,9 @@ async def list_sources(request: Request) -> Response:
                     "consecutive_failures": s.consecutive_failures,
                     "permanent_redirect": s.permanent_redirect,
                     "event_count": s.event_count,
+                    "events_last_week": s.events_last_week,
+                    "audience": list(s.audience),
+                    "origin": s.origin,
                 }
                 for s in rows
             ]
@@ -90,10 +122,12 @@ def when(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+@guard("public")
 async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
+@guard("public")
 async def readyz(request: Request) -> Response:
     try:
         await run_in_threadpool(app_state(request).store.max_event_id)
@@ -102,5 +136,6 @@ async def readyz(request: Request) -> Response:
     return PlainTextResponse("ready")
 
 
+@guard("admin")  # per-source names and counts; scrapers send an admin's token
 async def metrics_endpoint(request: Request) -> Response:
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -20,8 +20,10 @@ from aggregator.bus import Bus, EventTail
 from aggregator.config import Config
 from aggregator.poller import Poller
 from aggregator.store import Store
-from web import api, live, pages
-from web.security import SecurityHeaders
+from web import api, live, login, pages
+from web.access import Access
+from web.auth import Authenticate, Sessions
+from web.security import BodyLimit, SecurityHeaders
 from web.state import AppState
 
 
@@ -36,11 +38,14 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
         )
         bus = Bus()
         start = await asyncio.to_thread(store.max_event_id)
-        tail = EventTail(bus, store.events_after, start)
+        tail = EventTail(bus, partial(store.events_after, viewer=None), start)
+        access = await Access.load(store.people)
+        tail.before_publish = access.current  # new rules apply before new events go out
         poller = None
         if run_poller and config.poller.enabled:
             poller = Poller(config, store, on_commit=tail.nudge)
-        app.state.tidings = AppState(config, store, bus, tail, poller)
+        secret = await asyncio.to_thread(store.people.session_secret)
+        app.state.tidings = AppState(config, store, bus, tail, poller, access, secret)
         tail.start()
         if poller:
             poller.start()
@@ -54,6 +59,13 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
 
     routes = [
         Route("/", pages.dashboard),
+        Route("/login", login.login, methods=["GET", "POST"]),
+        Route("/logout", login.logout, methods=["POST"]),
+        Route("/account", login.account),
+        Route("/account/password", login.change_password, methods=["POST"]),
+        Route("/account/tokens", login.create_token, methods=["POST"]),
+        Route("/account/tokens/{token_id:int}/revoke", login.revoke_token, methods=["POST"]),
+        Route("/account/sign-out-everywhere", login.sign_out_everywhere, methods=["POST"]),
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
         Route("/metrics", api.metrics_endpoint),
@@ -66,5 +78,8 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
     middleware = [
         Middleware(TrustedHostMiddleware, allowed_hosts=config.server.trusted_hosts),
         Middleware(SecurityHeaders),
+        Middleware(BodyLimit, limit=config.server.max_request_bytes),
+        Middleware(Sessions),
+        Middleware(Authenticate),
     ]
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

@@ -14,10 +14,12 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from aggregator import metrics
@@ -25,13 +27,15 @@ from aggregator.exceptions import QueryError
 from aggregator.filters import EventFilter
 from aggregator.store import MAX_PAGE
 from aggregator.types import Event
+from web.access import Principal
+from web.auth import principal_of
 from web.state import AppState, app_state
 
 log = logging.getLogger(__name__)
 
 MAX_STREAMS = 32
 TRY_AGAIN_LATER = 1013
-POLICY_VIOLATION = 1008
+POLICY_VIOLATION = 1008  # also: signed out, disabled or token revoked while connected
 SEND_TIMEOUT = 10.0  # seconds one frame may wait for a client to read
 
 
@@ -54,13 +58,33 @@ def origin_allowed(websocket: WebSocket) -> bool:
     return urlsplit(origin).netloc.lower() == websocket.headers.get("host", "").lower()
 
 
+class SignedOutError(Exception):
+    """The connection's user may no longer sign in: closed with 1008."""
+
+
 class LiveConnection:
-    def __init__(self, websocket: WebSocket, state: AppState) -> None:
+    def __init__(self, websocket: WebSocket, state: AppState, principal: Principal) -> None:
         self.ws = websocket
         self.state = state
+        self._principal: Principal | None = principal
+        self._revision = state.access.snapshot.revision
         self.streams: dict[str, Stream] = {}
         self.sub = state.bus.subscribe(state.config.server.client_queue)
         self.sub.accepts = self.wants
+
+    @property
+    def principal(self) -> Principal | None:
+        """Who this connection serves, under the access rules of this moment:
+        checked on every event, so a change applies to what is already queued."""
+        access = self.state.access
+        if self._principal is not None and self._revision != access.snapshot.revision:
+            self._principal = access.refreshed(self._principal)
+            self._revision = access.snapshot.revision
+        return self._principal
+
+    def may_see(self, event: Event) -> bool:
+        principal = self.principal
+        return principal is not None and principal.viewer.can_see(event.source_id)
 
     def event_message(self, stream: str, event: Event) -> str:
         # Each event is serialised once per app, however many clients receive it.
@@ -68,7 +92,7 @@ class LiveConnection:
         return f'{{"type":"event","stream":{json.dumps(stream)},"event":{body}}}'
 
     def wants(self, event: Event) -> bool:
-        return any(s.filter.matches(event) for s in self.streams.values())
+        return self.may_see(event) and any(s.filter.matches(event) for s in self.streams.values())
 
     async def send(self, payload: dict[str, Any]) -> None:
         await self.send_text(json.dumps(payload, separators=(",", ":")))
@@ -155,7 +179,14 @@ class LiveConnection:
     async def replay(self, stream: Stream) -> None:
         store = self.state.store
         while True:
-            page = await run_in_threadpool(store.events_after, stream.sent_up_to, stream.filter)
+            principal = self.principal
+            if principal is None:
+                raise SignedOutError
+            page = await run_in_threadpool(
+                partial(
+                    store.events_after, stream.sent_up_to, stream.filter, viewer=principal.viewer
+                )
+            )
             for event in page:
                 await self.send_text(self.event_message(stream.name, event))
                 stream.sent_up_to = event.id
@@ -168,7 +199,7 @@ class LiveConnection:
             if event.id <= stream.sent_up_to:
                 continue  # already sent in this stream's replay
             stream.sent_up_to = event.id
-            if stream.filter.matches(event):
+            if stream.filter.matches(event) and self.may_see(event):
                 await self.send_text(self.event_message(stream.name, event))
                 metrics.DELIVERED.inc()
 
@@ -177,15 +208,20 @@ class LiveConnection:
         receive = asyncio.ensure_future(self.receive())
         next_event = asyncio.ensure_future(self.sub.queue.get())
         overflow = asyncio.ensure_future(self.sub.overflowed.wait())
+        changed = asyncio.ensure_future(self.state.access.changed().wait())
         try:
             while True:
                 done, _ = await asyncio.wait(
-                    {receive, next_event, overflow},
+                    {receive, next_event, overflow, changed},
                     timeout=heartbeat,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if overflow in done:
                     raise TooSlowError
+                if changed in done:
+                    if self.principal is None:
+                        raise SignedOutError
+                    changed = asyncio.ensure_future(self.state.access.changed().wait())
                 if receive in done:
                     await self.handle(receive.result())
                     receive = asyncio.ensure_future(self.receive())
@@ -198,24 +234,36 @@ class LiveConnection:
                     await self.send({"type": "ping"})
         except TooSlowError:
             metrics.DROPPED.inc()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(SEND_TIMEOUT):
-                    await self.ws.close(TRY_AGAIN_LATER, "too slow; resume from your cursor")
+            await self.close(TRY_AGAIN_LATER, "too slow; resume from your cursor")
+        except SignedOutError:
+            await self.close(POLICY_VIOLATION, "signed out")
         finally:
-            for task in (receive, next_event, overflow):
+            for task in (receive, next_event, overflow, changed):
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
             self.sub.close()
             metrics.SUBSCRIBERS.dec(len(self.streams))
 
+    async def close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await self.ws.close(code, reason)
+
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     if not origin_allowed(websocket):
         await websocket.close(POLICY_VIOLATION)
         return
+    principal = principal_of(websocket)
+    if principal is None:
+        # The handshake is refused with a plain 401, as /api/* answers.
+        await websocket.send_denial_response(
+            JSONResponse({"error": "sign in or send Authorization: Bearer TOKEN"}, 401)
+        )
+        return
     await websocket.accept()
-    conn = LiveConnection(websocket, app_state(websocket))
+    conn = LiveConnection(websocket, app_state(websocket), principal)
     try:
         await conn.run()
     except (WebSocketDisconnect, RuntimeError):

@@ -3,33 +3,26 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from pathlib import Path
+from functools import partial
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.templating import Jinja2Templates
 
-from aggregator import __version__
 from aggregator.exceptions import QueryError
 from aggregator.filters import EventFilter
-from aggregator.humanize import relative_time
+from web.auth import guard, principal_of
 from web.state import app_state
+from web.templating import render
 
-templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 PAGE_SIZE = 50
 
 
-def ago(when: datetime) -> str:
-    return relative_time(when, datetime.now(UTC), just_now=45)
-
-
-templates.env.filters["ago"] = ago
-
-
+@guard("user")
 async def dashboard(request: Request) -> Response:
     state = app_state(request)
+    principal = principal_of(request)
+    assert principal is not None
     query = request.query_params.get("q", "")
     error = None
     try:
@@ -41,10 +34,12 @@ async def dashboard(request: Request) -> Response:
     published = state.tail.last_id
     events = []
     if flt is not None:
-        events = await run_in_threadpool(state.store.latest_events, flt, limit=PAGE_SIZE)
+        events = await run_in_threadpool(
+            partial(state.store.latest_events, flt, viewer=principal.viewer, limit=PAGE_SIZE)
+        )
     cursor = events[0].id if events else published
-    names = {s.id: s.name for s in state.config.sources}
-    return templates.TemplateResponse(
+    names = await run_in_threadpool(partial(state.store.source_names, viewer=principal.viewer))
+    return render(
         request,
         "index.html",
         {
@@ -54,7 +49,6 @@ async def dashboard(request: Request) -> Response:
             "cursor": cursor,
             "source_names": names,
             "source_names_json": json.dumps(names),
-            "version": __version__,
         },
         status_code=400 if error else 200,
     )

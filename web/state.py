@@ -13,6 +13,7 @@ from aggregator.config import Config
 from aggregator.poller import Poller
 from aggregator.store import Store
 from aggregator.types import Event
+from web.access import Access
 
 
 class EventJsonCache:
@@ -39,6 +40,8 @@ class AppState:
     bus: Bus
     tail: EventTail
     poller: Poller | None
+    access: Access
+    session_secret: str
     event_json: EventJsonCache = field(default_factory=EventJsonCache)
 
 

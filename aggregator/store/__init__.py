@@ -10,7 +10,8 @@ writes take the lock up front (BEGIN IMMEDIATE) instead of failing half-way.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from sqlalchemy import (
     RowMapping,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -34,11 +36,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
-from aggregator.config import SourceConfig
+from aggregator.config import SourceConfig, parse_source
 from aggregator.decide import Prepared, decide, event_time
+from aggregator.exceptions import ConfigError, TidingsError
 from aggregator.filters import EventFilter
+from aggregator.store.people import People, audit, bump_revision
 from aggregator.store.schema import entries, events, sources
 from aggregator.types import Actor, Event, JSONObject
+from aggregator.visibility import Viewer
+
+log = logging.getLogger(__name__)
 
 MAX_PAGE = 500
 _WRITER_LOCK = 0x7469646E  # "tidn": the PostgreSQL advisory lock all writers share
@@ -82,6 +89,8 @@ class SourceStatus:
     consecutive_failures: int
     permanent_redirect: str | None
     event_count: int
+    audience: tuple[str, ...] = ()
+    events_last_week: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +167,12 @@ def _row_to_event(row: RowMapping) -> Event:
     )
 
 
-def source_config_json(source: SourceConfig) -> JSONObject:
-    """What the store keeps of a source's config (secrets stay as env:/file: refs)."""
+def source_config_json(source: SourceConfig, raw: Mapping[str, Any] | None = None) -> JSONObject:
+    """What the store keeps of a source's config (secrets stay as env:/file: refs).
+    A source made in the web admin also keeps the table it was made from."""
+    extra = {"raw": dict(raw)} if raw is not None else {}
     return {
+        **extra,
         "title": source.title,
         "interval": source.interval,
         "cron": source.cron,
@@ -184,6 +196,7 @@ class Store:
         else:
             self._write = self._read = create_engine(url, pool_pre_ping=True)
         self.migrate()
+        self.people = People(self._read, self._writing)
 
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest migration."""
@@ -214,9 +227,12 @@ class Store:
 
         New and changed ones are due at once (changed ones keep their state);
         sources this file defined before and no longer does are disabled
-        (their events stay). Another config file's sources are left alone.
+        (their events stay). Another config file's sources are left alone. A
+        source the web admin made under an id the file now uses becomes the
+        file's: the file is the authority, and the UI cannot edit file sources.
         """
         configured = list(configured)
+        actor = f"config:{config_file}"
         with self._writing() as conn:
             existing = {
                 r.id: r
@@ -224,6 +240,7 @@ class Store:
                     select(sources.c.id, sources.c.origin, sources.c.config, sources.c.enabled)
                 )
             }
+            changed_access = False
             for src in configured:
                 values: dict[str, Any] = {
                     "kind": src.kind,
@@ -234,14 +251,21 @@ class Store:
                 }
                 if src.id in existing:
                     old = existing[src.id]
+                    if old.origin != "file":
+                        log.warning("source %s: the config file takes it over", src.id)
+                        audit(conn, actor, "source.takeover", src.id, now)
                     if (old.config, old.enabled) != (values["config"], values["enabled"]):
                         values["next_poll_at"] = now  # changed settings take effect at once
                     if old.config.get("options") != values["config"]["options"]:
                         # An ETag of the old URL must not make the new one answer 304;
                         # dedupe is by item id, so starting afresh duplicates nothing.
                         values["state"] = None
+                    if old.config.get("audience") != values["config"]["audience"]:
+                        self._set_audience(conn, src.id, src.audience)
+                        changed_access = True
                     conn.execute(update(sources).where(sources.c.id == src.id).values(**values))
                 else:
+                    changed_access = True
                     conn.execute(
                         insert(sources).values(
                             id=src.id,
@@ -258,6 +282,143 @@ class Store:
             } - {s.id for s in configured}
             if gone:
                 conn.execute(update(sources).where(sources.c.id.in_(gone)).values(enabled=False))
+            if changed_access:
+                bump_revision(conn)
+
+    @staticmethod
+    def _set_audience(conn: Connection, source_id: str, audience: Sequence[str]) -> None:
+        """Events inherit their source's audience; keep the copies current."""
+        conn.execute(
+            update(events).where(events.c.source_id == source_id).values(audience=list(audience))
+        )
+
+    # --- sources made in the web admin -------------------------------------
+
+    def db_sources(self) -> list[SourceConfig]:
+        """The sources made in the web admin. One that no longer validates (its
+        connector was uninstalled, say) is logged and left out: it must not
+        stop the others."""
+        with self._read.connect() as conn:
+            rows = conn.execute(
+                select(sources.c.id, sources.c.config).where(sources.c.origin == "db")
+            ).all()
+        found = []
+        for row in rows:
+            try:
+                found.append(parse_source(row.config["raw"], f"source {row.id}", "db"))
+            except (ConfigError, KeyError) as err:
+                log.error("source %s cannot be loaded: %s", row.id, err)
+        return found
+
+    def source_table(self, source_id: str) -> tuple[str, dict[str, Any]] | None:
+        """A source's origin and the table it was defined with (secrets stay
+        references), for the admin's edit form."""
+        with self._read.connect() as conn:
+            row = conn.execute(
+                select(sources.c.origin, sources.c.config, sources.c.kind).where(
+                    sources.c.id == source_id
+                )
+            ).first()
+        if row is None:
+            return None
+        raw = row.config.get("raw")
+        if raw is None:  # a file source: rebuild a table from what was kept
+            raw = {
+                "id": source_id,
+                "kind": row.kind,
+                **{k: v for k, v in row.config.items() if k not in ("options", "file")},
+                **row.config.get("options", {}),
+            }
+        return row.origin, raw
+
+    def create_source(self, raw: Mapping[str, Any], *, actor: str, now: datetime) -> SourceConfig:
+        source = parse_source(raw, "source", "db")
+        with self._writing() as conn:
+            if conn.scalar(select(sources.c.id).where(sources.c.id == source.id)) is not None:
+                raise ConfigError([f"id: a source {source.id!r} already exists"])
+            conn.execute(
+                insert(sources).values(
+                    id=source.id,
+                    kind=source.kind,
+                    title=source.title,
+                    origin="db",
+                    config=source_config_json(source, raw),
+                    enabled=source.enabled,
+                    next_poll_at=now,
+                    consecutive_failures=0,
+                    created_at=now,
+                )
+            )
+            audit(conn, actor, "source.create", source.id, now, kind=source.kind)
+            bump_revision(conn)
+        return source
+
+    def update_source(
+        self, source_id: str, raw: Mapping[str, Any], *, actor: str, now: datetime
+    ) -> SourceConfig:
+        source = parse_source({**raw, "id": source_id}, "source", "db")
+        with self._writing() as conn:
+            old = self._editable(conn, source_id)
+            config = source_config_json(source, {**raw, "id": source_id})
+            values: dict[str, Any] = {
+                "kind": source.kind,
+                "title": source.title,
+                "config": config,
+                "enabled": source.enabled,
+                "next_poll_at": now,
+            }
+            if old.config.get("options") != config["options"] or old.kind != source.kind:
+                values["state"] = None
+            if old.config.get("audience") != config["audience"]:
+                self._set_audience(conn, source_id, source.audience)
+            conn.execute(update(sources).where(sources.c.id == source_id).values(**values))
+            audit(conn, actor, "source.update", source_id, now)
+            bump_revision(conn)
+        return source
+
+    def set_source_enabled(
+        self, source_id: str, enabled: bool, *, actor: str, now: datetime
+    ) -> None:
+        with self._writing() as conn:
+            old = self._editable(conn, source_id)
+            raw = {**old.config["raw"], "enabled": enabled}
+            conn.execute(
+                update(sources)
+                .where(sources.c.id == source_id)
+                .values(
+                    enabled=enabled,
+                    config={**old.config, "raw": raw},
+                    next_poll_at=now,
+                )
+            )
+            audit(conn, actor, "source.enable" if enabled else "source.disable", source_id, now)
+            bump_revision(conn)
+
+    def delete_source(self, source_id: str, *, actor: str, now: datetime) -> int:
+        """Delete a web-admin source and its events; how many events went."""
+        with self._writing() as conn:
+            self._editable(conn, source_id)
+            conn.execute(delete(entries).where(entries.c.source_id == source_id))
+            gone = conn.execute(delete(events).where(events.c.source_id == source_id)).rowcount
+            conn.execute(delete(sources).where(sources.c.id == source_id))
+            audit(conn, actor, "source.delete", source_id, now, events=gone)
+            bump_revision(conn)
+        return gone
+
+    @staticmethod
+    def _editable(conn: Connection, source_id: str) -> Any:
+        row = conn.execute(
+            select(sources.c.origin, sources.c.config, sources.c.kind).where(
+                sources.c.id == source_id
+            )
+        ).first()
+        if row is None:
+            raise TidingsError(f"no source {source_id!r}")
+        if row.origin == "file":
+            raise TidingsError(
+                f"source {source_id!r} is defined in {row.config.get('file')}; edit it there"
+            )
+        return row
 
     def claim_due(
         self, now: datetime, limit: int, lease: float, among: Iterable[str] | None = None
@@ -446,7 +607,11 @@ class Store:
             "ingested_at": now,
         }
 
-    def source_statuses(self) -> list[SourceStatus]:
+    def source_statuses(
+        self, *, viewer: Viewer | None, now: datetime | None = None
+    ) -> list[SourceStatus]:
+        """Every source `viewer` may see (all for None: the system's own reads),
+        with its health; `events_last_week` counts events since `now` - 7 days."""
         counts = (
             select(events.c.source_id, func.count().label("n"))
             .group_by(events.c.source_id)
@@ -457,25 +622,59 @@ class Store:
             .outerjoin(counts, counts.c.source_id == sources.c.id)
             .order_by(sources.c.id)
         )
+        if viewer is not None:
+            query = query.where(viewer.where(sources.c.id))
+        week: dict[str, int] = {}
         names = {f.name for f in dataclasses.fields(SourceStatus)}
         with self._read.connect() as conn:
+            if now is not None:
+                week = dict(
+                    conn.execute(
+                        select(events.c.source_id, func.count())
+                        .where(events.c.ingested_at >= now - timedelta(days=7))
+                        .group_by(events.c.source_id)
+                    ).all()
+                )
             return [
-                SourceStatus(**{k: v for k, v in row.items() if k in names})
+                SourceStatus(
+                    **{k: v for k, v in row.items() if k in names},
+                    audience=tuple(row["config"].get("audience", ())),
+                    events_last_week=week.get(row["id"], 0),
+                )
                 for row in conn.execute(query).mappings()
             ]
 
+    def source_names(self, *, viewer: Viewer | None) -> dict[str, str]:
+        """Display names of the sources `viewer` may see, by id."""
+        query = select(sources.c.id, sources.c.title).order_by(sources.c.id)
+        if viewer is not None:
+            query = query.where(viewer.where(sources.c.id))
+        with self._read.connect() as conn:
+            return {r.id: r.title or r.id for r in conn.execute(query)}
+
     # --- events ------------------------------------------------------------
+    # Every read takes the viewer whose visibility applies (None: the system's
+    # own reads, such as the live tail that fans events out to subscribers, each
+    # of which filters again). It is keyword-only and has no default, so no
+    # read path can forget it.
 
     def max_event_id(self) -> int:
         with self._read.connect() as conn:
             return conn.scalar(select(func.coalesce(func.max(events.c.id), 0))) or 0
 
     def latest_events(
-        self, flt: EventFilter | None = None, *, before: int | None = None, limit: int = 50
+        self,
+        flt: EventFilter | None = None,
+        *,
+        viewer: Viewer | None,
+        before: int | None = None,
+        limit: int = 50,
     ) -> list[Event]:
         """Newest first; `before` is an exclusive cursor for the next page. One
         row more than a page may be asked for, to tell whether another follows."""
         query = select(events).order_by(events.c.id.desc()).limit(min(limit, MAX_PAGE + 1))
+        if viewer is not None:
+            query = query.where(viewer.where(events.c.source_id))
         if flt is not None:
             query = query.where(flt.where(events))
         if before is not None:
@@ -484,7 +683,12 @@ class Store:
             return [_row_to_event(r) for r in conn.execute(query).mappings()]
 
     def events_after(
-        self, cursor: int, flt: EventFilter | None = None, *, limit: int = MAX_PAGE
+        self,
+        cursor: int,
+        flt: EventFilter | None = None,
+        *,
+        viewer: Viewer | None,
+        limit: int = MAX_PAGE,
     ) -> list[Event]:
         """Oldest first: what happened after `cursor` (the backlog of a resume)."""
         query = (
@@ -493,14 +697,19 @@ class Store:
             .order_by(events.c.id)
             .limit(min(limit, MAX_PAGE))
         )
+        if viewer is not None:
+            query = query.where(viewer.where(events.c.source_id))
         if flt is not None:
             query = query.where(flt.where(events))
         with self._read.connect() as conn:
             return [_row_to_event(r) for r in conn.execute(query).mappings()]
 
-    def get_event(self, event_id: int) -> Event | None:
+    def get_event(self, event_id: int, *, viewer: Viewer | None) -> Event | None:
+        query = select(events).where(events.c.id == event_id)
+        if viewer is not None:
+            query = query.where(viewer.where(events.c.source_id))
         with self._read.connect() as conn:
-            row = conn.execute(select(events).where(events.c.id == event_id)).mappings().first()
+            row = conn.execute(query).mappings().first()
             return _row_to_event(row) if row else None
 
 

@@ -201,7 +201,7 @@ def test_a_poll_cut_off_by_shutdown_is_due_again_after_restart(
     finally:
         app.stop()  # while the poll waits on the slow server
     store = Store(load_config(config).store_url)
-    [status] = store.source_statuses()
+    [status] = store.source_statuses(viewer=None)
     store.close()
     assert status.last_poll_at is None  # the poll never finished...
     assert status.next_poll_at is not None  # ...and it is due now, not after its lease

@@ -76,7 +76,7 @@ async def test_broken_sources_are_recorded_and_never_stop_the_others(
     assert "timed out" in (by_id["slow"].error or "")
     assert "larger than 100000 bytes" in (by_id["huge"].error or "")
     assert "HTTP 404" in (by_id["gone"].error or "")
-    status = {s.id: s for s in store.source_statuses()}
+    status = {s.id: s for s in store.source_statuses(viewer=None)}
     for sid in ("500", "garbage", "slow", "huge", "gone"):
         assert status[sid].consecutive_failures == 1
         assert status[sid].last_error == by_id[sid].error
@@ -183,7 +183,7 @@ def test_poller_processes_share_the_due_list_and_stop_cleanly(
         while store.max_event_id() < 10 and time.monotonic() < deadline:
             time.sleep(0.1)  # the commit follows the fetch; nothing to await across processes
         assert store.max_event_id() == 10
-        titles = sorted(e.title for e in store.latest_events(limit=50))
+        titles = sorted(e.title for e in store.latest_events(viewer=None, limit=50))
         assert titles == sorted(f"P{i}" for i in range(10))
         store.close()
     finally:

@@ -90,7 +90,7 @@ async def test_a_crashing_connector_is_recorded_with_its_type(
     store, sources = setup
     outcome = await poll(store, sources["crashes"])
     assert outcome.error == "KeyError: 'surprise'"
-    status = {s.id: s for s in store.source_statuses()}["crashes"]
+    status = {s.id: s for s in store.source_statuses(viewer=None)}["crashes"]
     assert status.consecutive_failures == 1
     assert status.next_poll_at == NOW + timedelta(minutes=2)
     assert (await poll(store, sources["works"])).error is None
@@ -101,7 +101,7 @@ async def test_retry_after_pushes_the_next_poll(
 ) -> None:
     store, sources = setup
     await poll(store, sources["refuses"])
-    status = {s.id: s for s in store.source_statuses()}["refuses"]
+    status = {s.id: s for s in store.source_statuses(viewer=None)}["refuses"]
     assert status.last_error == "HTTP 429 from upstream"
     assert status.next_poll_at == NOW + timedelta(hours=1)
 
@@ -123,7 +123,7 @@ async def test_a_failed_commit_keeps_the_old_state(
     # The next poll fetches the same item again and stores it exactly once.
     again = await poll(store, sources["works"])
     assert len(again.new_event_ids) == 1
-    assert [e.external_id for e in store.latest_events()] == ["e2", "e1"]
+    assert [e.external_id for e in store.latest_events(viewer=None)] == ["e2", "e1"]
 
 
 async def test_a_hanging_poll_is_cut_off_and_recorded(
@@ -133,4 +133,4 @@ async def test_a_hanging_poll_is_cut_off_and_recorded(
     monkeypatch.setattr(pipeline, "POLL_TIMEOUT", 0.05)
     outcome = await poll(store, sources["hangs"])
     assert outcome.error == "poll did not finish within 0.05s"
-    assert {s.id: s for s in store.source_statuses()}["hangs"].consecutive_failures == 1
+    assert {s.id: s for s in store.source_statuses(viewer=None)}["hangs"].consecutive_failures == 1

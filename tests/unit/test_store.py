@@ -45,12 +45,12 @@ def test_record_poll_appends_new_skips_same_appends_updates(store: Store) -> Non
                              now=NOW, next_poll_at=later) == []  # fmt: skip
     upd = store.record_poll(src, items(("a", "A v2")), state=None, now=NOW, next_poll_at=later)
     assert len(upd) == 1
-    event = store.get_event(upd[0])
+    event = store.get_event(upd[0], viewer=None)
     assert event is not None and event.verb == "Update" and event.title == "A v2"
     assert event.audience == ("everyone",)
     state, failures = store.source_state("blog")
     assert state == {"etag": "2"} and failures == 0
-    assert [e.id for e in store.latest_events()] == [upd[0], ids[1], ids[0]]
+    assert [e.id for e in store.latest_events(viewer=None)] == [upd[0], ids[1], ids[0]]
 
 
 def test_updates_can_be_ignored_per_source(store: Store) -> None:
@@ -103,10 +103,10 @@ def test_failures_count_up_and_reset(store: Store) -> None:
     store.sync_sources([src], NOW)
     store.record_failure("blog", "HTTP 500", now=NOW, next_poll_at=NOW)
     store.record_failure("blog", "HTTP 502", now=NOW, next_poll_at=NOW)
-    status = store.source_statuses()[0]
+    status = store.source_statuses(viewer=None)[0]
     assert status.consecutive_failures == 2 and status.last_error == "HTTP 502"
     store.record_poll(src, items(("a", "A")), state=None, now=NOW, next_poll_at=NOW)
-    status = store.source_statuses()[0]
+    status = store.source_statuses(viewer=None)[0]
     assert status.consecutive_failures == 0 and status.last_error is None
     assert status.event_count == 1
 
@@ -126,7 +126,7 @@ def test_claim_due_leases_sources(store: Store) -> None:
 def test_sources_removed_from_the_file_are_disabled(store: Store) -> None:
     store.sync_sources(config().sources, NOW)
     store.sync_sources([], NOW)
-    assert store.source_statuses()[0].enabled is False
+    assert store.source_statuses(viewer=None)[0].enabled is False
     assert store.claim_due(NOW, 10, lease=60) == []
 
 
@@ -135,13 +135,15 @@ def test_history_paging_and_filters(store: Store) -> None:
     store.sync_sources([src], NOW)
     ids = store.record_poll(src, items(*[(str(i), f"Title {i}") for i in range(10)]),
                             state=None, now=NOW, next_poll_at=NOW)  # fmt: skip
-    page = store.latest_events(limit=4)
+    page = store.latest_events(viewer=None, limit=4)
     assert [e.id for e in page] == ids[::-1][:4]
-    page2 = store.latest_events(before=page[-1].id, limit=4)
+    page2 = store.latest_events(viewer=None, before=page[-1].id, limit=4)
     assert [e.id for e in page2] == ids[::-1][4:8]
-    assert [e.id for e in store.events_after(ids[6])] == ids[7:]
-    assert [e.title for e in store.latest_events(EventFilter.parse("title 3"))] == ["Title 3"]
-    assert store.latest_events(EventFilter.parse("source:other")) == []
+    assert [e.id for e in store.events_after(ids[6], viewer=None)] == ids[7:]
+    assert [e.title for e in store.latest_events(EventFilter.parse("title 3"), viewer=None)] == [
+        "Title 3"
+    ]
+    assert store.latest_events(EventFilter.parse("source:other"), viewer=None) == []
 
 
 def test_ids_are_never_reused(store: Store) -> None:
@@ -160,7 +162,7 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
     Store(url).close()
     again = Store(url)
     with again._read.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
     again.close()
 
 
@@ -206,6 +208,6 @@ def test_claims_can_be_limited_to_known_sources(store: Store) -> None:
 def test_another_config_files_sources_are_left_alone(store: Store) -> None:
     store.sync_sources(config().sources, NOW, config_file="/etc/main.toml")
     store.sync_sources([], NOW, config_file="/tmp/other.toml")
-    assert store.source_statuses()[0].enabled is True
+    assert store.source_statuses(viewer=None)[0].enabled is True
     store.sync_sources([], NOW, config_file="/etc/main.toml")
-    assert store.source_statuses()[0].enabled is False
+    assert store.source_statuses(viewer=None)[0].enabled is False

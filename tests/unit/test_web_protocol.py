@@ -44,7 +44,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         ]
         store.record_poll(src, prepare(items), state=None, now=NOW, next_poll_at=NOW)
     store.close()
-    with TestClient(create_app(config)) as c:
+    with TestClient(create_app(config), client=("127.0.0.1", 50000)) as c:
         yield c
 
 
@@ -154,7 +154,7 @@ def test_the_largest_page_still_says_whether_another_follows(tmp_path: Path) -> 
     items = [EventData(external_id=str(i), title=f"t{i}") for i in range(600)]
     store.record_poll(config.sources[0], prepare(items), state=None, now=NOW, next_poll_at=NOW)
     store.close()
-    with TestClient(create_app(config)) as c:
+    with TestClient(create_app(config), client=("127.0.0.1", 50000)) as c:
         first = c.get("/api/events", params={"limit": 10_000}).json()
         assert len(first["events"]) == 500 and first["next_cursor"] == first["events"][-1]["id"]
         rest = c.get("/api/events", params={"limit": 500, "cursor": first["next_cursor"]}).json()

@@ -1,0 +1,194 @@
+"""Signing in and out, and what every user manages for themselves: their
+password, their API tokens, their sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+
+from limits import parse as parse_rate
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from aggregator.accounts import check_password, hash_password, verify_password
+from aggregator.exceptions import AccountError
+from web.auth import csrf_token, guard, principal_of, safe_next
+from web.state import app_state
+from web.templating import render
+
+# Failed sign-ins are counted per user name and per address, in this process.
+_limiter = MovingWindowRateLimiter(MemoryStorage())
+TOO_MANY = "Too many failed attempts; wait a minute and try again."
+
+
+def _form_str(form: FormData, key: str) -> str:
+    value = form.get(key)
+    return value if isinstance(value, str) else ""
+
+
+@guard("public")
+async def login(request: Request) -> Response:
+    state = app_state(request)
+    if request.method == "GET":
+        return render(
+            request, "login.html", {"next": safe_next(request.query_params.get("next")), "name": ""}
+        )
+    form = await request.form()
+    name = _form_str(form, "name").strip()
+    password = _form_str(form, "password")
+    target = safe_next(_form_str(form, "next"))
+    rate = parse_rate(state.config.auth.login_limit)
+    address = request.client.host if request.client else "?"
+    keys = (("name", name.lower()), ("address", address))
+    if not all(_limiter.test(rate, *k) for k in keys):
+        return render(
+            request,
+            "login.html",
+            {
+                "next": target,
+                "name": name,
+                "error": "Too many failed attempts; wait a minute and try again.",
+            },
+            status_code=429,
+        )
+    people = state.store.people
+    snapshot = await state.access.current()
+    user = snapshot.user_named(name)
+    stored = await asyncio.to_thread(people.password_hash, name) if user else None
+    ok = await asyncio.to_thread(verify_password, stored, password)
+    if not ok or user is None or user.disabled:
+        for key in keys:
+            _limiter.hit(rate, *key)
+        return render(
+            request,
+            "login.html",
+            {"next": target, "name": name, "error": "Wrong user name or password."},
+            status_code=400,
+        )
+    # A new session id on sign-in: no fixation of a cookie set beforehand.
+    request.session.clear()
+    request.session.update({"uid": user.id, "epoch": user.session_epoch})
+    csrf_token(request)
+    return RedirectResponse(target, status_code=303)
+
+
+@guard("public")
+async def logout(request: Request) -> Response:
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+def _account(request: Request, **context: object) -> Response:
+    return render(
+        request, "account.html", context, status_code=400 if context.get("errors") else 200
+    )
+
+
+async def _account_page(request: Request, **context: object) -> Response:
+    principal = principal_of(request)
+    assert principal is not None and principal.user is not None
+    tokens = await asyncio.to_thread(app_state(request).store.people.tokens, principal.user.name)
+    return _account(request, tokens=tokens, **context)
+
+
+@guard("user")
+async def account(request: Request) -> Response:
+    principal = principal_of(request)
+    assert principal is not None
+    if principal.user is None:  # setup mode: there is no account to show
+        return RedirectResponse("/", status_code=303)
+    notice = "Password changed." if request.query_params.get("changed") == "password" else None
+    return await _account_page(request, notice=notice)
+
+
+@guard("user")
+async def change_password(request: Request) -> Response:
+    state = app_state(request)
+    principal = principal_of(request)
+    assert principal is not None and principal.user is not None
+    form = await request.form()
+    current, new, repeat = (_form_str(form, k) for k in ("current", "password", "repeat"))
+    errors: dict[str, str] = {}
+    stored = await asyncio.to_thread(state.store.people.password_hash, principal.user.name)
+    if not await asyncio.to_thread(verify_password, stored, current):
+        errors["current"] = "That is not your current password."
+    try:
+        check_password(new)
+    except AccountError as err:
+        errors["password"] = str(err)
+    if new != repeat:
+        errors["repeat"] = "The two new passwords differ."
+    if errors:
+        return await _account_page(request, errors=errors)
+    hashed = await asyncio.to_thread(hash_password, new)
+    await asyncio.to_thread(
+        state.store.people.update_user,
+        principal.user.name,
+        password_hash=hashed,
+        actor=principal.name,
+        now=datetime.now(UTC),
+    )
+    await state.access.reload()
+    user = state.access.user(principal.user.id)
+    if user is not None:  # other sessions end; this one goes on
+        request.session["epoch"] = user.session_epoch
+    return RedirectResponse("/account?changed=password", status_code=303)
+
+
+@guard("user")
+async def create_token(request: Request) -> Response:
+    state = app_state(request)
+    principal = principal_of(request)
+    assert principal is not None and principal.user is not None
+    form = await request.form()
+    try:
+        token = await asyncio.to_thread(
+            state.store.people.create_token,
+            principal.user.name,
+            _form_str(form, "token_name"),
+            actor=principal.name,
+            now=datetime.now(UTC),
+        )
+    except AccountError as err:
+        return await _account_page(request, errors={"token_name": str(err)})
+    await state.access.reload()
+    # Shown in this response only: never stored in a cookie or a URL.
+    return await _account_page(request, new_token=token)
+
+
+@guard("user")
+async def revoke_token(request: Request) -> Response:
+    state = app_state(request)
+    principal = principal_of(request)
+    assert principal is not None and principal.user is not None
+    with contextlib.suppress(AccountError):  # already gone
+        await asyncio.to_thread(
+            state.store.people.revoke_token,
+            int(request.path_params["token_id"]),
+            actor=principal.name,
+            now=datetime.now(UTC),
+            user=principal.user.name,
+        )
+    await state.access.reload()
+    return RedirectResponse("/account", status_code=303)
+
+
+@guard("user")
+async def sign_out_everywhere(request: Request) -> Response:
+    state = app_state(request)
+    principal = principal_of(request)
+    assert principal is not None and principal.user is not None
+    await asyncio.to_thread(
+        state.store.people.update_user,
+        principal.user.name,
+        sign_out=True,
+        actor=principal.name,
+        now=datetime.now(UTC),
+    )
+    await state.access.reload()
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
