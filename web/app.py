@@ -20,7 +20,7 @@ from aggregator.bus import Bus, EventTail
 from aggregator.config import Config
 from aggregator.poller import Poller
 from aggregator.store import Store
-from web import api, live, login, pages
+from web import admin_people, admin_sources, api, live, login, pages
 from web.access import Access
 from web.auth import Authenticate, Sessions
 from web.security import BodyLimit, SecurityHeaders
@@ -73,6 +73,8 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
         Route("/api/events/{event_id:int}", api.get_event),
         Route("/api/sources", api.list_sources),
         WebSocketRoute("/ws", live.websocket_endpoint),
+        *admin_sources.routes,
+        *admin_people.routes,
         Mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static"),
     ]
     middleware = [
