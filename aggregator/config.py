@@ -32,6 +32,7 @@ from aggregator.durations import parse_duration
 from aggregator.exceptions import AccountError, ConfigError, TidingsError
 from aggregator.registry import connector_class
 from aggregator.schedule import cron_trigger
+from aggregator.secrets import WEB_REF_MESSAGE, is_secret_field, web_ref_allowed
 
 SOURCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MIN_INTERVAL = 5.0
@@ -233,6 +234,14 @@ def _describe(err: ValidationError, prefix: str) -> list[str]:
     return problems
 
 
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [v for v in value.values() if isinstance(v, str)]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list | tuple) else []
+
+
 def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db"]) -> SourceConfig:
     """Validate one source table; raise ConfigError listing every problem."""
     try:
@@ -249,6 +258,16 @@ def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db
         options = cls.Options.model_validate(common.model_extra or {})
     except ValidationError as err:
         raise ConfigError(_describe(err, where)) from None
+    if origin == "db":
+        refused = [
+            f"{where}.{name}: {WEB_REF_MESSAGE}"
+            for name in type(options).model_fields
+            if is_secret_field(type(options), name)
+            and (value := getattr(options, name)) is not None
+            and not all(web_ref_allowed(v) for v in _strings(value))
+        ]
+        if refused:
+            raise ConfigError(refused)
     return SourceConfig(
         id=common.id,
         kind=common.kind,

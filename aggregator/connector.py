@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from aggregator.secrets import resolve_secret
 from aggregator.types import JSONObject, PollResult
 
 T = TypeVar("T")
@@ -28,7 +29,8 @@ T = TypeVar("T")
 class ConnectorOptions(BaseModel):
     """Base for every connector's options: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a mistyped option may be a pasted secret.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 OptionsT = TypeVar("OptionsT", bound=ConnectorOptions)
@@ -83,6 +85,11 @@ class PollContext:
     http: HttpSettings = field(default_factory=HttpSettings)
     local_dirs: tuple[Path, ...] = ()
     base_dir: Path = field(default_factory=Path.cwd)  # relative file paths start here
+    web_made: bool = False  # made in the web admin: narrower secret and file rules
+
+    async def secret(self, ref: str) -> str:
+        """Resolve a secret reference under this source's rules (see aggregator.secrets)."""
+        return await asyncio.to_thread(resolve_secret, ref, self.base_dir, web_made=self.web_made)
 
 
 class Connector(ABC, Generic[OptionsT]):

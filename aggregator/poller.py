@@ -84,6 +84,7 @@ class Poller:
             http=self._http,
             local_dirs=self._local_dirs if source.origin == "file" else (),
             base_dir=self.config.base_dir,
+            web_made=source.origin != "file",
         )
 
     def _refresh_sources(self) -> None:

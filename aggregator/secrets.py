@@ -108,10 +108,29 @@ def is_secret_field(model: type[BaseModel], name: str) -> bool:
     return any(m is SECRET for m in field.metadata) or _marked(field.annotation)
 
 
-def resolve_secret(ref: str, base_dir: Path) -> str:
+WEB_ENV_PREFIX = "TIDINGS_SECRET_"
+WEB_REF_MESSAGE = (
+    f"sources made in the web admin may only use env:{WEB_ENV_PREFIX}* references "
+    "(the server's other variables and files are not for admins to send away)"
+)
+
+
+def web_ref_allowed(ref: str) -> bool:
+    """Whether a source made in the web admin may use `ref`. An admin is not
+    the server's operator: letting them name any variable or file would let
+    them send the server's secrets to a URL of their choosing. The operator
+    exports what admins may use as `TIDINGS_SECRET_*`."""
+    name = _env_name(ref)
+    return name is not None and name.startswith(WEB_ENV_PREFIX)
+
+
+def resolve_secret(ref: str, base_dir: Path, *, web_made: bool = False) -> str:
     """The secret `ref` names, stripped of surrounding whitespace (files end in
     a newline). A relative file path starts at `base_dir`, the config file's
-    directory. Raises SecretError naming the reference, never the value."""
+    directory. Raises SecretError naming the reference, never the value.
+    `web_made` applies the narrower rule of `web_ref_allowed`."""
+    if web_made and not web_ref_allowed(ref):
+        raise SecretError(WEB_REF_MESSAGE)
     name = _env_name(ref)
     if name is not None:
         value = os.environ.get(name)

@@ -12,7 +12,6 @@ the variable or file, and the value itself never reaches a log or an error.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import re
@@ -29,7 +28,7 @@ from pydantic_core import PydanticCustomError
 from aggregator.connector import Connector, ConnectorOptions, PollContext
 from aggregator.exceptions import ParseError
 from aggregator.sanitize import html_to_text
-from aggregator.secrets import SecretError, SecretRef, resolve_secret
+from aggregator.secrets import SecretError, SecretRef
 from aggregator.types import Actor, EventData, JSONObject, PollResult
 from connectors.files import local_path, read_local
 from connectors.http import BasicAuth, BearerAuth, Credentials, fetcher, redact
@@ -129,12 +128,12 @@ class FeedConnector(Connector[FeedOptions]):
         """Resolved now, not at config load: a rotated secret needs no restart."""
         opts = self.options
         if opts.token is not None:
-            token = await asyncio.to_thread(resolve_secret, opts.token, ctx.base_dir)
+            token = await ctx.secret(opts.token)
             if not _BEARER_TOKEN.fullmatch(token):
                 raise SecretError(f"token {opts.token}: not printable ASCII without spaces")
             return BearerAuth(token)
         if opts.username is not None and opts.password is not None:
-            password = await asyncio.to_thread(resolve_secret, opts.password, ctx.base_dir)
+            password = await ctx.secret(opts.password)
             return BasicAuth(opts.username, password)
         return None
 

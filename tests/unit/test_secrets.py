@@ -194,3 +194,25 @@ def test_credentials_are_only_for_http_sources() -> None:
     assert "sources[0].token: only for http(s) URLs" in problems(url="feeds/a.xml", token="env:T")
     local = problems(url="file:///srv/a.xml", username="u", password="env:P")
     assert "sources[0].username: only for http(s) URLs" in local
+
+
+def test_web_made_sources_only_reach_tidings_secret_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from aggregator.config import parse_source
+    from aggregator.exceptions import ConfigError
+    from aggregator.secrets import WEB_REF_MESSAGE
+
+    base = {"id": "s", "kind": "feed", "url": "https://e.org/f", "username": "u"}
+    for ref in ("env:HOME", "file:/etc/passwd", "file:token"):
+        with pytest.raises(ConfigError) as caught:
+            parse_source({**base, "password": ref}, "source", "db")
+        assert str(caught.value) == f"source.password: {WEB_REF_MESSAGE}"
+        parse_source({**base, "password": ref}, "source", "file")  # the operator's file may
+    parse_source({**base, "password": "env:TIDINGS_SECRET_WIKI"}, "source", "db")
+
+    monkeypatch.setenv("HOME_SECRET", "s3cret")
+    with pytest.raises(SecretError, match="TIDINGS_SECRET_"):
+        resolve_secret("env:HOME_SECRET", tmp_path, web_made=True)
+    monkeypatch.setenv("TIDINGS_SECRET_WIKI", "w1k1")
+    assert resolve_secret("env:TIDINGS_SECRET_WIKI", tmp_path, web_made=True) == "w1k1"
