@@ -32,7 +32,7 @@ from aggregator.durations import parse_duration
 from aggregator.exceptions import AccountError, ConfigError, TidingsError
 from aggregator.registry import connector_class
 from aggregator.schedule import cron_trigger
-from aggregator.secrets import WEB_REF_MESSAGE, is_secret_field, web_ref_allowed
+from aggregator.secrets import WEB_REF_MESSAGE, SecretRef, is_secret_field, web_ref_allowed
 
 SOURCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MIN_INTERVAL = 5.0
@@ -89,6 +89,11 @@ class FilesConfig(_Strict):
 
 
 class AuthConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    secret_key: SecretRef | None = Field(
+        default=None, description="session signing key; default: generated, kept in the store"
+    )
     session_days: float = Field(default=14.0, gt=0, description="how long a sign-in lasts")
     login_limit: str = Field(
         default="5/minute", description="failed sign-ins allowed per user name and address"

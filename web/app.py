@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from aggregator.bus import Bus, EventTail
 from aggregator.config import Config
 from aggregator.poller import Poller
+from aggregator.secrets import resolve_secret
 from aggregator.store import Store
 from web import admin_people, admin_sources, api, live, login, pages
 from web.access import Access
@@ -44,7 +45,10 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
         poller = None
         if run_poller and config.poller.enabled:
             poller = Poller(config, store, on_commit=tail.nudge)
-        secret = await asyncio.to_thread(store.people.session_secret)
+        if config.auth.secret_key:  # several web workers must share one key
+            secret = resolve_secret(config.auth.secret_key, config.base_dir)
+        else:
+            secret = await asyncio.to_thread(store.people.session_secret)
         app.state.tidings = AppState(config, store, bus, tail, poller, access, secret)
         tail.start()
         if poller:
