@@ -88,8 +88,14 @@
       else if (m.type === "event") add(m.event);
       else if (m.type === "error") setStatus("offline", m.message);
     };
-    ws.onclose = function () {
+    ws.onclose = function (ev) {
       setStatus("offline", "reconnecting…");
+      // Signed out (1008), or a refused handshake: a signed-out page goes to sign in.
+      if (ev.code === 1008 || ev.code === 1006) {
+        fetch("/api/events?limit=1", { credentials: "same-origin" }).then(function (r) {
+          if (r.status === 401) location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+        }, function () {});
+      }
       const delay = Math.min(30000, 500 * Math.pow(2, retry++)) * (0.5 + Math.random() / 2);
       setTimeout(connect, delay);
     };
