@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from aggregator import __version__
+from aggregator.accounts import check_password, check_user_name, hash_password, token_hash
 from aggregator.config import Config, default_config_path, load_config
-from aggregator.exceptions import TidingsError
+from aggregator.exceptions import AccountError, TidingsError
 from aggregator.humanize import relative_time
 from aggregator.store import Store
 
 
-def _config_arg(parser: argparse.ArgumentParser) -> None:
+def _config_arg(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    """`nested`: the parser is a sub-command of one that takes --config too;
+    only a value given here may replace the outer one (argparse copies every
+    default of a sub-parser over the outer namespace)."""
     parser.add_argument(
         "--config",
         metavar="FILE",
-        default=None,
+        default=argparse.SUPPRESS if nested else None,
         help="config file (default: $TIDINGS_CONFIG, then ./config.toml)",
     )
 
@@ -55,8 +62,12 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
     config, store = _open(args)
     ids = [args.source_id] if args.source_id else None
-    if args.source_id and args.source_id not in {s.id for s in config.sources}:
-        raise TidingsError(f"no source {args.source_id!r} in {config.path}")
+    # Sources made in the web admin live in the store; the Poller polls them too.
+    if args.source_id and args.source_id not in {
+        s.id for s in (*config.sources, *store.db_sources())
+    }:
+        store.close()
+        raise TidingsError(f"no source {args.source_id!r} in {config.path} or the web admin")
 
     async def run() -> None:
         poller = Poller(config, store)
@@ -94,7 +105,10 @@ def cmd_poller(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         poller = Poller(config, store)
         poller.start()
-        logging.getLogger(__name__).info("polling %d sources", len(config.sources))
+        logging.getLogger(__name__).info(
+            "polling %d sources (and any made later in the web admin)",
+            len(config.sources) + len(await asyncio.to_thread(store.db_sources)),
+        )
         try:
             await stop.wait()
         finally:
@@ -103,6 +117,14 @@ def cmd_poller(args: argparse.Namespace) -> int:
     asyncio.run(run())
     store.close()
     return 0
+
+
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Columns padded to their widest cell; the last one is left ragged."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]))
 
 
 def _ago(when: datetime | None, now: datetime) -> str:
@@ -128,9 +150,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
             _next(s.next_poll_at, now) if s.enabled else "-", str(s.event_count),
             (s.last_error or "").replace("\n", " ")[:80],
         ))  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    _print_table(rows)
     store.close()
     return 0
 
@@ -139,6 +159,374 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     print(f"{args.file}: ok ({len(config.sources)} sources)")
     return 0
+
+
+# --- people: users, groups, API tokens, the audit log -------------------------
+
+
+def _actor() -> str:
+    """Who the audit log names for a change made here: the login name."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no $USER and no passwd entry (some containers)
+        return "cli"
+
+
+@contextmanager
+def _people(args: argparse.Namespace) -> Iterator[Store]:
+    _config, store = _open(args)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _when(when: datetime | None) -> str:
+    return "never" if when is None else when.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _read_password(name: str, env_var: str | None) -> str:
+    """The new password for `name`: from the variable named by --password-env,
+    else typed twice at the terminal. Never echoed, printed or logged."""
+    if env_var:
+        password = os.environ.get(env_var)
+        if not password:
+            raise AccountError(f"--password-env: the environment variable {env_var} is not set")
+        return check_password(password)
+    if not sys.stdin.isatty():
+        raise AccountError(
+            "no terminal to ask for the password on; put it in an environment variable "
+            "and name that variable with --password-env VAR"
+        )
+    password = check_password(getpass.getpass(f"Password for {name}: "))
+    if getpass.getpass("Same password again: ") != password:
+        raise AccountError("the two passwords differ; nothing was changed")
+    return password
+
+
+def _groups_note(groups: Sequence[str]) -> str:
+    return f"groups: {', '.join(sorted(groups))}" if groups else "no groups"
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    check_user_name(args.name)
+    with _people(args) as store:
+        # Ask for the password only when the account can be made.
+        for user in store.people.users():
+            if user.name.lower() == args.name.lower():
+                known = "" if user.name == args.name else f" as {user.name!r}"
+                raise AccountError(f"user {args.name!r} already exists{known}")
+        password_hash = hash_password(_read_password(args.name, args.password_env))
+        user = store.people.create_user(
+            args.name,
+            password_hash=password_hash,
+            admin=args.admin,
+            groups=args.group,
+            actor=_actor(),
+            now=datetime.now(UTC),
+        )
+        no_admin = not any(u.is_admin and not u.disabled for u in store.people.users())
+    print(f"created {user.role} {user.name} ({_groups_note(sorted(user.groups))})")
+    if no_admin:  # setup mode is over, yet nobody may administer from the web
+        print(
+            f"note: there is no admin; make one with: tidings users set-role {user.name} admin",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    with _people(args) as store:
+        users = store.people.users()
+        tokens: dict[str, int] = {}
+        for token in store.people.tokens():
+            tokens[token.user] = tokens.get(token.user, 0) + 1
+    if not users:
+        print("no users yet: until one exists only this machine may use the web app;")
+        print("create the first admin with: tidings users create NAME --admin")
+        return 0
+    rows = [("NAME", "ROLE", "GROUPS", "STATE", "TOKENS", "CREATED")]
+    for u in users:
+        rows.append((
+            u.name, u.role, ",".join(sorted(u.groups)) or "-",
+            "disabled" if u.disabled else "active", str(tokens.get(u.name, 0)),
+            _when(u.created_at),
+        ))  # fmt: skip
+    _print_table(rows)
+    return 0
+
+
+def _update_user(
+    args: argparse.Namespace, done: str, *, disabled: bool | None = None, sign_out: bool = False
+) -> int:
+    with _people(args) as store:
+        store.people.update_user(
+            args.name, actor=_actor(), now=datetime.now(UTC), disabled=disabled, sign_out=sign_out
+        )
+    print(done)
+    return 0
+
+
+def cmd_users_disable(args: argparse.Namespace) -> int:
+    return _update_user(args, f"disabled {args.name}; their sessions have ended", disabled=True)
+
+
+def cmd_users_enable(args: argparse.Namespace) -> int:
+    return _update_user(args, f"enabled {args.name}", disabled=False)
+
+
+def cmd_users_sign_out(args: argparse.Namespace) -> int:
+    return _update_user(args, f"ended every session of {args.name}", sign_out=True)
+
+
+def cmd_users_set_password(args: argparse.Namespace) -> int:
+    with _people(args) as store:
+        if store.people.user(args.name) is None:
+            raise AccountError(f"no user {args.name!r}")
+        password_hash = hash_password(_read_password(args.name, args.password_env))
+        store.people.update_user(
+            args.name, actor=_actor(), now=datetime.now(UTC), password_hash=password_hash
+        )
+    print(f"changed the password of {args.name}; their sessions have ended")
+    return 0
+
+
+def cmd_users_set_role(args: argparse.Namespace) -> int:
+    with _people(args) as store:
+        store.people.update_user(
+            args.name, actor=_actor(), now=datetime.now(UTC), admin=args.role == "admin"
+        )
+    print(f"{args.name} is now {'an admin' if args.role == 'admin' else 'a member'}")
+    return 0
+
+
+def cmd_users_delete(args: argparse.Namespace) -> int:
+    with _people(args) as store:
+        store.people.delete_user(args.name, actor=_actor(), now=datetime.now(UTC))
+    print(f"deleted {args.name} and their API tokens")
+    return 0
+
+
+def cmd_groups_list(args: argparse.Namespace) -> int:
+    with _people(args) as store:
+        groups = store.people.groups()
+    if not groups:
+        print("no groups yet: tidings groups create NAME")
+        return 0
+    rows = [("GROUP", "MEMBERS")]
+    rows += [(name, ", ".join(members) or "-") for name, members in groups.items()]
+    _print_table(rows)
+    return 0
+
+
+def cmd_groups_create(args: argparse.Namespace) -> int:
+    with _people(args) as store:
+        store.people.create_group(args.name, actor=_actor(), now=datetime.now(UTC))
+    print(f"created group {args.name}")
+    return 0
+
+
+def cmd_groups_delete(args: argparse.Namespace) -> int:
+    with _people(args) as store:
+        store.people.delete_group(args.name, actor=_actor(), now=datetime.now(UTC))
+    print(f"deleted group {args.name}")
+    return 0
+
+
+def cmd_groups_add(args: argparse.Namespace) -> int:
+    with _people(args) as store:
+        for user in args.users:
+            store.people.add_member(args.group, user, actor=_actor(), now=datetime.now(UTC))
+    print(f"added {', '.join(args.users)} to {args.group}")
+    return 0
+
+
+def cmd_groups_remove(args: argparse.Namespace) -> int:
+    with _people(args) as store:
+        if args.group not in store.people.groups():
+            raise AccountError(f"no group {args.group!r}")
+        for user in args.users:
+            store.people.remove_member(args.group, user, actor=_actor(), now=datetime.now(UTC))
+    print(f"removed {', '.join(args.users)} from {args.group}")
+    return 0
+
+
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    with _people(args) as store:
+        token = store.people.create_token(
+            args.user, args.name, actor=_actor(), now=datetime.now(UTC)
+        )
+        token_id, _uid = store.people.snapshot().tokens[token_hash(token)]
+    print(f"created API token {token_id} ({args.name.strip()}) for {args.user}.")
+    print("It is shown only now; send it as 'Authorization: Bearer TOKEN'.")
+    print(token)  # alone on the last line: scripts take it with `tail -n1`
+    return 0
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    with _people(args) as store:
+        if args.user is not None and store.people.user(args.user) is None:
+            raise AccountError(f"no user {args.user!r}")
+        tokens = store.people.tokens(args.user)
+    if not tokens:
+        print("no API tokens")
+        return 0
+    rows = [("ID", "USER", "NAME", "CREATED", "LAST USED")]
+    for t in tokens:
+        rows.append((str(t.id), t.user, t.name, _when(t.created_at), _when(t.last_used_at)))
+    _print_table(rows)
+    return 0
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    with _people(args) as store:
+        found = {t.id: t for t in store.people.tokens()}.get(args.id)
+        store.people.revoke_token(args.id, actor=_actor(), now=datetime.now(UTC))
+    note = f" ({found.name}) of {found.user}" if found else ""
+    print(f"revoked API token {args.id}{note}")
+    return 0
+
+
+def _detail(detail: dict[str, object]) -> str:
+    return " ".join(
+        f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in detail.items()
+    )
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    with _people(args) as store:
+        entries = store.people.audit_log(limit=args.limit)
+    if not entries:
+        print("the audit log is empty")
+        return 0
+    rows = [("AT", "ACTOR", "ACTION", "TARGET", "DETAIL")]
+    for e in entries:
+        rows.append((_when(e.at), e.actor, e.action, e.target, _detail(e.detail)))
+    _print_table(rows)
+    return 0
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {value!r}")
+    return number
+
+
+def _add_people_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def command(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        func: Callable[[argparse.Namespace], int],
+        summary: str,
+        aliases: Sequence[str] = (),
+    ) -> argparse.ArgumentParser:
+        description = summary[:1].upper() + summary[1:] + "."
+        p = parent.add_parser(name, help=summary, description=description, aliases=aliases)
+        _config_arg(p, nested=True)
+        p.set_defaults(func=func)
+        return p
+
+    def password_env(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--password-env",
+            metavar="VAR",
+            help="read the password from the environment variable VAR (default: prompt twice)",
+        )
+
+    users = sub.add_parser(
+        "users",
+        help="list and manage user accounts",
+        description="List (the default) or manage user accounts.",
+    )
+    _config_arg(users)
+    users.set_defaults(func=cmd_users_list)
+    us = users.add_subparsers(dest="action", metavar="ACTION")
+    command(us, "list", cmd_users_list, "list users (the default)", aliases=["ls"])
+    p = command(us, "create", cmd_users_create, "create a user")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--admin", action="store_true", help="an admin (default: a member)")
+    p.add_argument(
+        "--group", metavar="G", action="append", default=[],
+        help="a group to join (created when missing); repeat for several",
+    )  # fmt: skip
+    password_env(p)
+    p = command(
+        us, "set-password", cmd_users_set_password, "set a user's password (ends their sessions)"
+    )
+    p.add_argument("name", metavar="NAME")
+    password_env(p)
+    for name, func, summary in (
+        ("disable", cmd_users_disable, "disable a user: no sign-in, no API access"),
+        ("enable", cmd_users_enable, "enable a disabled user"),
+        ("sign-out", cmd_users_sign_out, "end all of a user's sessions (API tokens stay)"),
+    ):
+        p = command(us, name, func, summary)
+        p.add_argument("name", metavar="NAME")
+    p = command(us, "set-role", cmd_users_set_role, "make a user an admin or a member")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("role", choices=["admin", "member"])
+    p = command(us, "delete", cmd_users_delete, "delete a user and their API tokens")
+    p.add_argument("name", metavar="NAME")
+
+    groups = sub.add_parser(
+        "groups", help="list and manage groups", description="List (the default) or manage groups."
+    )
+    _config_arg(groups)
+    groups.set_defaults(func=cmd_groups_list)
+    gs = groups.add_subparsers(dest="action", metavar="ACTION")
+    command(
+        gs, "list", cmd_groups_list, "list groups with their members (the default)", aliases=["ls"]
+    )
+    p = command(gs, "create", cmd_groups_create, "create a group")
+    p.add_argument("name", metavar="NAME")
+    p = command(gs, "delete", cmd_groups_delete, "delete a group (its members stay)")
+    p.add_argument("name", metavar="NAME")
+    p = command(gs, "add", cmd_groups_add, "add users to a group (created when missing)")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("users", metavar="USER", nargs="+")
+    p = command(gs, "remove", cmd_groups_remove, "remove users from a group")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("users", metavar="USER", nargs="+")
+
+    tokens = sub.add_parser(
+        "tokens",
+        help="list and manage API tokens",
+        description="List (the default) or manage API tokens.",
+    )
+    _config_arg(tokens)
+    tokens.add_argument("--user", metavar="USER", help="only this user's tokens")
+    tokens.set_defaults(func=cmd_tokens_list)
+    ts = tokens.add_subparsers(dest="action", metavar="ACTION")
+    p = command(
+        ts,
+        "list",
+        cmd_tokens_list,
+        "list API tokens, never their values (the default)",
+        aliases=["ls"],
+    )
+    p.add_argument(
+        "--user", metavar="USER", default=argparse.SUPPRESS, help="only this user's tokens"
+    )
+    p = command(
+        ts, "create", cmd_tokens_create, "create an API token; prints it alone on the last line"
+    )
+    p.add_argument("user", metavar="USER")
+    p.add_argument(
+        "--name", metavar="LABEL", default="cli", help="what the token is for (default: cli)"
+    )
+    p = command(ts, "revoke", cmd_tokens_revoke, "revoke an API token by its id")
+    p.add_argument("id", metavar="ID", type=int)
+
+    p = sub.add_parser("audit", help="the audit log of changes to people and sources, newest first")
+    _config_arg(p)
+    p.add_argument(
+        "--limit", metavar="N", type=_positive, default=50, help="entries to show (default: 50)"
+    )
+    p.set_defaults(func=cmd_audit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_check_config)
+
+    _add_people_commands(sub)
     return parser
 
 

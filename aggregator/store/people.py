@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from aggregator.accounts import (
     ADMIN,
@@ -313,7 +312,9 @@ class People:
     def remove_member(self, group: str, user: str, *, actor: str, now: datetime) -> None:
         with self._writing() as conn:
             uid = self._user_id(conn, user)
-            gid = conn.scalar(select(groups.c.id).where(groups.c.name == group))
+            gid = conn.scalar(
+                select(groups.c.id).where(func.lower(groups.c.name) == group.lower())
+            )
             if gid is None:
                 raise AccountError(f"no group {group!r}", field="group")
             conn.execute(
@@ -379,17 +380,15 @@ class People:
 
     @staticmethod
     def _group_id(conn: Connection, name: str, now: datetime, actor: str) -> int:
-        """The group's id; the group is created if it does not exist."""
-        gid: int | None = conn.scalar(select(groups.c.id).where(groups.c.name == name))
+        """The group's id; the group is created if it does not exist. Names are
+        matched without case, as create_group does: "Legal" is group "legal"."""
+        gid: int | None = conn.scalar(
+            select(groups.c.id).where(func.lower(groups.c.name) == name.lower())
+        )
         if gid is None:
-            try:
-                gid = conn.execute(
-                    insert(groups).values(name=name, created_at=now)
-                ).inserted_primary_key[0]  # type: ignore[index]
-            except IntegrityError:  # another case of the same name
-                raise AccountError(
-                    f"group {name!r} exists with other case", field="group"
-                ) from None
+            gid = conn.execute(
+                insert(groups).values(name=name, created_at=now)
+            ).inserted_primary_key[0]  # type: ignore[index]
             audit(conn, actor, "group.create", name, now)
         assert gid is not None
         return gid
