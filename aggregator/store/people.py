@@ -261,8 +261,9 @@ class People:
             if wanted is not None:
                 changes["groups"] = wanted
                 self._set_groups(conn, uid, wanted, now, actor)
-            audit(conn, actor, "user.update", name, now, **changes)
-            bump_revision(conn)
+            if changes:
+                audit(conn, actor, "user.update", name, now, **changes)
+                bump_revision(conn)
 
     def delete_user(self, name: str, *, actor: str, now: datetime) -> None:
         with self._writing() as conn:
@@ -306,8 +307,8 @@ class People:
             )
             if not exists:
                 conn.execute(insert(memberships).values(user_id=uid, group_id=gid))
-            audit(conn, actor, "group.add_member", group, now, user=user)
-            bump_revision(conn)
+                audit(conn, actor, "group.add_member", group, now, user=user)
+                bump_revision(conn)
 
     def remove_member(self, group: str, user: str, *, actor: str, now: datetime) -> None:
         with self._writing() as conn:
@@ -317,13 +318,14 @@ class People:
             )
             if gid is None:
                 raise AccountError(f"no group {group!r}", field="group")
-            conn.execute(
+            gone = conn.execute(
                 delete(memberships).where(
                     memberships.c.user_id == uid, memberships.c.group_id == gid
                 )
-            )
-            audit(conn, actor, "group.remove_member", group, now, user=user)
-            bump_revision(conn)
+            ).rowcount
+            if gone:
+                audit(conn, actor, "group.remove_member", group, now, user=user)
+                bump_revision(conn)
 
     # --- tokens -----------------------------------------------------------
 
