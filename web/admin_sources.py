@@ -1,7 +1,974 @@
-"""Admin pages (admins only). Filled in next."""
+"""The Sources admin: health at a glance, add/edit/disable/delete, "Test"
+(a dry-run poll), "Poll now", and OPML import.
+
+The config file bootstraps sources and this page edits the database: sources
+from the file are shown, tested and polled here but never changed (the store
+refuses, naming the file). Forms are generated from each connector's options
+model, so a new kind gets its admin form for free: `str` becomes a text
+input, numbers a number input, `bool` a checkbox, `list[str]` comma-separated
+text, `dict[str, str]` "Name: value" lines and a `Literal` a select. Options
+marked as secrets (`SecretRef`) take an `env:` reference, shown back as the
+reference and never resolved for display; a value that is not a reference
+(a pasted secret) is never sent back.
+
+Sources made here must not read the server's disk nor name its secrets:
+their polls get no local directories and only `env:TIDINGS_SECRET_*`
+references (Poller.context, parse_source), and this form refuses `file:`
+URLs and paths up front, with a message saying why.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import asyncio
+import re
+import types
+import unicodedata
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from functools import partial
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlencode, urlsplit
 
-routes: list[BaseRoute] = []
+import listparser
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+from starlette.datastructures import FormData, UploadFile
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from aggregator.config import SourceCommon, SourceConfig, parse_source
+from aggregator.connector import PollContext, Resources
+from aggregator.decide import Prepared, event_time
+from aggregator.exceptions import ConfigError, ConnectorError, TidingsError
+from aggregator.humanize import relative_time
+from aggregator.preview import preview_source
+from aggregator.registry import ConnectorClass, connector_class, connector_kinds
+from aggregator.secrets import REF_MESSAGE, WEB_ENV_PREFIX, is_secret_field, is_secret_ref
+from aggregator.store import SourceStatus
+from web.auth import guard, principal_of
+from web.state import AppState, app_state
+from web.templating import render
+
+PREVIEW_LIMIT = 20
+FORM_ERROR = "_form"  # errors[FORM_ERROR]: problems that belong to no single field
+MAX_TITLE = 200
+
+Widget = Literal["text", "number", "checkbox", "list", "mapping", "select", "secret"]
+
+NOT_LOCAL = (
+    "a source made in the web admin cannot read the server's files: "
+    "file: URLs are only for sources in the config file"
+)
+NOT_HTTP = "give an http(s) URL, such as https://intranet.example/feed.xml"
+NOT_A_REFERENCE = f"must be a reference such as env:{WEB_ENV_PREFIX}NAME, never the secret itself"
+ID_RULE = "1-64 letters, digits and . _ - (starting with a letter or digit)"
+
+# Fixed texts for the notice after a change: nothing from the URL but a known
+# source id and whole numbers ever reaches the page.
+NOTICES = {
+    "created": "Source {source} created; its first poll is due now.",
+    "saved": "Source {source} saved; it is polled again now.",
+    "disabled": "Source {source} disabled: it is no longer polled, its events stay.",
+    "enabled": "Source {source} enabled; it is polled now.",
+    "deleted": "Source deleted, with its {n} {events}.",
+    "polled": "Polled {source}: {n} new {events}.",
+    "poll-failed": "Polling {source} failed; the error is shown in its row.",
+    "not-polled": "{source} could not be polled: the poller does not know it (yet).",
+    "queued": "{source} is due now; a poller fetches it within a tick.",
+    "imported": "OPML import: {created} created, {present} already present, {invalid} invalid.",
+}
+
+
+# --- forms generated from the options models ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FormField:
+    """One input of a source form; `name` is the key in the [[sources]] table."""
+
+    name: str
+    label: str
+    widget: Widget
+    required: bool = False
+    help: str | None = None
+    placeholder: str = ""
+    choices: tuple[str, ...] = ()
+    default: Any = None
+    step: str = "1"  # for numbers: "1" or "any"
+    is_option: bool = True  # the kind's option, not a key every source has
+
+    @property
+    def is_url(self) -> bool:
+        return self.widget == "text" and (self.name == "url" or self.name.endswith("_url"))
+
+
+def _unwrap(annotation: Any) -> Any:
+    """`X | None` and `Annotated[X, ...]` -> X (a union of several stays a union)."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
+def _widget(annotation: Any) -> tuple[Widget, tuple[str, ...], str]:
+    """The input for a field's type: (widget, choices, number step)."""
+    base = _unwrap(annotation)
+    origin = get_origin(base)
+    if base is bool:
+        return "checkbox", (), "1"
+    if base is int:
+        return "number", (), "1"
+    if base is float:
+        return "number", (), "any"
+    if origin is Literal:
+        return "select", tuple(str(a) for a in get_args(base)), "1"
+    if isinstance(base, type) and issubclass(base, Enum):
+        return "select", tuple(str(m.value) for m in base), "1"
+    if origin in (list, tuple, set, frozenset):
+        return "list", (), "1"
+    if origin is dict:
+        return "mapping", (), "1"
+    return "text", (), "1"
+
+
+def _sentence(text: str | None) -> str | None:
+    """A description as a hint: capitalised, unless it starts with a term like "http(s)"."""
+    if not text or not text.split()[0].isalpha():
+        return text
+    return f"{text[:1].upper()}{text[1:]}"
+
+
+def _label(name: str) -> str:
+    words = name.replace("_", " ").capitalize()
+    return re.sub(
+        r"\b(?:url|id|tls|ssl|api|ca|imap)\b", lambda m: m.group(0).upper(), words, flags=re.I
+    )
+
+
+def _default(info: FieldInfo) -> Any:
+    if info.default_factory is not None:
+        return info.default_factory()  # type: ignore[call-arg]
+    return None if info.default is PydanticUndefined else info.default
+
+
+def _model_field(model: type[BaseModel], name: str, info: FieldInfo) -> FormField:
+    if is_secret_field(model, name):
+        widget: Widget = "secret"
+        choices: tuple[str, ...] = ()
+        step = "1"
+    else:
+        widget, choices, step = _widget(info.annotation)
+    return FormField(
+        name=name,
+        label=_label(name),
+        widget=widget,
+        required=info.is_required(),
+        help=_sentence(info.description),
+        placeholder=f"env:{WEB_ENV_PREFIX}NAME" if widget == "secret" else "",
+        choices=choices,
+        default=_default(info),
+        step=step,
+    )
+
+
+def _common_fields(cls: ConnectorClass) -> dict[str, FormField]:
+    audience = ", ".join(cls.default_audience) or "admins only"
+    return {
+        "id": FormField(
+            "id", "ID", "text",
+            help=f"Used in queries as source:ID; {ID_RULE}. Made from the title when empty.",
+            placeholder="eng-blog", is_option=False,
+        ),
+        "title": FormField(
+            "title", "Title", "text", help="The name shown on the dashboard.", is_option=False
+        ),
+        "interval": FormField(
+            "interval", "Interval", "text", placeholder="10m",
+            help="How often to poll: 30s, 10m, 1h… (at least 5s; 10m when empty).",
+            is_option=False,
+        ),
+        "cron": FormField(
+            "cron", "Cron", "text", placeholder="*/5 8-18 * * mon-fri",
+            help="Instead of an interval: poll on a schedule, e.g. business hours only.",
+            is_option=False,
+        ),
+        "audience": FormField(
+            "audience", "Audience", "list", placeholder=audience,
+            help=f"Groups who see its events, comma-separated; everyone = every signed-in "
+            f"user; when empty: {audience}.",
+            is_option=False,
+        ),
+        "tags": FormField(
+            "tags", "Tags", "list", placeholder="engineering, urgent",
+            help="Added to every event, comma-separated.", is_option=False,
+        ),
+        "track_updates": FormField(
+            "track_updates", "Track updates", "checkbox", default=True,
+            help="An item that changes upstream becomes an Update event.", is_option=False,
+        ),
+        "enabled": FormField(
+            "enabled", "Enabled", "checkbox", default=True, help="Polled on its schedule.",
+            is_option=False,
+        ),
+    }  # fmt: skip
+
+
+def form_fields(cls: ConnectorClass) -> list[FormField]:
+    """The inputs of a source form for kind `cls`, in display order."""
+    common = _common_fields(cls)
+    options = [_model_field(cls.Options, n, i) for n, i in cls.Options.model_fields.items()]
+    head = [common.pop("id"), common.pop("title")]
+    return [*head, *options, *common.values()]
+
+
+def _split_list(text: str) -> list[str]:
+    return [part.strip() for part in re.split(r"[,\n]", text) if part.strip()]
+
+
+def _parse_mapping(text: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        key, colon, value = line.partition(":")
+        if not colon or not key.strip():
+            raise ValueError(f"line {number}: write one “Name: value” per line")
+        found[key.strip()] = value.strip()
+    return found
+
+
+def _number(text: str, step: str) -> int | float | str:
+    try:
+        return int(text) if step == "1" else float(text)
+    except ValueError:
+        return text  # the model's own message says what is wrong with it
+
+
+def _local(url: str) -> bool:
+    return url.lower().startswith("file:")
+
+
+def http_host(url: str) -> str | None:
+    """The host of an http(s) URL; None for anything else (a path, file:, junk)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https"):
+        return None
+    return parts.hostname or None
+
+
+@dataclass
+class Submitted:
+    """A posted source form: the table it makes, what to show back, what is wrong."""
+
+    raw: dict[str, Any]
+    values: dict[str, Any]
+    errors: dict[str, str]
+
+
+def read_form(fields: Iterable[FormField], form: FormData) -> Submitted:
+    """Turn a posted form into a [[sources]] table. Empty inputs are left out
+    (the model's defaults apply); so are values equal to the default, so the
+    stored table stays as short as one written by hand."""
+    raw: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for f in fields:
+        if f.widget == "checkbox":
+            checked = form.get(f.name) is not None
+            values[f.name] = checked
+            if checked != f.default:
+                raw[f.name] = checked
+            continue
+        given = form.get(f.name)
+        text = given.strip() if isinstance(given, str) else ""
+        values[f.name] = text
+        if not text:
+            continue
+        if f.widget == "list":
+            raw[f.name] = _split_list(text)
+        elif f.widget == "mapping":
+            try:
+                raw[f.name] = _parse_mapping(text)
+            except ValueError as err:
+                errors[f.name] = str(err)
+        elif f.widget == "number":
+            raw[f.name] = _number(text, f.step)
+        else:
+            raw[f.name] = text
+        if f.widget == "secret":
+            if not is_secret_ref(text):
+                values[f.name] = ""  # maybe a pasted secret: never sent back
+        elif f.is_url and http_host(text) is None:
+            errors[f.name] = NOT_LOCAL if _local(text) else NOT_HTTP
+        elif f.is_option and f.widget == "text" and _local(text):
+            errors[f.name] = NOT_LOCAL
+    return Submitted(raw, values, errors)
+
+
+def _tidy(message: str) -> str:
+    message = message.removeprefix("Value error, ")
+    return "required" if message == "Field required" else message
+
+
+def _problem_field(problem: str) -> tuple[str, str]:
+    """`source.url: reason` -> ("url", "reason"); a problem naming no key -> FORM_ERROR.
+    Keys below a field (`tags[0]`, `headers.X`) are kept in the message."""
+    key, sep, reason = problem.partition(": ")
+    if not sep:
+        return FORM_ERROR, problem
+    key = key.removeprefix("source").lstrip(".")
+    if not key and "interval or cron" in reason:
+        return "cron", reason
+    match = re.match(r"[A-Za-z_][A-Za-z0-9_]*", key)
+    if match is None:
+        return FORM_ERROR, _tidy(reason)
+    rest = key[match.end() :]
+    return match.group(0), (f"{rest.lstrip('.')}: " if rest else "") + _tidy(reason)
+
+
+def _add_error(errors: dict[str, str], name: str, message: str, known: set[str]) -> None:
+    if name == "id" and "should match pattern" in message:
+        message = ID_RULE
+    if name not in known:
+        name, message = FORM_ERROR, f"{name}: {message}"
+    if message not in errors.get(name, ""):
+        errors[name] = f"{errors[name]}; {message}" if name in errors else message
+
+
+def validate(
+    cls: ConnectorClass, fields: list[FormField], submitted: Submitted
+) -> SourceConfig | None:
+    """The source the form describes, or None with every problem in
+    `submitted.errors`, each under its field. The options are checked on
+    their own too, so a bad id does not hide a bad URL."""
+    known = {f.name for f in fields}
+    errors = submitted.errors
+    source = None
+    try:
+        source = parse_source(submitted.raw, "source", "db")
+    except ConfigError as err:
+        for problem in err.problems:
+            _add_error(errors, *_problem_field(problem), known)
+    options = {k: v for k, v in submitted.raw.items() if k not in SourceCommon.model_fields}
+    try:
+        cls.Options.model_validate(options)
+    except ValidationError as err:
+        for item in err.errors():
+            where = ".".join(str(p) for p in item["loc"])
+            _add_error(errors, *_problem_field(f"{where}: {item['msg']}"), known)
+    for f in fields:  # the generic message names file:, which web sources may not use
+        if f.widget == "secret" and f.name in errors:
+            errors[f.name] = errors[f.name].replace(REF_MESSAGE, NOT_A_REFERENCE)
+    return None if errors else source
+
+
+def form_values(fields: Iterable[FormField], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """What a stored table looks like in the form (secrets stay references)."""
+    values: dict[str, Any] = {}
+    for f in fields:
+        value = raw.get(f.name, f.default if f.widget == "checkbox" else None)
+        if f.widget == "checkbox":
+            values[f.name] = bool(value)
+        elif value is None:
+            values[f.name] = ""
+        elif f.widget == "list" and isinstance(value, list | tuple):
+            values[f.name] = ", ".join(str(v) for v in value)
+        elif f.widget == "mapping" and isinstance(value, dict):
+            values[f.name] = "\n".join(f"{k}: {v}" for k, v in value.items())
+        elif f.widget == "secret":
+            values[f.name] = value if isinstance(value, str) and is_secret_ref(value) else ""
+        else:
+            values[f.name] = str(value)
+    return values
+
+
+# --- ids --------------------------------------------------------------------------
+
+
+def slugify(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:56].strip("-")
+
+
+def unique_id(base: str, taken: set[str]) -> str:
+    """`base`, or `base-2`, `base-3`…: the first not in `taken` (compared lowercased)."""
+    base = base or "source"
+    candidate, n = base, 2
+    while candidate.lower() in taken:
+        candidate, n = f"{base}-{n}", n + 1
+    return candidate
+
+
+def _suggested_id(raw: Mapping[str, Any], taken: set[str]) -> str:
+    title = raw.get("title")
+    url = raw.get("url")
+    host = (http_host(url) or "") if isinstance(url, str) else ""
+    base = slugify(title if isinstance(title, str) else "") or slugify(host)
+    return unique_id(base, taken) if base else ""
+
+
+# --- shared pieces of the endpoints ------------------------------------------------
+
+
+def _actor(request: Request) -> str:
+    principal = principal_of(request)
+    assert principal is not None  # the guard let only admins in
+    return principal.name
+
+
+async def _statuses(state: AppState) -> list[SourceStatus]:
+    return await asyncio.to_thread(
+        partial(state.store.source_statuses, viewer=None, now=datetime.now(UTC))
+    )
+
+
+async def _status(state: AppState, source_id: str) -> SourceStatus | None:
+    return next((s for s in await _statuses(state) if s.id == source_id), None)
+
+
+def _done(notice: str, **params: str | int) -> Response:
+    query = urlencode({"notice": notice, **params})
+    return RedirectResponse(f"/admin/sources?{query}", status_code=303)
+
+
+def _message(request: Request, title: str, message: str, status_code: int) -> Response:
+    return render(
+        request,
+        "admin/sources_message.html",
+        {"title": title, "message": message},
+        status_code=status_code,
+    )
+
+
+def _not_found(request: Request, source_id: str) -> Response:
+    return _message(request, "No such source", f"There is no source {source_id!r}.", 404)
+
+
+def _read_only(request: Request, source_id: str, err: TidingsError | None = None) -> Response:
+    """The refusal to change a file source, naming the file (the store's words when it refused)."""
+    config = app_state(request).config
+    ours = any(s.id == source_id for s in config.sources) and config.path is not None
+    where = str(config.path) if ours else "a config file"
+    detail = str(err) if err else f"source {source_id!r} is defined in {where}; edit it there"
+    return _message(request, "Defined in the config file", detail[:1].upper() + detail[1:], 409)
+
+
+def _kind_class(kind: str) -> ConnectorClass | None:
+    try:
+        return connector_class(kind)
+    except TidingsError:
+        return None
+
+
+async def _run_cpu_in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.to_thread(fn, *args)
+
+
+@asynccontextmanager
+async def poll_context(state: AppState, source: SourceConfig) -> AsyncIterator[PollContext]:
+    """The poller's context when this process polls; otherwise one of our own
+    (its HTTP pool closed afterwards), with the same rule for local files."""
+    now = datetime.now(UTC)
+    if state.poller is not None:
+        yield state.poller.context(source, now)
+        return
+    resources = Resources()
+    config = state.config
+    try:
+        yield PollContext(
+            source_id=source.id,
+            now=now,
+            resources=resources,
+            run_cpu=_run_cpu_in_thread,
+            http=config.http_settings,
+            local_dirs=config.allowed_dirs if source.origin == "file" else (),
+            base_dir=config.base_dir,
+            web_made=source.origin != "file",
+        )
+    finally:
+        await resources.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    items: list[Prepared]
+    error: str | None
+    now: datetime
+
+    def when(self, item: Prepared) -> datetime:
+        return event_time(item.data, self.now)
+
+
+async def run_preview(state: AppState, source: SourceConfig) -> Preview:
+    async with poll_context(state, source) as ctx:
+        try:
+            items = await preview_source(source, ctx, PREVIEW_LIMIT)
+        except ConnectorError as err:
+            return Preview([], str(err), ctx.now)
+        return Preview(items, None, ctx.now)
+
+
+async def _saved_source(state: AppState, source_id: str) -> SourceConfig | str | None:
+    """A stored source, ready to poll; a message when it cannot be loaded; None
+    when there is no such source."""
+    for source in state.config.sources:
+        if source.id == source_id:
+            return source
+    table = await asyncio.to_thread(state.store.source_table, source_id)
+    if table is None:
+        return None
+    origin, raw = table
+    if origin == "file":
+        return "it is not in this server's config file (any more); test it with `tidings poll`"
+    try:
+        return parse_source(raw, f"source {source_id}", "db")
+    except ConfigError as err:
+        return f"its stored settings no longer validate: {err}"
+
+
+# --- the list ------------------------------------------------------------------
+
+
+def _notice(request: Request, statuses: list[SourceStatus]) -> str | None:
+    params = request.query_params
+    template = NOTICES.get(params.get("notice", ""))
+    if template is None:
+        return None
+    ids = {s.id for s in statuses}
+    given = params.get("source", "")
+    numbers = {
+        key: int(value) if (value := params.get(key, "0")).isdigit() else 0
+        for key in ("n", "created", "present", "invalid")
+    }
+    events = "event" if numbers["n"] == 1 else "events"
+    text = template.format(source=given if given in ids else "the source", events=events, **numbers)
+    return text[:1].upper() + text[1:]
+
+
+@guard("admin")
+async def list_sources(request: Request) -> Response:
+    state = app_state(request)
+    statuses = await _statuses(state)
+    now = datetime.now(UTC)
+    return render(
+        request,
+        "admin/sources.html",
+        {
+            "sources": statuses,
+            "kinds": sorted(connector_kinds()),
+            "now": now,
+            "until": partial(relative_time, now=now),
+            "notice": _notice(request, statuses),
+        },
+    )
+
+
+# --- add and edit --------------------------------------------------------------
+
+
+def _form_page(
+    request: Request,
+    *,
+    cls: ConnectorClass,
+    kind: str,
+    fields: list[FormField],
+    values: dict[str, Any],
+    errors: dict[str, str] | None = None,
+    source_id: str | None = None,
+    preview: Preview | None = None,
+    status_code: int = 200,
+) -> Response:
+    return render(
+        request,
+        "admin/sources_form.html",
+        {
+            "kind": kind,
+            "fields": fields,
+            "values": values,
+            "errors": errors or {},
+            "source_id": source_id,
+            "preview": preview,
+            "preview_limit": PREVIEW_LIMIT,
+            "default_audience": ", ".join(cls.default_audience) or "admins only",
+        },
+        status_code=status_code,
+    )
+
+
+@guard("admin")
+async def new_source(request: Request) -> Response:
+    state = app_state(request)
+    kinds = sorted(connector_kinds())
+    kind = request.query_params.get("kind", "")
+    if not kind and len(kinds) == 1 and request.method == "GET":
+        return RedirectResponse(f"/admin/sources/new?kind={kinds[0]}", status_code=303)
+    cls = _kind_class(kind)
+    if cls is None:
+        return render(
+            request,
+            "admin/sources_kinds.html",
+            {"kinds": kinds, "unknown": kind or None},
+            status_code=404 if kind else 200,
+        )
+    fields = form_fields(cls)
+    if request.method == "GET":
+        return _form_page(
+            request, cls=cls, kind=kind, fields=fields, values=form_values(fields, {})
+        )
+    form = await request.form()
+    submitted = read_form(fields, form)
+    submitted.raw["kind"] = kind
+    if "id" not in submitted.raw:
+        taken = {s.id.lower() for s in await _statuses(state)}
+        suggested = _suggested_id(submitted.raw, taken)
+        if suggested:
+            submitted.raw["id"] = suggested
+        else:
+            submitted.errors["id"] = "give an id, or a title to make one from"
+    source = validate(cls, fields, submitted)
+    page = partial(_form_page, request, cls=cls, kind=kind, fields=fields, values=submitted.values)
+    if source is None:
+        return page(errors=submitted.errors, status_code=400)
+    if form.get("action") == "test":
+        return page(preview=await run_preview(state, source))
+    try:
+        await asyncio.to_thread(
+            partial(
+                state.store.create_source,
+                submitted.raw,
+                actor=_actor(request),
+                now=datetime.now(UTC),
+            )
+        )
+    except ConfigError as err:  # the id was taken meanwhile
+        errors: dict[str, str] = {}
+        for problem in err.problems:
+            _add_error(errors, *_problem_field(problem), {f.name for f in fields})
+        return page(errors=errors, status_code=400)
+    await state.access.reload()
+    return _done("created", source=source.id)
+
+
+@guard("admin")
+async def edit_source(request: Request) -> Response:
+    state = app_state(request)
+    source_id = request.path_params["source_id"]
+    table = await asyncio.to_thread(state.store.source_table, source_id)
+    if table is None:
+        return _not_found(request, source_id)
+    origin, stored = table
+    if origin == "file":
+        return _read_only(request, source_id)
+    kind = str(stored.get("kind", ""))
+    cls = _kind_class(kind)
+    if cls is None:
+        return _message(
+            request,
+            "Unknown kind",
+            f"Source {source_id!r} is of kind {kind!r}, which is not installed.",
+            409,
+        )
+    fields = [f for f in form_fields(cls) if f.name != "id"]
+    if request.method == "GET":
+        return _form_page(
+            request,
+            cls=cls,
+            kind=kind,
+            fields=fields,
+            values=form_values(fields, stored),
+            source_id=source_id,
+        )
+    form = await request.form()
+    submitted = read_form(fields, form)
+    submitted.raw.update(id=source_id, kind=kind)
+    source = validate(cls, fields, submitted)
+    page = partial(
+        _form_page,
+        request,
+        cls=cls,
+        kind=kind,
+        fields=fields,
+        values=submitted.values,
+        source_id=source_id,
+    )
+    if source is None:
+        return page(errors=submitted.errors, status_code=400)
+    if form.get("action") == "test":
+        return page(preview=await run_preview(state, source))
+    try:
+        await asyncio.to_thread(
+            partial(
+                state.store.update_source,
+                source_id,
+                submitted.raw,
+                actor=_actor(request),
+                now=datetime.now(UTC),
+            )
+        )
+    except TidingsError as err:  # taken over by the config file meanwhile
+        return _read_only(request, source_id, err)
+    await state.access.reload()
+    return _done("saved", source=source_id)
+
+
+# --- disable, enable, delete -----------------------------------------------------
+
+
+async def _set_enabled(request: Request, enabled: bool) -> Response:
+    state = app_state(request)
+    source_id = request.path_params["source_id"]
+    if await _status(state, source_id) is None:
+        return _not_found(request, source_id)
+    try:
+        await asyncio.to_thread(
+            partial(
+                state.store.set_source_enabled,
+                source_id,
+                enabled,
+                actor=_actor(request),
+                now=datetime.now(UTC),
+            )
+        )
+    except TidingsError as err:
+        return _read_only(request, source_id, err)
+    await state.access.reload()
+    return _done("enabled" if enabled else "disabled", source=source_id)
+
+
+@guard("admin")
+async def enable_source(request: Request) -> Response:
+    return await _set_enabled(request, True)
+
+
+@guard("admin")
+async def disable_source(request: Request) -> Response:
+    return await _set_enabled(request, False)
+
+
+@guard("admin")
+async def delete_source(request: Request) -> Response:
+    state = app_state(request)
+    source_id = request.path_params["source_id"]
+    status = await _status(state, source_id)
+    if status is None:
+        return _not_found(request, source_id)
+    if status.origin == "file":
+        return _read_only(request, source_id)
+    if request.method == "GET":
+        return render(request, "admin/sources_delete.html", {"source": status})
+    try:
+        gone = await asyncio.to_thread(
+            partial(
+                state.store.delete_source, source_id, actor=_actor(request), now=datetime.now(UTC)
+            )
+        )
+    except TidingsError as err:
+        return _read_only(request, source_id, err)
+    await state.access.reload()
+    return _done("deleted", n=gone)
+
+
+# --- poll now, test ----------------------------------------------------------------
+
+
+@guard("admin")
+async def poll_source_now(request: Request) -> Response:
+    state = app_state(request)
+    source_id = request.path_params["source_id"]
+    status = await _status(state, source_id)
+    if status is None:
+        return _not_found(request, source_id)
+    if not status.enabled:
+        return _message(
+            request, "Source disabled", f"Source {source_id!r} is disabled; enable it first.", 409
+        )
+    if state.poller is None:  # serve --no-poller: a `tidings poller` elsewhere takes it
+        await asyncio.to_thread(state.store.set_next_poll, [source_id], datetime.now(UTC))
+        return _done("queued", source=source_id)
+    outcomes = await state.poller.poll_now([source_id])
+    if not outcomes:
+        return _done("not-polled", source=source_id)
+    if outcomes[0].error is not None:
+        return _done("poll-failed", source=source_id)
+    return _done("polled", source=source_id, n=len(outcomes[0].new_event_ids))
+
+
+@guard("admin")
+async def test_source(request: Request) -> Response:
+    state = app_state(request)
+    source_id = request.path_params["source_id"]
+    found = await _saved_source(state, source_id)
+    if found is None:
+        return _not_found(request, source_id)
+    if isinstance(found, str):
+        return _message(request, "Cannot test this source", f"{source_id}: {found}", 409)
+    return render(
+        request,
+        "admin/sources_preview.html",
+        {
+            "source": found,
+            "preview": await run_preview(state, found),
+            "preview_limit": PREVIEW_LIMIT,
+        },
+    )
+
+
+# --- OPML import --------------------------------------------------------------------
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    present: int = 0
+    invalid: int = 0
+
+
+def _known_urls(state: AppState, ids: Iterable[str]) -> set[str]:
+    urls = set()
+    for source_id in ids:
+        table = state.store.source_table(source_id)
+        url = table[1].get("url") if table else None
+        if isinstance(url, str):
+            urls.add(url.strip())
+    return urls
+
+
+def _import_feeds(
+    state: AppState,
+    feeds: list[tuple[str, str]],
+    audience: list[str],
+    *,
+    actor: str,
+    now: datetime,
+) -> ImportResult:
+    """Create a `feed` source per (url, title) not present yet. Runs in a thread."""
+    result = ImportResult()
+    ids = [s.id for s in state.store.source_statuses(viewer=None)]
+    taken = {i.lower() for i in ids}
+    known = _known_urls(state, ids)
+    for url, title in feeds:
+        host = http_host(url)
+        if host is None:
+            result.invalid += 1
+            continue
+        if url in known:
+            result.present += 1
+            continue
+        source_id = unique_id(slugify(title) or slugify(host) or "feed", taken)
+        raw: dict[str, Any] = {"id": source_id, "kind": "feed", "url": url, "audience": audience}
+        if title:
+            raw["title"] = title[:MAX_TITLE]
+        try:
+            state.store.create_source(raw, actor=actor, now=now)
+        except ConfigError:
+            result.invalid += 1
+            continue
+        taken.add(source_id.lower())
+        known.add(url)
+        result.created += 1
+    return result
+
+
+async def _opml_bytes(form: FormData) -> bytes:
+    upload = form.get("file")
+    if isinstance(upload, UploadFile) and upload.filename:
+        return await upload.read()
+    pasted = form.get("opml")
+    return pasted.strip().encode() if isinstance(pasted, str) else b""
+
+
+def parse_opml(data: bytes) -> list[tuple[str, str]]:
+    """(url, title) of every feed in an OPML subscription list. Always bytes:
+    given a str that starts with http(s)://, listparser would fetch it."""
+    result = listparser.parse(data)
+    if result.bozo or (not result.version and not result.feeds):
+        raise ValueError("this is not an OPML subscription list")
+    feeds = [(str(f.url).strip(), str(f.get("title") or "").strip()) for f in result.feeds]
+    if not feeds:
+        raise ValueError("the list names no feeds")
+    return feeds
+
+
+@guard("admin")
+async def import_opml(request: Request) -> Response:
+    state = app_state(request)
+    if request.method == "GET":
+        return render(request, "admin/sources_import.html", {"audience": "everyone"})
+    form = await request.form()
+    try:
+        return await _import(request, state, form)
+    finally:
+        await form.close()  # an uploaded file is spooled to disk
+
+
+async def _import(request: Request, state: AppState, form: FormData) -> Response:
+    audience_text = form.get("audience")
+    audience_text = audience_text.strip() if isinstance(audience_text, str) else ""
+    audience = _split_list(audience_text)
+    errors: dict[str, str] = {}
+    feeds: list[tuple[str, str]] = []
+    data = await _opml_bytes(form)
+    if not data:
+        errors["opml"] = "choose an OPML file or paste one"
+    else:
+        try:
+            feeds = parse_opml(data)
+        except ValueError as err:
+            errors["opml"] = str(err)
+    if not audience:
+        errors["audience"] = "name at least one group, or everyone"
+    else:
+        probe = {"id": "opml", "kind": "feed", "url": "https://example.org/", "audience": audience}
+        try:
+            parse_source(probe, "source", "db")
+        except ConfigError as err:
+            for problem in err.problems:
+                _add_error(errors, *_problem_field(problem), {"audience"})
+    if errors:
+        return render(
+            request,
+            "admin/sources_import.html",
+            {"audience": audience_text, "errors": errors},
+            status_code=400,
+        )
+    result = await asyncio.to_thread(
+        partial(
+            _import_feeds,
+            state,
+            feeds,
+            audience,
+            actor=_actor(request),
+            now=datetime.now(UTC),
+        )
+    )
+    if result.created:
+        await state.access.reload()
+    return _done("imported", created=result.created, present=result.present, invalid=result.invalid)
+
+
+routes: list[BaseRoute] = [
+    Route("/admin/sources", list_sources),
+    Route("/admin/sources/new", new_source, methods=["GET", "POST"]),
+    Route("/admin/sources/import", import_opml, methods=["GET", "POST"]),
+    Route("/admin/sources/{source_id}/edit", edit_source, methods=["GET", "POST"]),
+    Route("/admin/sources/{source_id}/disable", disable_source, methods=["POST"]),
+    Route("/admin/sources/{source_id}/enable", enable_source, methods=["POST"]),
+    Route("/admin/sources/{source_id}/delete", delete_source, methods=["GET", "POST"]),
+    Route("/admin/sources/{source_id}/poll", poll_source_now, methods=["POST"]),
+    Route("/admin/sources/{source_id}/test", test_source, methods=["POST"]),
+]
