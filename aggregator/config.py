@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from limits import parse as parse_rate
 from pydantic import (
@@ -271,6 +272,10 @@ def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db
             and (value := getattr(options, name)) is not None
             and not all(web_ref_allowed(v) for v in _strings(value))
         ]
+        url = getattr(options, "url", None)
+        if isinstance(url, str) and urlsplit(url).scheme.lower() not in ("http", "https"):
+            # Defence in depth: their polls get no local directories either.
+            refused.append(f"{where}.url: sources made in the web admin fetch http(s) URLs only")
         if refused:
             raise ConfigError(refused)
     return SourceConfig(

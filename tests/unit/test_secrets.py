@@ -216,3 +216,12 @@ def test_web_made_sources_only_reach_tidings_secret_variables(
         resolve_secret("env:HOME_SECRET", tmp_path, web_made=True)
     monkeypatch.setenv("TIDINGS_SECRET_WIKI", "w1k1")
     assert resolve_secret("env:TIDINGS_SECRET_WIKI", tmp_path, web_made=True) == "w1k1"
+
+
+def test_web_made_sources_fetch_http_only() -> None:
+    from aggregator.config import parse_source
+
+    for url in ("file:///etc/passwd", "notes/feed.xml", "ftp://e.org/f"):
+        with pytest.raises(ConfigError, match=r"source\.url: .*http\(s\) URLs only"):
+            parse_source({"id": "s", "kind": "feed", "url": url}, "source", "db")
+    parse_source({"id": "s", "kind": "feed", "url": "HTTPS://e.org/f"}, "source", "db")
