@@ -8,8 +8,9 @@ account exists, loopback clients that do not come through a proxy are one
 anonymous admin ("setup mode"), so a fresh `make run` is usable at once.
 Endpoints declare what they need with `@guard(...)`: `/api/*` answers 401
 JSON, pages redirect to the sign-in form, members get 403 from admin pages.
-Cookie-authenticated requests that change something must carry the session's CSRF token (form field
-`csrf_token` or header `X-CSRF-Token`); bearer-token requests need none.
+Requests that change something must carry the session's CSRF token (form field
+`csrf_token` or header `X-CSRF-Token`) unless they come with a bearer token:
+cookies and the SSO proxy's credentials are sent by the browser on its own.
 """
 
 from __future__ import annotations
@@ -203,6 +204,10 @@ def _is_api(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
 
+def _is_bearer(conn: HTTPConnection) -> bool:
+    return conn.headers.get("authorization", "")[:7].lower() == "bearer "
+
+
 def guard(level: Level) -> Callable[[Endpoint], Endpoint]:
     """What an endpoint needs: "public" (anyone; CSRF still checked on
     changes), "user" (signed in) or "admin"."""
@@ -216,8 +221,10 @@ def guard(level: Level) -> Callable[[Endpoint], Endpoint]:
                     return unauthenticated(request)
                 if level == "admin" and not principal.is_admin:
                     return forbidden(request, "admins only")
-            cookie_auth = principal is None or principal.via in ("session", "setup")
-            if request.method not in SAFE_METHODS and cookie_auth and not await csrf_ok(request):
+            # Only a bearer token is never sent by a browser on its own: sessions,
+            # setup mode and the SSO proxy (its cookie or Kerberos) all are.
+            ambient = principal is None or principal.via != "token"
+            if request.method not in SAFE_METHODS and ambient and not await csrf_ok(request):
                 return forbidden(request, STALE_FORM)
             return await endpoint(request)
 
@@ -228,7 +235,8 @@ def guard(level: Level) -> Callable[[Endpoint], Endpoint]:
 
 
 def unauthenticated(request: Request) -> Response:
-    if _is_api(request):
+    # A script that sent a token (a metrics scraper, say) needs a 401, not a form.
+    if _is_api(request) or _is_bearer(request):
         return JSONResponse(
             {"error": "sign in or send Authorization: Bearer TOKEN"},
             status_code=401,

@@ -67,7 +67,9 @@ class LiveConnection:
         self.ws = websocket
         self.state = state
         self._principal: Principal | None = principal
-        self._revision = state.access.snapshot.revision
+        # None: re-check at first use. The rules may have changed between the
+        # handshake's authentication and now (accept() awaits).
+        self._revision: int | None = None
         self.streams: dict[str, Stream] = {}
         self.sub = state.bus.subscribe(state.config.server.client_queue)
         self.sub.accepts = self.wants
@@ -210,6 +212,8 @@ class LiveConnection:
         overflow = asyncio.ensure_future(self.sub.overflowed.wait())
         changed = asyncio.ensure_future(self.state.access.changed().wait())
         try:
+            if self.principal is None:  # signed out before the connection started
+                raise SignedOutError
             while True:
                 done, _ = await asyncio.wait(
                     {receive, next_event, overflow, changed},
