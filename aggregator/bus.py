@@ -97,10 +97,12 @@ class EventTail:
                 log.exception("reading new events failed; retrying")
 
     async def catch_up(self) -> None:
-        if self.before_publish is not None:
-            await self.before_publish()
         while True:
             batch = await asyncio.to_thread(self._read_after, self.last_id)
+            if self.before_publish is not None:
+                # After the read: a rule change committed before these events
+                # were is then seen, so they go out under the rules of their time.
+                await self.before_publish()
             if not batch:
                 return
             self.last_id = batch[-1].id

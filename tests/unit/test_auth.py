@@ -725,11 +725,6 @@ class _RecordingSocket(_IdleSocket):
         self.sent.append(json.loads(text))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aggregator/bus.py: EventTail.catch_up checks the rules before it reads the "
-    "events; an event committed after a rule change can go out under the old rules",
-)
 def test_events_committed_after_a_rule_change_go_out_under_the_new_rules(site: Site) -> None:
     """Another process removes `max` from legal, then commits a legal event,
     both between the tail's look at the rules and its read of new events."""
