@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,8 @@ from aggregator.exceptions import AccountError
 from aggregator.visibility import Viewer
 from web.access import Access, Principal
 from web.state import app_state
+
+log = logging.getLogger(__name__)
 
 PRINCIPAL = "tidings.principal"
 SESSION_COOKIE = "tidings_session"
@@ -84,7 +87,12 @@ class Sessions:
             return
         if self._plain is None:
             self._build(scope)
-        tls = scope.get("scheme") in ("https", "wss")
+        conn = HTTPConnection(scope)
+        tls = scope.get("scheme") in ("https", "wss") or (
+            # TLS ended at a trusted proxy, which says so.
+            conn.headers.get("x-forwarded-proto", "").lower() == "https"
+            and _from_trusted_proxy(conn, scope["app"].state.tidings.config.auth)
+        )
         inner = self._tls if tls else self._plain
         assert inner is not None
         await inner(scope, receive, send)
@@ -145,6 +153,16 @@ def _proxied(conn: HTTPConnection) -> bool:
     return any(h in conn.headers for h in ("forwarded", "x-forwarded-for", "x-real-ip"))
 
 
+def client_address(conn: HTTPConnection, auth: AuthConfig) -> str:
+    """The client's address: a trusted proxy's X-Forwarded-For names it (the
+    last entry, the one that proxy added); anyone else's is ignored."""
+    peer = conn.client.host if conn.client else "?"
+    forwarded = conn.headers.get("x-forwarded-for")
+    if forwarded and _from_trusted_proxy(conn, auth):
+        return forwarded.rsplit(",", 1)[-1].strip() or peer
+    return peer
+
+
 def _from_trusted_proxy(conn: HTTPConnection, auth: AuthConfig) -> bool:
     try:
         client = ipaddress.ip_address(conn.client.host if conn.client else "")
@@ -155,7 +173,12 @@ def _from_trusted_proxy(conn: HTTPConnection, auth: AuthConfig) -> bool:
 
 async def _proxy_user(access: Access, name: str, auth: AuthConfig) -> Principal | None:
     user = access.snapshot.user_named(name)
-    if user is None and auth.proxy_creates_users:
+    no_admin = not any(u.is_admin and not u.disabled for u in access.snapshot.users.values())
+    if user is None and auth.proxy_creates_users and no_admin:
+        # The first account must be an admin, made with `tidings users create
+        # --admin`; a member made here would end setup mode with nobody to run it.
+        log.warning("proxy user %r not created: create an admin first", name)
+    elif user is None and auth.proxy_creates_users:
         try:
             await asyncio.to_thread(
                 access.people.create_user,
@@ -224,9 +247,12 @@ def guard(level: Level) -> Callable[[Endpoint], Endpoint]:
             # Only a bearer token is never sent by a browser on its own: sessions,
             # setup mode and the SSO proxy (its cookie or Kerberos) all are.
             ambient = principal is None or principal.via != "token"
-            if request.method not in SAFE_METHODS and ambient and not await csrf_ok(request):
-                return forbidden(request, STALE_FORM)
-            return await endpoint(request)
+            try:
+                if request.method not in SAFE_METHODS and ambient and not await csrf_ok(request):
+                    return forbidden(request, STALE_FORM)
+                return await endpoint(request)
+            finally:
+                await request.close()  # uploads parsed for the CSRF field are spooled files
 
         guarded.guard_level = level  # type: ignore[attr-defined]
         return guarded
@@ -254,6 +280,8 @@ def forbidden(request: Request, message: str) -> Response:
 
 def safe_next(target: str | None) -> str:
     """Where to go after signing in: only a path on this site."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    if not target or not target.startswith("/") or target.startswith("//"):
         return "/"
+    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return "/"  # browsers drop tabs and newlines: "/\t/evil" would become "//evil"
     return target

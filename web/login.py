@@ -16,7 +16,7 @@ from starlette.responses import RedirectResponse, Response
 
 from aggregator.accounts import check_password, hash_password, verify_password
 from aggregator.exceptions import AccountError
-from web.auth import csrf_token, guard, principal_of, safe_next
+from web.auth import client_address, csrf_token, guard, principal_of, safe_next
 from web.state import app_state
 from web.templating import render
 
@@ -42,7 +42,7 @@ async def login(request: Request) -> Response:
     password = _form_str(form, "password")
     target = safe_next(_form_str(form, "next"))
     rate = parse_rate(state.config.auth.login_limit)
-    address = request.client.host if request.client else "?"
+    address = client_address(request, state.config.auth)
     keys = (("name", name.lower()), ("address", address))
     if not all(_limiter.test(rate, *k) for k in keys):
         return render(
@@ -51,7 +51,7 @@ async def login(request: Request) -> Response:
             {
                 "next": target,
                 "name": name,
-                "error": "Too many failed attempts; wait a minute and try again.",
+                "error": TOO_MANY,
             },
             status_code=429,
         )

@@ -522,6 +522,41 @@ def test_the_proxy_may_create_members(make_site: MakeSite) -> None:
     assert bad.status_code == 401
 
 
+def test_the_proxy_creates_no_member_before_an_admin_exists(make_site: MakeSite) -> None:
+    site = make_site(users=False, auth=PROXY | {"proxy_creates_users": True})
+    res = site.client.get("/api/events", headers={"X-Remote-User": "first"})
+    assert res.status_code == 401
+    assert site.people.user("first") is None
+
+
+def test_tls_ended_at_a_trusted_proxy_makes_the_cookie_secure(make_site: MakeSite) -> None:
+    site = make_site(auth=PROXY)
+    https = {"X-Forwarded-Proto": "https"}
+    # The sign-in page starts a session (for its CSRF token): look at that cookie.
+    assert "secure" in set_cookie(site.client.get("/login", headers=https))
+    site.client.cookies.clear()
+    untrusted = https | peer(REMOTE)
+    assert "secure" not in set_cookie(site.client.get("/login", headers=untrusted))
+
+
+def test_behind_a_trusted_proxy_failed_sign_ins_count_per_real_client(
+    make_site: MakeSite,
+) -> None:
+    site = make_site(auth=PROXY | {"login_limit": "3/minute"})
+    attacker = {"X-Forwarded-For": "203.0.113.9"}
+    for name in ("x1", "x2", "x3"):
+        assert sign_in(site.client, name, "wrong", headers=attacker).status_code == 400
+    assert sign_in(site.client, "max", headers=attacker).status_code == 429
+    # Others behind the same proxy are not locked out with the attacker.
+    colleague = {"X-Forwarded-For": "198.51.100.7"}
+    assert sign_in(site.client, "max", headers=colleague).status_code == 303
+    # From an untrusted peer the header is ignored: it cannot dodge the limit.
+    for n in range(3):
+        spoof = {"X-Forwarded-For": f"192.0.2.{n}"} | peer(REMOTE)
+        assert sign_in(site.client, f"y{n}", "wrong", headers=spoof).status_code == 400
+    assert sign_in(site.client, "ada", headers=peer(REMOTE)).status_code == 429
+
+
 def test_proxy_authenticated_changes_need_the_csrf_token(make_site: MakeSite) -> None:
     # The browser authenticates to the proxy by itself (SSO cookie, Kerberos),
     # like a cookie: another site's form must not ride on it.
