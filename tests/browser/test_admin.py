@@ -15,75 +15,25 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import (
     Browser,
-    BrowserContext,
     Locator,
     Page,
-    Route,
     expect,
-    sync_playwright,
 )
 
+from tests.browser.chromium import new_context
 from tests.support import FeedServer, TidingsProcess, rss, write_config
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [  # the flags known to work as root here (shared notes, "Chromium")
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 NEWS, LEGAL = "/news.xml", "/legal.xml"
 LIVE_MS = 20_000  # a first poll (cold parser pool) or one poll interval, with room to spare
 EVENTS = "#events > li.event"
 PASSWORDS = {"ann": "correct horse", "bob": "battery staple"}
-
-# Records CSP violations from the first byte of every document: an inline
-# style or script in a template shows up here even though CSP blocks it.
-CSP_PROBE = """
-window.__csp = [];
-document.addEventListener("securitypolicyviolation", (e) => {
-  window.__csp.push(e.violatedDirective + " " + e.blockedURI + " " + (e.sample || ""));
-});
-"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (or `make browser`)")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
-
-
-def _loopback_only(route: Route) -> None:
-    # Nothing a test does may leave the machine, whatever a feed links to.
-    if urlsplit(route.request.url).hostname == "127.0.0.1":
-        route.continue_()
-    else:
-        route.abort()
-
-
-def new_context(browser: Browser) -> BrowserContext:
-    context = browser.new_context()
-    context.set_default_timeout(10_000)
-    context.route("**/*", _loopback_only)
-    context.add_init_script(CSP_PROBE)
-    return context
 
 
 def tidings(config: Path, *args: str, password: str) -> None:

@@ -24,55 +24,22 @@ from playwright.sync_api import (
     ConsoleMessage,
     Locator,
     Page,
-    Route,
     expect,
-    sync_playwright,
 )
 
+from tests.browser.chromium import new_context
 from tests.support import FeedServer, TidingsProcess, feed_source, rss, write_config
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-# The flags known to work as root here (shared notes, "Chromium"). Playwright adds --headless and
-# a throw-away profile itself: it refuses an explicit --user-data-dir.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 FEED = "/feed.xml"
 LIVE_MS = 20_000  # one poll interval (5-5.5 s) after a change, with room to spare
 RECONNECT_MS = 30_000  # restart plus the page's reconnect backoff
 
 EVENTS = "#events > li.event"
 
-# Records CSP violations from the first byte of every document: any attempt to
-# run inline script (or a javascript: URL) shows up here even though CSP blocks it.
-CSP_PROBE = """
-window.__csp = [];
-document.addEventListener("securitypolicyviolation", (e) => {
-  window.__csp.push(e.violatedDirective + " " + e.blockedURI + " " + (e.sample || ""));
-});
-"""
-
 
 # --- fixtures ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (or `make browser`)")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
 
 
 @dataclass
@@ -100,20 +67,9 @@ class Dashboard:
         return self.page.locator(EVENTS).filter(has=self.page.get_by_text(title, exact=True))
 
 
-def _loopback_only(route: Route) -> None:
-    # Nothing a test does may leave the machine, whatever a hostile entry links to.
-    if urlsplit(route.request.url).hostname == "127.0.0.1":
-        route.continue_()
-    else:
-        route.abort()
-
-
 @pytest.fixture
 def dashboard(browser: Browser) -> Iterator[Dashboard]:
-    context = browser.new_context()
-    context.set_default_timeout(10_000)
-    context.route("**/*", _loopback_only)
-    context.add_init_script(CSP_PROBE)
+    context = new_context(browser)
     page = context.new_page()
     board = Dashboard(page)
 
