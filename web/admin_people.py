@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -29,6 +28,7 @@ from aggregator.accounts import check_group_name, check_password, check_user_nam
 from aggregator.exceptions import AccountError
 from aggregator.store.people import People
 from web.auth import guard, principal_of
+from web.forms import form_text, form_texts
 from web.state import app_state
 from web.templating import render
 
@@ -72,15 +72,6 @@ def _actor(request: Request) -> str:
 def _is_self(request: Request, name: str) -> bool:
     principal = principal_of(request)
     return principal is not None and principal.user is not None and principal.user.name == name
-
-
-def _text(form: FormData, key: str) -> str:
-    value = form.get(key)
-    return value if isinstance(value, str) else ""
-
-
-def _texts(form: FormData, key: str) -> list[str]:
-    return [v for v in form.getlist(key) if isinstance(v, str)]
 
 
 def _split(text: str) -> list[str]:
@@ -160,10 +151,10 @@ async def users_page(request: Request) -> Response:
 
 async def _create_user(request: Request) -> Response:
     form = await request.form()
-    name = _text(form, "name").strip()
-    password, repeat = _text(form, "password"), _text(form, "repeat")
+    name = form_text(form, "name").strip()
+    password, repeat = form_text(form, "password"), form_text(form, "repeat")
     admin = "admin" in form
-    chosen, new_groups = _texts(form, "groups"), _text(form, "new_groups")
+    chosen, new_groups = form_texts(form, "groups"), form_text(form, "new_groups")
     values = {"name": name, "admin": admin, "groups": chosen, "new_groups": new_groups}
     groups = list(dict.fromkeys([*chosen, *_split(new_groups)]))
     errors: dict[str, str] = {}
@@ -224,7 +215,7 @@ async def user_page(request: Request) -> Response:
         return await _users_view(request, status=404, error=NO_USER)
     form = await request.form()
     admin, disabled = "admin" in form, "disabled" in form
-    chosen, new_groups = _texts(form, "groups"), _text(form, "new_groups")
+    chosen, new_groups = form_texts(form, "groups"), form_text(form, "new_groups")
     values = {"admin": admin, "disabled": disabled, "groups": chosen, "new_groups": new_groups}
     groups = list(dict.fromkeys([*chosen, *_split(new_groups)]))
     errors: dict[str, str] = {}
@@ -257,7 +248,7 @@ async def reset_password(request: Request) -> Response:
     if await asyncio.to_thread(_people(request).user, name) is None:
         return await _users_view(request, status=404, error=NO_USER)
     form = await request.form()
-    password, repeat = _text(form, "password"), _text(form, "repeat")
+    password, repeat = form_text(form, "password"), form_text(form, "repeat")
     errors: dict[str, str] = {}
     _check(errors, "password", check_password, password)
     if password != repeat:
@@ -298,7 +289,7 @@ async def create_token(request: Request) -> Response:
     if await asyncio.to_thread(_people(request).user, name) is None:
         return await _users_view(request, status=404, error=NO_USER)
     form = await request.form()
-    token_name = _text(form, "token_name")
+    token_name = form_text(form, "token_name")
     try:
         token = await _change(request, _people(request).create_token, name, token_name)
     except AccountError as err:
@@ -367,7 +358,7 @@ async def groups_page(request: Request) -> Response:
     if request.method == "GET":
         return await _groups_view(request, notice=_notice(request))
     form = await request.form()
-    group = _text(form, "group").strip()
+    group = form_text(form, "group").strip()
     try:
         await _change(request, _people(request).create_group, group)
     except AccountError as err:
@@ -400,7 +391,7 @@ async def add_member(request: Request) -> Response:
         return await _groups_view(request, status=404, error=NO_GROUP)
     form = await request.form()
     try:
-        await _change(request, _people(request).add_member, group, _text(form, "user"))
+        await _change(request, _people(request).add_member, group, form_text(form, "user"))
     except AccountError as err:
         return await _groups_view(
             request, status=400, member_error={"group": group, "message": str(err)}

@@ -5,29 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import wraps
 
 from limits import parse as parse_rate
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from aggregator.accounts import check_password, hash_password, verify_password
+from aggregator.accounts import User, check_password, hash_password, verify_password
 from aggregator.exceptions import AccountError
+from web.access import Principal
 from web.auth import client_address, csrf_token, guard, principal_of, safe_next
+from web.forms import form_text
 from web.state import app_state
 from web.templating import render
 
 # Failed sign-ins are counted per user name and per address, in this process.
 _limiter = MovingWindowRateLimiter(MemoryStorage())
 TOO_MANY = "Too many failed attempts; wait a minute and try again."
-
-
-def _form_str(form: FormData, key: str) -> str:
-    value = form.get(key)
-    return value if isinstance(value, str) else ""
 
 
 @guard("public")
@@ -38,9 +36,9 @@ async def login(request: Request) -> Response:
             request, "login.html", {"next": safe_next(request.query_params.get("next")), "name": ""}
         )
     form = await request.form()
-    name = _form_str(form, "name").strip()
-    password = _form_str(form, "password")
-    target = safe_next(_form_str(form, "next"))
+    name = form_text(form, "name").strip()
+    password = form_text(form, "password")
+    target = safe_next(form_text(form, "next"))
     rate = parse_rate(state.config.auth.login_limit)
     address = client_address(request, state.config.auth)
     keys = (("name", name.lower()), ("address", address))
@@ -88,32 +86,41 @@ def _account(request: Request, **context: object) -> Response:
     )
 
 
-async def _account_page(request: Request, **context: object) -> Response:
-    principal = principal_of(request)
-    assert principal is not None and principal.user is not None
-    tokens = await asyncio.to_thread(app_state(request).store.people.tokens, principal.user.name)
+async def _account_page(request: Request, user: User, **context: object) -> Response:
+    tokens = await asyncio.to_thread(app_state(request).store.people.tokens, user.name)
     return _account(request, tokens=tokens, **context)
 
 
-@guard("user")
-async def account(request: Request) -> Response:
-    principal = principal_of(request)
-    assert principal is not None
-    if principal.user is None:  # setup mode: there is no account to show
-        return RedirectResponse("/", status_code=303)
+AccountEndpoint = Callable[[Request, Principal, User], Awaitable[Response]]
+
+
+def for_account_holders(endpoint: AccountEndpoint) -> Callable[[Request], Awaitable[Response]]:
+    """A signed-in user's own page; setup mode has no account, so it goes home."""
+
+    @guard("user")
+    @wraps(endpoint)
+    async def wrapped(request: Request) -> Response:
+        principal = principal_of(request)
+        if principal is None or principal.user is None:
+            return RedirectResponse("/", status_code=303)
+        return await endpoint(request, principal, principal.user)
+
+    return wrapped
+
+
+@for_account_holders
+async def account(request: Request, principal: Principal, user: User) -> Response:
     notice = "Password changed." if request.query_params.get("changed") == "password" else None
-    return await _account_page(request, notice=notice)
+    return await _account_page(request, user, notice=notice)
 
 
-@guard("user")
-async def change_password(request: Request) -> Response:
+@for_account_holders
+async def change_password(request: Request, principal: Principal, user: User) -> Response:
     state = app_state(request)
-    principal = principal_of(request)
-    assert principal is not None and principal.user is not None
     form = await request.form()
-    current, new, repeat = (_form_str(form, k) for k in ("current", "password", "repeat"))
+    current, new, repeat = (form_text(form, k) for k in ("current", "password", "repeat"))
     errors: dict[str, str] = {}
-    stored = await asyncio.to_thread(state.store.people.password_hash, principal.user.name)
+    stored = await asyncio.to_thread(state.store.people.password_hash, user.name)
     if not await asyncio.to_thread(verify_password, stored, current):
         errors["current"] = "That is not your current password."
     try:
@@ -123,68 +130,62 @@ async def change_password(request: Request) -> Response:
     if new != repeat:
         errors["repeat"] = "The two new passwords differ."
     if errors:
-        return await _account_page(request, errors=errors)
+        return await _account_page(request, user, errors=errors)
     hashed = await asyncio.to_thread(hash_password, new)
     await asyncio.to_thread(
         state.store.people.update_user,
-        principal.user.name,
+        user.name,
         password_hash=hashed,
         actor=principal.name,
         now=datetime.now(UTC),
     )
     await state.access.reload()
-    user = state.access.user(principal.user.id)
-    if user is not None:  # other sessions end; this one goes on
-        request.session["epoch"] = user.session_epoch
+    changed = state.access.user(user.id)
+    if changed is not None:  # other sessions end; this one goes on
+        request.session["epoch"] = changed.session_epoch
     return RedirectResponse("/account?changed=password", status_code=303)
 
 
-@guard("user")
-async def create_token(request: Request) -> Response:
+@for_account_holders
+async def create_token(request: Request, principal: Principal, user: User) -> Response:
     state = app_state(request)
-    principal = principal_of(request)
-    assert principal is not None and principal.user is not None
     form = await request.form()
     try:
         token = await asyncio.to_thread(
             state.store.people.create_token,
-            principal.user.name,
-            _form_str(form, "token_name"),
+            user.name,
+            form_text(form, "token_name"),
             actor=principal.name,
             now=datetime.now(UTC),
         )
     except AccountError as err:
-        return await _account_page(request, errors={"token_name": str(err)})
+        return await _account_page(request, user, errors={"token_name": str(err)})
     await state.access.reload()
     # Shown in this response only: never stored in a cookie or a URL.
-    return await _account_page(request, new_token=token)
+    return await _account_page(request, user, new_token=token)
 
 
-@guard("user")
-async def revoke_token(request: Request) -> Response:
+@for_account_holders
+async def revoke_token(request: Request, principal: Principal, user: User) -> Response:
     state = app_state(request)
-    principal = principal_of(request)
-    assert principal is not None and principal.user is not None
     with contextlib.suppress(AccountError):  # already gone
         await asyncio.to_thread(
             state.store.people.revoke_token,
             int(request.path_params["token_id"]),
             actor=principal.name,
             now=datetime.now(UTC),
-            user=principal.user.name,
+            user=user.name,
         )
     await state.access.reload()
     return RedirectResponse("/account", status_code=303)
 
 
-@guard("user")
-async def sign_out_everywhere(request: Request) -> Response:
+@for_account_holders
+async def sign_out_everywhere(request: Request, principal: Principal, user: User) -> Response:
     state = app_state(request)
-    principal = principal_of(request)
-    assert principal is not None and principal.user is not None
     await asyncio.to_thread(
         state.store.people.update_user,
-        principal.user.name,
+        user.name,
         sign_out=True,
         actor=principal.name,
         now=datetime.now(UTC),

@@ -832,3 +832,13 @@ def test_every_route_is_wrapped_by_guard(tmp_path: Path) -> None:
             assert route.path.startswith(PUBLIC), f"{route.path} is public"
         if route.path.startswith(("/admin", "/metrics")):
             assert level == "admin", route.path
+
+
+def test_account_pages_in_setup_mode_go_home(make_site: MakeSite) -> None:
+    site = make_site(users=False)
+    token = csrf_from(site.client.get("/login").text)
+    for path in ("/account/password", "/account/tokens", "/account/sign-out-everywhere"):
+        res = site.client.post(path, data={"csrf_token": token, "token_name": "x"})
+        assert (res.status_code, res.headers["location"]) == (303, "/"), path
+    assert site.client.get("/account").headers["location"] == "/"
+    assert site.people.tokens() == []
