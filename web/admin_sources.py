@@ -184,7 +184,7 @@ def _model_field(model: type[BaseModel], name: str, info: FieldInfo) -> FormFiel
 
 
 def _common_fields(cls: ConnectorClass) -> dict[str, FormField]:
-    audience = ", ".join(cls.default_audience) or "admins only"
+    audience = ", ".join(cls.default_audience) or ADMINS_ONLY
     return {
         "id": FormField(
             "id", "ID", "text",
@@ -207,7 +207,7 @@ def _common_fields(cls: ConnectorClass) -> dict[str, FormField]:
         "audience": FormField(
             "audience", "Audience", "list", placeholder=audience,
             help=f"Groups who see its events, comma-separated; everyone = every signed-in "
-            f"user; when empty: {audience}.",
+            f"user; {ADMINS_ONLY} = admins only; when empty: {audience}.",
             is_option=False,
         ),
         "tags": FormField(
@@ -231,6 +231,9 @@ def form_fields(cls: ConnectorClass) -> list[FormField]:
     options = [_model_field(cls.Options, n, i) for n, i in cls.Options.model_fields.items()]
     head = [common.pop("id"), common.pop("title")]
     return [*head, *options, *common.values()]
+
+
+ADMINS_ONLY = "admins only"  # what the audience field says for [] (admins see every source)
 
 
 def _split_list(text: str) -> list[str]:
@@ -299,7 +302,9 @@ def read_form(fields: Iterable[FormField], form: FormData) -> Submitted:
         values[f.name] = text
         if not text:
             continue
-        if f.widget == "list":
+        if f.name == "audience" and text.lower() == ADMINS_ONLY:
+            raw[f.name] = []
+        elif f.widget == "list":
             raw[f.name] = _split_list(text)
         elif f.widget == "mapping":
             try:
@@ -386,6 +391,8 @@ def form_values(fields: Iterable[FormField], raw: Mapping[str, Any]) -> dict[str
             values[f.name] = bool(value)
         elif value is None:
             values[f.name] = ""
+        elif f.name == "audience" and value == []:
+            values[f.name] = ADMINS_ONLY
         elif f.widget == "list" and isinstance(value, list | tuple):
             values[f.name] = ", ".join(str(v) for v in value)
         elif f.widget == "mapping" and isinstance(value, dict):
@@ -604,7 +611,7 @@ def _form_page(
             "source_id": source_id,
             "preview": preview,
             "preview_limit": PREVIEW_LIMIT,
-            "default_audience": ", ".join(cls.default_audience) or "admins only",
+            "default_audience": ", ".join(cls.default_audience) or ADMINS_ONLY,
         },
         status_code=status_code,
     )

@@ -233,9 +233,18 @@ def test_create_then_edit_disable_enable_delete(client: TestClient) -> None:
     status = statuses(client)["team-blog"]
     assert (status.title, status.audience) == ("The team blog", ("sales",))
 
+    got = post(
+        client, "/admin/sources/team-blog/edit",
+        {"action": "save", "url": "https://blog.example/feed.xml", "audience": "Admins only",
+         "enabled": "on", "track_updates": "on"},
+    )  # fmt: skip
+    assert got.status_code == 303 and statuses(client)["team-blog"].audience == ()
+    form = client.get("/admin/sources/team-blog/edit").text
+    assert input_value(form, "audience") == "admins only"
+
     bad = post(client, "/admin/sources/team-blog/edit", {"action": "save", "url": ""})
     assert bad.status_code == 400 and field_error(bad.text, "url") == "required"
-    assert statuses(client)["team-blog"].title == "The team blog"
+    assert statuses(client)["team-blog"].audience == ()
 
     assert post(client, "/admin/sources/team-blog/disable").status_code == 303
     assert statuses(client)["team-blog"].enabled is False
