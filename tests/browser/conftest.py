@@ -8,7 +8,7 @@ from playwright.sync_api import Browser, sync_playwright
 from tests.browser.chromium import CHROMIUM, CHROMIUM_FLAGS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # the sync API keeps a loop running until it closes
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (or `make browser`)")
