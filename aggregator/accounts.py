@@ -37,7 +37,6 @@ class User:
     role: str
     groups: frozenset[str]
     disabled: bool
-    session_epoch: int
     has_password: bool
     created_at: datetime
 

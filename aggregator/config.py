@@ -276,6 +276,8 @@ def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db
         if isinstance(url, str) and urlsplit(url).scheme.lower() not in ("http", "https"):
             # Defence in depth: their polls get no local directories either.
             refused.append(f"{where}.url: sources made in the web admin fetch http(s) URLs only")
+        if getattr(options, "allow_link_local", False):
+            refused.append(f"{where}.allow_link_local: only sources in the config file may set it")
         if refused:
             raise ConfigError(refused)
     return SourceConfig(

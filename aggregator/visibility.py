@@ -24,7 +24,9 @@ def admits(audience: Iterable[str], user: User) -> bool:
         return False
     if user.is_admin:
         return True
-    return any(a == EVERYONE or a in user.groups for a in audience)
+    # Group names are unique without case: "Legal" in a config is group "legal".
+    groups = {g.casefold() for g in user.groups}
+    return any(a == EVERYONE or a.casefold() in groups for a in audience)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,10 @@ first, so entity expansion cannot blow up. Parsing runs off the event loop.
 Credentials are options holding `env:`/`file:` references (aggregator/secrets.py),
 resolved at every poll: a missing secret fails that poll with a message naming
 the variable or file, and the value itself never reaches a log or an error.
+
+Link-local and cloud-metadata addresses are refused by the fetcher unless the
+source sets `allow_link_local`, which only config-file sources may: a poll of
+a source made in the web admin with it set fails, whatever the address.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from aggregator.connector import Connector, ConnectorOptions, PollContext
-from aggregator.exceptions import ParseError
+from aggregator.exceptions import FetchError, ParseError
 from aggregator.sanitize import html_to_text
 from aggregator.secrets import SecretError, SecretRef
 from aggregator.types import Actor, EventData, JSONObject, PollResult
@@ -66,6 +70,11 @@ class FeedOptions(ConnectorOptions):
     )
     token: SecretRef | None = Field(
         default=None, validate_default=True, description="bearer token reference"
+    )
+    allow_link_local: bool = Field(
+        default=False,
+        description="config-file sources only: may reach link-local and cloud-metadata "
+        "addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254), refused otherwise",
     )
 
     @field_validator("url")
@@ -119,6 +128,14 @@ class FeedOptions(ConnectorOptions):
             raise _error("only for http(s) URLs")
         return value
 
+    @field_validator("allow_link_local")
+    @classmethod
+    def _network_flag(cls, value: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("url")
+        if value and url is not None and local_path(url) is not None:
+            raise _error("only for http(s) URLs")
+        return value
+
 
 class FeedConnector(Connector[FeedOptions]):
     kind = "feed"
@@ -138,6 +155,12 @@ class FeedConnector(Connector[FeedOptions]):
         return None
 
     async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
+        if self.options.allow_link_local and ctx.web_made:
+            # Defence in depth: such a source should not have been saved at all.
+            raise FetchError(
+                "allow_link_local: sources made in the web admin may not reach "
+                "link-local addresses; define the source in the config file"
+            )
         state = state or {}
         path = local_path(self.options.url)
         if path is not None:
@@ -154,6 +177,7 @@ class FeedConnector(Connector[FeedOptions]):
             last_modified=state.get("last_modified"),
             headers=self.options.headers,
             auth=await self._credentials(ctx),
+            allow_link_local=self.options.allow_link_local,
         )
         new_state = {"etag": got.etag, "last_modified": got.last_modified}
         if got.not_modified:

@@ -10,13 +10,23 @@ Credentials (basic or bearer) go per request, never into the URL. httpx2 drops
 the Authorization header when a redirect leaves the origin (another host or
 port, or https -> http); the only exception is an http -> https upgrade of the
 same host on default ports. tests/integration/test_feed_auth.py pins that.
+
+Intranets are the point, so loopback and private addresses are allowed (only
+admins create sources). Link-local and cloud-metadata addresses are not: a
+request whose host is, or resolves to, an address in 169.254.0.0/16 or
+fe80::/10, or fd00:ec2::254 (IPv4-mapped and NAT64 forms included), is refused
+before connecting, at the first request and at every redirect hop, unless the
+caller passes `allow_link_local=True` (the feed option of that name, for
+config-file sources only). tests/integration/test_fetcher.py pins that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import re
+import socket
 from collections.abc import AsyncIterator, Generator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -30,6 +40,17 @@ from aggregator.exceptions import FetchError
 
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 PERMANENT = {301, 308}
+
+_LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+_METADATA = frozenset(
+    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known prefix: IPv4 embedded in the low bits
+_GUARD = "tidings.address_guard"  # request extension; httpx2 carries it to every redirect hop
+ALLOW_HINT = (
+    "link-local and cloud-metadata addresses are refused unless the source sets "
+    "allow_link_local = true (config-file sources only)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +116,50 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", "")) + query
 
 
+def refused_address(address: str) -> str | None:
+    """Why the fetcher refuses the IP literal `address` by default:
+    "cloud-metadata", "link-local", or None when it is allowed (loopback,
+    private and public addresses are). An IPv4-mapped (::ffff:a.b.c.d) or NAT64
+    (64:ff9b::a.b.c.d) IPv6 address counts as the IPv4 address it carries, and
+    a zone (fe80::1%eth0) is ignored. Raises ValueError when not an IP address."""
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in _METADATA:
+        return "cloud-metadata"
+    if any(ip in net for net in _LINK_LOCAL):
+        return "link-local"
+    return None
+
+
+def _ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+async def resolve(host: str) -> list[str]:
+    """Every address `host` resolves to, through the event loop's getaddrinfo
+    (which runs in the loop's executor, off the loop). Also what turns the
+    inet_aton spellings of an IPv4 address ("2852039166", "0xa9fea9fe") into
+    the address they mean."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+@dataclass(frozen=True, slots=True)
+class _Guard:
+    """Per-request settings of the address check (a request extension)."""
+
+    allow_link_local: bool
+    start: httpx2.URL  # the URL asked for, to tell a redirect hop from it
+
+
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     """Retry-After as seconds from now: either delta-seconds or an HTTP date."""
     if not value:
@@ -155,9 +220,53 @@ class Fetcher:
                 max_redirects=5,
                 trust_env=False,
                 headers={"User-Agent": self._settings.user_agent},
+                # Runs before every request httpx2 sends, redirect hops included.
+                event_hooks={"request": [self._check_address]},
             )
             host = self._hosts[key] = (asyncio.Semaphore(per_host), client)
         return host
+
+    async def _check_address(self, request: httpx2.Request) -> None:
+        """Refuse a request whose host is, or resolves to, a link-local or
+        cloud-metadata address, before any connection is made.
+
+        Known limit (DNS rebinding): the name is resolved here and again by
+        httpcore2 when it connects, so a name whose answer changes in between
+        can still reach a refused address. Closing that gap needs connecting
+        to the checked address itself (a custom network backend)."""
+        guard = request.extensions.get(_GUARD)
+        if isinstance(guard, _Guard) and guard.allow_link_local:
+            return
+        url = request.url
+        host = url.host  # for messages: the name as written (Unicode)
+        name = url.raw_host.decode("ascii")  # IDNA-encoded, what getaddrinfo wants
+        literal = _ip_literal(name)
+        if literal:
+            addresses = [name]
+        else:
+            try:
+                addresses = await asyncio.wait_for(resolve(name), self._settings.connect_timeout)
+            except TimeoutError:
+                raise FetchError(
+                    f"timed out fetching {redact(str(url))} (resolving {host})"
+                ) from None
+            except (OSError, UnicodeError) as err:
+                reason = getattr(err, "strerror", None) or type(err).__name__
+                raise FetchError(
+                    f"cannot fetch {redact(str(url))}: cannot resolve {host}: {reason}"
+                ) from None
+        # Any refused address refuses the host: the connection may use any of them.
+        for address in addresses:
+            kind = refused_address(address)
+            if kind is None:
+                continue
+            what = f"{host} is" if literal else f"{host} resolves to {address},"
+            hop = ""
+            if isinstance(guard, _Guard) and url != guard.start:
+                hop = f" (redirected from {redact(str(guard.start))})"
+            raise FetchError(
+                f"refused to fetch {redact(str(url))}{hop}: {what} a {kind} address; {ALLOW_HINT}"
+            )
 
     async def get(
         self,
@@ -167,9 +276,11 @@ class Fetcher:
         last_modified: str | None = None,
         headers: Mapping[str, str] | None = None,
         auth: Credentials | None = None,
+        allow_link_local: bool = False,
     ) -> FetchResult:
         """GET `url`. `auth` is sent to the URL's origin only, never after a
-        redirect to another one."""
+        redirect to another one. Link-local and cloud-metadata hosts are
+        refused, at every hop, unless `allow_link_local`."""
         request_headers = dict(headers or {})
         if etag:
             request_headers["If-None-Match"] = etag
@@ -183,7 +294,11 @@ class Fetcher:
         async with slot:
             try:
                 async with client.stream(
-                    "GET", target, headers=request_headers, auth=_auth(auth)
+                    "GET",
+                    target,
+                    headers=request_headers,
+                    auth=_auth(auth),
+                    extensions={_GUARD: _Guard(allow_link_local, target)},
                 ) as resp:
                     return await self._read(url, resp)
             except httpx2.TimeoutException as err:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from aggregator.accounts import User
@@ -24,17 +25,17 @@ Via = Literal["session", "token", "proxy", "setup"]
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is asking. `user` is None only for the anonymous loopback client of
-    an instance that has no accounts yet ("setup"): it may do everything, as
-    anyone who can run `tidings` on the machine could."""
+    an instance that has no accounts yet ("setup"): it sees everything but
+    administers nothing; the first admin is made with `tidings users create`."""
 
     user: User | None
     viewer: Viewer
     via: Via
-    credential: int | None = None  # the session's epoch, or the API token's id
+    credential: str | None = None  # the hash of the session key, or of the API token
 
     @property
     def is_admin(self) -> bool:
-        return self.via == "setup" or (self.user is not None and self.user.is_admin)
+        return self.user is not None and self.user.is_admin
 
     @property
     def name(self) -> str:
@@ -86,8 +87,14 @@ class Access:
             self._viewers[user.id] = viewer
         return viewer
 
-    def principal(self, user: User, via: Via, credential: int | None = None) -> Principal:
+    def principal(self, user: User, via: Via, credential: str | None = None) -> Principal:
         return Principal(user, self.viewer(user), via, credential)
+
+    def session_user(self, key_hash: str, now: datetime) -> User | None:
+        found = self.snapshot.sessions.get(key_hash)
+        if found is None or found[1] <= now:
+            return None
+        return self.user(found[0])
 
     def refreshed(self, principal: Principal) -> Principal | None:
         """`principal` with its current rights, or None when it would no longer
@@ -96,12 +103,11 @@ class Access:
         if principal.user is None:
             return principal if not self.snapshot.users else None
         user = self.user(principal.user.id)
-        if user is None:
-            return None
-        if principal.via == "session" and user.session_epoch != principal.credential:
-            return None
-        if principal.via == "token" and principal.credential not in {
-            token_id for token_id, _ in self.snapshot.tokens.values()
-        }:
+        key = principal.credential or ""
+        if principal.via == "session":
+            user = self.session_user(key, datetime.now(UTC))
+        elif principal.via == "token" and key not in self.snapshot.tokens:
+            user = None
+        if user is None or user.id != principal.user.id:
             return None
         return self.principal(user, principal.via, principal.credential)

@@ -21,14 +21,14 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from aggregator.accounts import check_group_name, check_password, check_user_name, hash_password
 from aggregator.exceptions import AccountError
 from aggregator.store.people import People
 from web.auth import guard, principal_of
-from web.forms import form_text, form_texts
+from web.forms import form_text, form_texts, parse_id, path_id
 from web.state import app_state
 from web.templating import render
 
@@ -51,9 +51,9 @@ NOTICES = {
 
 NO_USER = "No such user."
 NO_GROUP = "No such group."
+NO_TOKEN = "No such token."  # noqa: S105 - a message, not a secret
 NOT_A_MEMBER = "That user is not a member of this group."
 PASSWORDS_DIFFER = "The two passwords differ."
-FIRST_IS_ADMIN = "The first account must be an admin, or nobody could manage Tidings."
 
 
 # --- helpers ---------------------------------------------------------------
@@ -163,9 +163,6 @@ async def _create_user(request: Request) -> Response:
     if password != repeat:
         errors["repeat"] = PASSWORDS_DIFFER
     _check_groups(errors, "new_groups", groups)
-    principal = principal_of(request)
-    if principal is not None and principal.via == "setup" and not admin:
-        errors["admin"] = FIRST_IS_ADMIN
     if errors:
         return await _users_view(request, status=400, form=values, errors=errors)
     hashed = await asyncio.to_thread(hash_password, password)
@@ -256,15 +253,19 @@ async def reset_password(request: Request) -> Response:
     if errors:
         return await _user_view(request, name, status=400, errors=errors)
     hashed = await asyncio.to_thread(hash_password, password)
+    principal = principal_of(request)
+    # An admin resetting their own password stays signed in in this browser.
+    keep = principal.credential if principal and principal.via == "session" else None
     try:
-        await _change(request, _people(request).update_user, name, password_hash=hashed)
+        await _change(
+            request,
+            _people(request).update_user,
+            name,
+            password_hash=hashed,
+            keep_session=keep if _is_self(request, name) else None,
+        )
     except AccountError as err:
         return await _user_view(request, name, status=400, **_refusal(err, {}))
-    principal = principal_of(request)
-    if _is_self(request, name) and principal is not None and principal.user is not None:
-        user = app_state(request).access.user(principal.user.id)
-        if user is not None and principal.via == "session":  # other sessions end; this one goes on
-            request.session["epoch"] = user.session_epoch
     return _done(_user_url(name), "password-reset")
 
 
@@ -309,7 +310,9 @@ async def create_token(request: Request) -> Response:
 @guard("admin")
 async def revoke_token(request: Request) -> Response:
     name: str = request.path_params["name"]
-    token_id: int = request.path_params["token_id"]
+    token_id = path_id(request, "token_id")
+    if token_id is None:  # no token can have it
+        return await _user_view(request, name, status=404, error=NO_TOKEN)
     try:
         await _change(request, _people(request).revoke_token, token_id, user=name)
     except AccountError as err:
@@ -432,15 +435,15 @@ def _details(detail: Mapping[str, object] | None) -> list[tuple[str, str]]:
     return [(key, _shown(value)) for key, value in sorted((detail or {}).items())]
 
 
-def _positive_int(text: str | None) -> int | None:
-    if text is None or not text.isdigit():
-        return None
-    return int(text) or None
-
-
 @guard("admin")
 async def audit_page(request: Request) -> Response:
-    before = _positive_int(request.query_params.get("before"))
+    raw = request.query_params.get("before", "")
+    before = None
+    if raw.isascii() and raw.isdigit():  # anything else: the newest page
+        try:
+            before = parse_id(raw, "before") or None
+        except ValueError as err:
+            return PlainTextResponse(str(err), status_code=400)
     entries = await asyncio.to_thread(_people(request).audit_log, AUDIT_PAGE + 1, before)
     older = entries[AUDIT_PAGE - 1].id if len(entries) > AUDIT_PAGE else None
     shown = entries[:AUDIT_PAGE]
@@ -457,7 +460,7 @@ routes: list[BaseRoute] = [
     Route("/admin/users/{name}/password", reset_password, methods=["POST"]),
     Route("/admin/users/{name}/sign-out", sign_out_user, methods=["POST"]),
     Route("/admin/users/{name}/tokens", create_token, methods=["POST"]),
-    Route("/admin/users/{name}/tokens/{token_id:int}/revoke", revoke_token, methods=["POST"]),
+    Route("/admin/users/{name}/tokens/{token_id}/revoke", revoke_token, methods=["POST"]),
     Route("/admin/users/{name}/delete", delete_user, methods=["GET", "POST"]),
     Route("/admin/groups", groups_page, methods=["GET", "POST"]),
     Route("/admin/groups/{group}/members", add_member, methods=["POST"]),

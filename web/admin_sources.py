@@ -225,10 +225,18 @@ def _common_fields(cls: ConnectorClass) -> dict[str, FormField]:
     }  # fmt: skip
 
 
+# Options only a config-file source may set (parse_source refuses them otherwise).
+FILE_ONLY_OPTIONS = frozenset({"allow_link_local"})
+
+
 def form_fields(cls: ConnectorClass) -> list[FormField]:
     """The inputs of a source form for kind `cls`, in display order."""
     common = _common_fields(cls)
-    options = [_model_field(cls.Options, n, i) for n, i in cls.Options.model_fields.items()]
+    options = [
+        _model_field(cls.Options, n, i)
+        for n, i in cls.Options.model_fields.items()
+        if n not in FILE_ONLY_OPTIONS
+    ]
     head = [common.pop("id"), common.pop("title")]
     return [*head, *options, *common.values()]
 

@@ -15,6 +15,7 @@ from aggregator.filters import EventFilter
 from aggregator.store import MAX_PAGE
 from web.access import Principal
 from web.auth import guard, principal_of
+from web.forms import parse_id, path_id
 from web.state import app_state
 
 DEFAULT_LIMIT = 50
@@ -46,6 +47,8 @@ async def list_events(request: Request) -> Response:
     try:
         flt = EventFilter.parse(request.query_params.get("q"))
         cursor = _int_param(request, "cursor")
+        if cursor is not None:
+            cursor = parse_id(cursor, "cursor")
         limit = _int_param(request, "limit") or DEFAULT_LIMIT
     except (QueryError, ValueError) as err:
         return _bad(str(err))
@@ -68,13 +71,12 @@ async def list_events(request: Request) -> Response:
 @guard("user")
 async def get_event(request: Request) -> Response:
     store = app_state(request).store
-    event = await run_in_threadpool(
-        partial(
-            store.get_event,
-            int(request.path_params["event_id"]),
-            viewer=viewer_principal(request).viewer,
+    event_id = path_id(request, "event_id")
+    event = None
+    if event_id is not None:
+        event = await run_in_threadpool(
+            partial(store.get_event, event_id, viewer=viewer_principal(request).viewer)
         )
-    )
     if event is None:  # not there, or not for this viewer: the same answer
         return JSONResponse({"error": "no such event"}, status_code=404)
     return JSONResponse(event.to_json())
@@ -136,6 +138,6 @@ async def readyz(request: Request) -> Response:
     return PlainTextResponse("ready")
 
 
-@guard("admin")  # per-source names and counts; scrapers send an admin's token
+@guard("operator")  # per-source names and counts; scrapers send an admin's token
 async def metrics_endpoint(request: Request) -> Response:
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -3,9 +3,10 @@ CSRF, and the guard every endpoint is wrapped in.
 
 A request is authenticated once, by `Authenticate`, in this order: an
 `Authorization: Bearer` API token; the trusted proxy's header (only from a
-`trusted_proxies` address); the signed session cookie. Until the first
-account exists, loopback clients that do not come through a proxy are one
-anonymous admin ("setup mode"), so a fresh `make run` is usable at once.
+`trusted_proxies` address); the session cookie (signed, holding a key the
+store knows). Until the first account exists, loopback clients that do not
+come through a proxy are one anonymous viewer who sees everything but
+administers nothing ("setup mode"), so a fresh `make run` shows its events.
 Endpoints declare what they need with `@guard(...)`: `/api/*` answers 401
 JSON, pages redirect to the sign-in form, members get 403 from admin pages.
 Requests that change something must carry the session's CSRF token (form field
@@ -42,6 +43,10 @@ from web.state import app_state
 log = logging.getLogger(__name__)
 
 PRINCIPAL = "tidings.principal"
+ANONYMOUS = ("/static/", "/healthz", "/readyz")
+FORWARDING_HEADERS = (
+    "forwarded", "x-forwarded-for", "x-real-ip", "via", "x-forwarded-proto", "x-forwarded-host",
+)  # fmt: skip
 SESSION_COOKIE = "tidings_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 TOKEN_TOUCH_EVERY = 60.0  # seconds; last-used times need not cost a write per request
@@ -49,7 +54,8 @@ TOKEN_TOUCH_EVERY = 60.0  # seconds; last-used times need not cost a write per r
 STALE_FORM = "the form expired or came from another site; reload the page and try again"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-Level = Literal["public", "user", "admin"]
+# "operator": an admin, or the setup-mode viewer (who sees everything anyway).
+Level = Literal["public", "user", "operator", "admin"]
 
 
 def is_loopback(conn: HTTPConnection) -> bool:
@@ -106,7 +112,9 @@ class Authenticate:
         self._touched: dict[int, float] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and not scope["path"].startswith("/static/"):
+        # Static files and health checks need nobody: a store that is down must
+        # not turn /healthz into a 500 or keep /readyz from saying so.
+        if scope["type"] in ("http", "websocket") and not scope["path"].startswith(ANONYMOUS):
             scope[PRINCIPAL] = await self.principal(HTTPConnection(scope))
         await self.app(scope, receive, send)
 
@@ -124,18 +132,18 @@ class Authenticate:
             if user is None:
                 return None
             await self._touch(state.store.people, token_id)
-            return access.principal(user, "token", token_id)
+            return access.principal(user, "token", token_hash(header[7:].strip()))
         auth: AuthConfig = state.config.auth
         if auth.proxy_header and _from_trusted_proxy(conn, auth):
             name = conn.headers.get(auth.proxy_header, "").strip()
             if name:
                 return await _proxy_user(access, name, auth)
-        session = conn.scope.get("session") or {}
-        uid, epoch = session.get("uid"), session.get("epoch")
-        if isinstance(uid, int):
-            user = access.user(uid)
-            if user is not None and user.session_epoch == epoch:
-                return access.principal(user, "session", epoch)
+        key = (conn.scope.get("session") or {}).get("key")
+        if isinstance(key, str):
+            key_hash = token_hash(key)
+            user = access.session_user(key_hash, datetime.now(UTC))
+            if user is not None:
+                return access.principal(user, "session", key_hash)
         if not snapshot.users and is_loopback(conn) and not _proxied(conn):
             return Principal(None, Viewer.everything("local"), "setup")
         return None
@@ -149,8 +157,9 @@ class Authenticate:
 
 def _proxied(conn: HTTPConnection) -> bool:
     """A loopback peer that forwards for someone else is a reverse proxy:
-    setup mode is for people on this machine only."""
-    return any(h in conn.headers for h in ("forwarded", "x-forwarded-for", "x-real-ip"))
+    setup mode is for people on this machine only. (A bare `proxy_pass` sends
+    none of these: that is why setup mode may read but never administer.)"""
+    return any(h in conn.headers for h in FORWARDING_HEADERS)
 
 
 def client_address(conn: HTTPConnection, auth: AuthConfig) -> str:
@@ -220,7 +229,8 @@ async def csrf_ok(request: Request) -> bool:
     ):
         value = (await request.form()).get("csrf_token")
         given = value if isinstance(value, str) else None
-    return given is not None and hmac.compare_digest(given, expected)
+    # As bytes: compare_digest refuses non-ASCII str, and a form may send any.
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _is_api(request: Request) -> bool:
@@ -242,7 +252,10 @@ def guard(level: Level) -> Callable[[Endpoint], Endpoint]:
             if level != "public":
                 if principal is None:
                     return unauthenticated(request)
-                if level == "admin" and not principal.is_admin:
+                operator = principal.is_admin or principal.via == "setup"
+                if (level == "admin" and not principal.is_admin) or (
+                    level == "operator" and not operator
+                ):
                     return forbidden(request, "admins only")
             # Only a bearer token is never sent by a browser on its own: sessions,
             # setup mode and the SSO proxy (its cookie or Kerberos) all are.

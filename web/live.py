@@ -171,7 +171,8 @@ class LiveConnection:
         if cursor is None:
             start = self.state.tail.last_id
         else:
-            start = min(cursor, await run_in_threadpool(self.state.store.max_event_id))
+            newest = await run_in_threadpool(self.state.store.max_event_id)
+            start = max(0, min(cursor, newest))  # nor below 0: it reaches a query
         stream = Stream(name, flt, start)
         self.streams[name] = stream
         await self.send({"type": "subscribed", "stream": name})
@@ -181,6 +182,9 @@ class LiveConnection:
     async def replay(self, stream: Stream) -> None:
         store = self.state.store
         while True:
+            # The rules of this moment, even if another process changed them
+            # and nothing here has noticed yet (the tail checks once a second).
+            await self.state.access.current()
             principal = self.principal
             if principal is None:
                 raise SignedOutError

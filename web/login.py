@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 
 from limits import parse as parse_rate
@@ -15,7 +15,13 @@ from limits.strategies import MovingWindowRateLimiter
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from aggregator.accounts import User, check_password, hash_password, verify_password
+from aggregator.accounts import (
+    User,
+    check_password,
+    hash_password,
+    token_hash,
+    verify_password,
+)
 from aggregator.exceptions import AccountError
 from web.access import Principal
 from web.auth import client_address, csrf_token, guard, principal_of, safe_next
@@ -42,7 +48,9 @@ async def login(request: Request) -> Response:
     rate = parse_rate(state.config.auth.login_limit)
     address = client_address(request, state.config.auth)
     keys = (("name", name.lower()), ("address", address))
-    if not all(_limiter.test(rate, *k) for k in keys):
+    # Count the attempt before checking the password, so that guesses sent in
+    # parallel cannot all slip past; a success wipes the count again.
+    if not all([_limiter.hit(rate, *k) for k in keys]):  # a list: count on both keys
         return render(
             request,
             "login.html",
@@ -56,34 +64,48 @@ async def login(request: Request) -> Response:
     people = state.store.people
     snapshot = await state.access.current()
     user = snapshot.user_named(name)
-    stored = await asyncio.to_thread(people.password_hash, name) if user else None
+    stored = await asyncio.to_thread(people.password_hash, user.name) if user else None
     ok = await asyncio.to_thread(verify_password, stored, password)
     if not ok or user is None or user.disabled:
-        for key in keys:
-            _limiter.hit(rate, *key)
         return render(
             request,
             "login.html",
             {"next": target, "name": name, "error": "Wrong user name or password."},
             status_code=400,
         )
-    # A new session id on sign-in: no fixation of a cookie set beforehand.
+    for key in keys:
+        _limiter.clear(rate, *key)
+    lifetime = timedelta(days=state.config.auth.session_days)
+    session_key = await asyncio.to_thread(
+        people.create_session, user.id, now=datetime.now(UTC), lifetime=lifetime
+    )
+    await state.access.reload()
+    # A new session on sign-in: no fixation of a cookie set beforehand.
     request.session.clear()
-    request.session.update({"uid": user.id, "epoch": user.session_epoch})
+    request.session["key"] = session_key
     csrf_token(request)
     return RedirectResponse(target, status_code=303)
 
 
 @guard("public")
 async def logout(request: Request) -> Response:
+    """Ends the session on the server too: a copy of the cookie, or a live
+    stream opened with it, stops working as well."""
+    state = app_state(request)
+    key = request.session.get("key")
+    if isinstance(key, str):
+        await asyncio.to_thread(state.store.people.end_session, token_hash(key))
+        await state.access.reload()
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
 
 def _account(request: Request, **context: object) -> Response:
-    return render(
+    response = render(
         request, "account.html", context, status_code=400 if context.get("errors") else 200
     )
+    response.headers["Cache-Control"] = "no-store"  # it may show a new token, once
+    return response
 
 
 async def _account_page(request: Request, user: User, **context: object) -> Response:
@@ -121,7 +143,10 @@ async def change_password(request: Request, principal: Principal, user: User) ->
     current, new, repeat = (form_text(form, k) for k in ("current", "password", "repeat"))
     errors: dict[str, str] = {}
     stored = await asyncio.to_thread(state.store.people.password_hash, user.name)
-    if not await asyncio.to_thread(verify_password, stored, current):
+    # A stolen session must not make a free password oracle: the sign-in limit applies.
+    if not _limiter.hit(parse_rate(state.config.auth.login_limit), "name", user.name.lower()):
+        errors["current"] = TOO_MANY
+    elif not await asyncio.to_thread(verify_password, stored, current):
         errors["current"] = "That is not your current password."
     try:
         check_password(new)
@@ -131,18 +156,17 @@ async def change_password(request: Request, principal: Principal, user: User) ->
         errors["repeat"] = "The two new passwords differ."
     if errors:
         return await _account_page(request, user, errors=errors)
+    _limiter.clear(parse_rate(state.config.auth.login_limit), "name", user.name.lower())
     hashed = await asyncio.to_thread(hash_password, new)
     await asyncio.to_thread(
         state.store.people.update_user,
         user.name,
         password_hash=hashed,
+        keep_session=principal.credential,  # other sessions end; this one goes on
         actor=principal.name,
         now=datetime.now(UTC),
     )
     await state.access.reload()
-    changed = state.access.user(user.id)
-    if changed is not None:  # other sessions end; this one goes on
-        request.session["epoch"] = changed.session_epoch
     return RedirectResponse("/account?changed=password", status_code=303)
 
 

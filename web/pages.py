@@ -37,7 +37,16 @@ async def dashboard(request: Request) -> Response:
         events = await run_in_threadpool(
             partial(state.store.latest_events, flt, viewer=principal.viewer, limit=PAGE_SIZE)
         )
-    cursor = events[0].id if events else published
+    if events:
+        cursor = events[0].id
+    else:
+        # Not `published` itself: that is the newest id of every source, and
+        # polling a query that matches nothing would show when sources this
+        # viewer may not see get events. No event the viewer may see lies
+        # between this id and `published`; the websocket replays the rest.
+        cursor = await run_in_threadpool(
+            partial(state.store.max_event_id, viewer=principal.viewer, at_most=published)
+        )
     names = await run_in_threadpool(partial(state.store.source_names, viewer=principal.viewer))
     return render(
         request,

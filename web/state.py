@@ -41,7 +41,7 @@ class AppState:
     tail: EventTail
     poller: Poller | None
     access: Access
-    session_secret: str
+    session_secret: str = field(repr=False)
     event_json: EventJsonCache = field(default_factory=EventJsonCache)
 
 

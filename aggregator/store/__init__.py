@@ -658,9 +658,16 @@ class Store:
     # of which filters again). It is keyword-only and has no default, so no
     # read path can forget it.
 
-    def max_event_id(self) -> int:
+    def max_event_id(self, *, viewer: Viewer | None = None, at_most: int | None = None) -> int:
+        """The newest event id (0 when none): of the events `viewer` may see
+        (all for None), and no higher than `at_most` when given."""
+        query = select(func.coalesce(func.max(events.c.id), 0))
+        if viewer is not None:
+            query = query.where(viewer.where(events.c.source_id))
+        if at_most is not None:
+            query = query.where(events.c.id <= at_most)
         with self._read.connect() as conn:
-            return conn.scalar(select(func.coalesce(func.max(events.c.id), 0))) or 0
+            return conn.scalar(query) or 0
 
     def latest_events(
         self,

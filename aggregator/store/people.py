@@ -11,8 +11,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
@@ -34,6 +34,7 @@ from aggregator.store.schema import (
     audit_log,
     groups,
     memberships,
+    sessions,
     settings,
     sources,
     users,
@@ -67,11 +68,13 @@ class AccessSnapshot:
     revision: int
     users: dict[int, User]
     by_name: dict[str, int]
-    tokens: dict[str, tuple[int, int]]  # token hash -> (token id, user id)
+    tokens: dict[str, tuple[int, int]] = field(repr=False)  # token hash -> (id, user id)
+    sessions: dict[str, tuple[int, datetime]] = field(repr=False)  # key hash -> (user, expiry)
     audiences: dict[str, tuple[str, ...]]  # source id -> audience
 
     def user_named(self, name: str) -> User | None:
-        uid = self.by_name.get(name)
+        """User names are unique without case, and found so."""
+        uid = self.by_name.get(name.casefold())
         return self.users.get(uid) if uid is not None else None
 
 
@@ -104,6 +107,12 @@ class People:
                     select(api_tokens.c.id, api_tokens.c.user_id, api_tokens.c.token_hash)
                 )
             }
+            live_sessions = {
+                r.key_hash: (r.user_id, r.expires_at)
+                for r in conn.execute(
+                    select(sessions.c.key_hash, sessions.c.user_id, sessions.c.expires_at)
+                )
+            }
             audiences = {
                 r.id: tuple(r.config.get("audience", ()))
                 for r in conn.execute(select(sources.c.id, sources.c.config))
@@ -111,8 +120,9 @@ class People:
         return AccessSnapshot(
             revision=int(revision) if revision is not None else 0,
             users=found,
-            by_name={u.name: u.id for u in found.values()},
+            by_name={u.name.casefold(): u.id for u in found.values()},
             tokens=tokens,
+            sessions=live_sessions,
             audiences=audiences,
         )
 
@@ -210,7 +220,6 @@ class People:
                     name=name,
                     role=ADMIN if admin else MEMBER,
                     password_hash=password_hash,
-                    session_epoch=0,
                     disabled=False,
                     created_at=now,
                 )
@@ -233,9 +242,11 @@ class People:
         groups: Sequence[str] | None = None,
         password_hash: str | None = None,
         sign_out: bool = False,
+        keep_session: str | None = None,
     ) -> None:
         """Change what is given. A new password, disabling, or `sign_out`
-        ends every session the user has (their cookies stop working)."""
+        ends every session the user has but `keep_session` (a key hash: the
+        browser that changed its own password stays signed in)."""
         wanted = None if groups is None else [check_group_name(g) for g in dict.fromkeys(groups)]
         with self._writing() as conn:
             uid = self._user_id(conn, name)
@@ -253,7 +264,11 @@ class People:
                 values["password_hash"] = password_hash
                 changes["password_changed"] = True
             if password_hash is not None or disabled or sign_out:
-                values["session_epoch"] = users.c.session_epoch + 1
+                conn.execute(
+                    delete(sessions).where(
+                        sessions.c.user_id == uid, sessions.c.key_hash != (keep_session or "")
+                    )
+                )
                 if sign_out:
                     changes["signed_out"] = True
             if values:
@@ -271,6 +286,7 @@ class People:
             self._keep_an_admin(conn, uid)
             conn.execute(delete(memberships).where(memberships.c.user_id == uid))
             conn.execute(delete(api_tokens).where(api_tokens.c.user_id == uid))
+            conn.execute(delete(sessions).where(sessions.c.user_id == uid))
             conn.execute(delete(users).where(users.c.id == uid))
             audit(conn, actor, "user.delete", name, now)
             bump_revision(conn)
@@ -313,9 +329,7 @@ class People:
     def remove_member(self, group: str, user: str, *, actor: str, now: datetime) -> None:
         with self._writing() as conn:
             uid = self._user_id(conn, user)
-            gid = conn.scalar(
-                select(groups.c.id).where(func.lower(groups.c.name) == group.lower())
-            )
+            gid = conn.scalar(select(groups.c.id).where(func.lower(groups.c.name) == group.lower()))
             if gid is None:
                 raise AccountError(f"no group {group!r}", field="group")
             gone = conn.execute(
@@ -325,6 +339,30 @@ class People:
             ).rowcount
             if gone:
                 audit(conn, actor, "group.remove_member", group, now, user=user)
+                bump_revision(conn)
+
+    # --- sessions ---------------------------------------------------------
+
+    def create_session(self, user_id: int, *, now: datetime, lifetime: timedelta) -> str:
+        """A new session for a signed-in browser: the key for its cookie (only
+        the key's hash is kept). Expired sessions are swept on the way."""
+        key = secrets.token_urlsafe(32)
+        with self._writing() as conn:
+            conn.execute(delete(sessions).where(sessions.c.expires_at <= now))
+            conn.execute(
+                insert(sessions).values(
+                    key_hash=token_hash(key),
+                    user_id=user_id,
+                    created_at=now,
+                    expires_at=now + lifetime,
+                )
+            )
+            bump_revision(conn)
+        return key
+
+    def end_session(self, key_hash: str) -> None:
+        with self._writing() as conn:
+            if conn.execute(delete(sessions).where(sessions.c.key_hash == key_hash)).rowcount:
                 bump_revision(conn)
 
     # --- tokens -----------------------------------------------------------
@@ -423,7 +461,6 @@ def _user(row: Any, member_of: Iterable[str]) -> User:
         role=row.role,
         groups=frozenset(member_of),
         disabled=row.disabled,
-        session_epoch=row.session_epoch,
         has_password=row.password_hash is not None,
         created_at=row.created_at,
     )

@@ -110,10 +110,10 @@ users = Table(
     Column("name", String(64), nullable=False, unique=True),
     Column("role", String(8), nullable=False),  # "admin" | "member"
     Column("password_hash", Text),  # argon2id; NULL: signs in through the proxy only
-    # Bumped by a password change or "sign out everywhere": older cookies stop working.
-    Column("session_epoch", Integer, nullable=False, default=0),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # AUTOINCREMENT: a deleted user's id is never given to someone else.
+    sqlite_autoincrement=True,
 )
 
 groups = Table(
@@ -141,6 +141,19 @@ api_tokens = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime),
+    sqlite_autoincrement=True,
+)
+
+# Signed-in browsers. The cookie holds a random key; this holds its SHA-256, so
+# signing out (or a password change) ends a session on the server, not only in
+# the browser that asked.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
 )
 
 # Small named values: the session signing key, the access-control revision.

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import socket
+import time
+from typing import Any
 
+import anyio
 import pytest
 
+import connectors.http
 from aggregator.connector import HttpSettings
 from aggregator.exceptions import FetchError
 from connectors.http import Fetcher
@@ -83,3 +88,147 @@ async def test_errors_never_show_credentials_or_query_tokens(feed_server: FeedSe
     message = str(err.value)
     assert "HTTP 403" in message and f"127.0.0.1:{port}/private" in message
     assert "s3cret" not in message and "t0ken" not in message and "user" not in message
+
+
+# Link-local and cloud-metadata addresses. No test here ever reaches one:
+# `loopback_only` fails any connection to anything but 127.0.0.1.
+
+
+@pytest.fixture
+def connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Hosts httpcore2 connected to; a connection anywhere but 127.0.0.1 fails."""
+    seen: list[str] = []
+    real = anyio.connect_tcp
+
+    async def loopback_only(remote_host: Any, remote_port: int, **kw: Any) -> Any:
+        seen.append(str(remote_host))
+        if str(remote_host) not in ("127.0.0.1", "meta.test"):
+            raise OSError(f"test tried to connect to {remote_host}")
+        return await real(remote_host, remote_port, **kw)
+
+    monkeypatch.setattr(anyio, "connect_tcp", loopback_only)
+    return seen
+
+
+def resolve_to(monkeypatch: pytest.MonkeyPatch, *, check: list[str], connect: str) -> None:
+    """`meta.test` resolves to `check` for the fetcher's address check and to
+    `connect` when httpcore2 connects (through socket.getaddrinfo)."""
+
+    async def fake_resolve(host: str) -> list[str]:
+        assert host == "meta.test"
+        return check
+
+    real = socket.getaddrinfo
+
+    def fake_getaddrinfo(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
+        if host in ("meta.test", b"meta.test"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (connect, port or 0))]
+        return real(host, port, *args, **kw)
+
+    monkeypatch.setattr(connectors.http, "resolve", fake_resolve)
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "kind"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254", "cloud-metadata"),
+        ("http://[fd00:ec2::254]/latest/meta-data/", "fd00:ec2::254", "cloud-metadata"),
+        ("http://[::ffff:169.254.169.254]/", "::ffff:169.254.169.254", "cloud-metadata"),
+        ("https://169.254.10.1:8443/", "169.254.10.1", "link-local"),
+        ("http://[fe80::1]/", "fe80::1", "link-local"),
+    ],
+)
+async def test_link_local_and_metadata_addresses_are_refused_before_connecting(
+    url: str, host: str, kind: str, connections: list[str]
+) -> None:
+    start = time.monotonic()
+    async with Fetcher.open(SETTINGS) as fetcher:
+        with pytest.raises(FetchError) as err:
+            await fetcher.get(url)
+    assert time.monotonic() - start < 1  # no connect timeout waited out
+    assert connections == []  # no network traffic at all
+    message = str(err.value)
+    assert f"{host} is a {kind} address" in message
+    assert "allow_link_local = true" in message
+
+
+async def test_a_name_is_refused_when_any_of_its_addresses_is(
+    monkeypatch: pytest.MonkeyPatch, connections: list[str]
+) -> None:
+    # The real resolver (getaddrinfo, which this fakes) and the any-address rule.
+    def two_addresses(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
+        assert host == "meta.test"
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", 0)),
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    url = "http://user:s3cret@meta.test/latest/meta-data?token=t0ken"
+    async with Fetcher.open(SETTINGS) as fetcher:
+        with pytest.raises(FetchError) as err:
+            await fetcher.get(url)
+    message = str(err.value)
+    assert "meta.test resolves to 169.254.169.254, a cloud-metadata address" in message
+    assert "s3cret" not in message and "t0ken" not in message and "user" not in message
+    assert connections == []
+
+
+async def test_a_redirect_to_the_metadata_address_is_refused_at_that_hop(
+    feed_server: FeedServer, connections: list[str]
+) -> None:
+    target = "http://169.254.169.254/latest/meta-data"
+    feed_server.put("/r?token=t0ken", b"", status=302, headers={"Location": target})
+    async with Fetcher.open(SETTINGS) as fetcher:
+        with pytest.raises(FetchError) as err:
+            await fetcher.get(feed_server.url("/r?token=t0ken"))
+    message = str(err.value)
+    origin = feed_server.url("/r") + "?…"  # redacted: no query string
+    assert message.startswith(f"refused to fetch {target} (redirected from {origin})")
+    assert "169.254.169.254 is a cloud-metadata address" in message
+    assert "allow_link_local = true" in message and "t0ken" not in message
+    assert feed_server.hits("/r?token=t0ken") == 1
+    assert connections == ["127.0.0.1"]  # the loopback server only
+
+
+async def test_a_redirect_to_a_name_resolving_to_link_local_is_refused(
+    feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch, connections: list[str]
+) -> None:
+    resolve_to(monkeypatch, check=["169.254.1.1"], connect="127.0.0.1")
+    feed_server.put("/r", b"", status=301, headers={"Location": "http://meta.test/feed"})
+    async with Fetcher.open(SETTINGS) as fetcher:
+        with pytest.raises(FetchError, match=r"meta\.test resolves to 169\.254\.1\.1, a link"):
+            await fetcher.get(feed_server.url("/r"))
+    assert connections == ["127.0.0.1"]
+
+
+async def test_allow_link_local_skips_the_check_at_every_hop(
+    feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch, connections: list[str]
+) -> None:
+    # The check would see the metadata address; the connection goes to loopback.
+    resolve_to(monkeypatch, check=["169.254.169.254"], connect="127.0.0.1")
+    feed_server.put("/feed", b"<rss/>")
+    meta = f"http://meta.test:{feed_server.port}"
+    feed_server.put("/r", b"", status=302, headers={"Location": f"{meta}/feed"})
+    async with Fetcher.open(SETTINGS) as fetcher:
+        with pytest.raises(FetchError, match=r"meta\.test resolves to 169\.254\.169\.254"):
+            await fetcher.get(f"{meta}/feed")
+        assert feed_server.hits("/feed") == 0 and connections == []
+
+        direct = await fetcher.get(f"{meta}/feed", allow_link_local=True)
+        redirected = await fetcher.get(feed_server.url("/r"), allow_link_local=True)
+    assert direct.content == redirected.content == b"<rss/>"
+    assert redirected.url == f"{meta}/feed"
+    assert feed_server.hits("/feed") == 2
+    assert set(connections) <= {"127.0.0.1", "meta.test"}
+
+
+async def test_loopback_names_are_allowed(
+    feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch, connections: list[str]
+) -> None:
+    resolve_to(monkeypatch, check=["127.0.0.1", "::1"], connect="127.0.0.1")
+    feed_server.put("/feed", b"<rss/>")
+    async with Fetcher.open(SETTINGS) as fetcher:
+        got = await fetcher.get(f"http://meta.test:{feed_server.port}/feed")
+    assert got.content == b"<rss/>"

@@ -26,7 +26,7 @@ from aggregator.secrets import SecretRef
 from aggregator.store import SourceStatus, Store
 from aggregator.types import EventData, JSONObject, PollResult
 from tests.support import FeedServer, rss
-from web.admin_sources import form_fields, slugify, unique_id
+from web.admin_sources import FILE_ONLY_OPTIONS, form_fields, slugify, unique_id
 from web.app import create_app
 
 NOW = datetime.now(UTC)
@@ -34,12 +34,14 @@ CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "feeds"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 WIKI_ERROR = "https://e.org/w: HTTP 503 Service Unavailable (the wiki is being upgraded)"
 FEED = "/feed.xml"
+ROOT_PASSWORD = "root password"
+ROOT_HASH = hash_password(ROOT_PASSWORD)
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    """Setup mode (no users yet, a loopback client): the client is an admin.
-    One file source, `wiki`, with 30 events and a failed last poll."""
+    """Signed in as the admin `root`. One file source, `wiki`, with 30 events
+    and a failed last poll."""
     config = parse_config(
         {
             "store": {"url": f"sqlite:///{tmp_path}/t.db"},
@@ -58,8 +60,10 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     store.record_poll(wiki, prepare(items), state=None, now=NOW, next_poll_at=NOW)
     later = NOW + timedelta(minutes=10)
     store.record_failure("wiki", WIKI_ERROR, now=later, next_poll_at=later)
+    store.people.create_user("root", password_hash=ROOT_HASH, admin=True, actor="test", now=NOW)
     store.close()
     with TestClient(create_app(config), client=("127.0.0.1", 50000)) as c:
+        login(c, "root", ROOT_PASSWORD)
         yield c
 
 
@@ -510,7 +514,8 @@ async def test_preview_is_newest_first_sanitised_limited_and_wraps_crashes(
 def test_every_common_key_has_an_input() -> None:
     names = {f.name for f in form_fields(connector_class("feed"))}
     assert set(SourceCommon.model_fields) - {"kind"} <= names
-    assert set(connector_class("feed").Options.model_fields) <= names
+    assert set(connector_class("feed").Options.model_fields) - FILE_ONLY_OPTIONS <= names
+    assert not FILE_ONLY_OPTIONS & names
 
 
 # --- who may ----------------------------------------------------------------------------

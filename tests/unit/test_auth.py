@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect
 
 import web.login
 from aggregator.accounts import hash_password, token_hash
@@ -198,6 +199,13 @@ def use_session(client: TestClient, value: str) -> None:
     client.cookies.set(SESSION_COOKIE, value, domain="testserver.local")
 
 
+def new_session(site: Site, user_id: int) -> str:
+    """A session made in the store, as a sign-in would; the hash of its key."""
+    key = site.people.create_session(user_id, now=datetime.now(UTC), lifetime=timedelta(days=1))
+    site.reload()
+    return token_hash(key)
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -224,10 +232,13 @@ def test_setup_mode_is_for_loopback_clients_of_an_instance_without_accounts(
     get = site.client.get
     for address in (LOOPBACK, "::1"):
         assert get("/api/events", headers=peer(address)).status_code == 200
-        assert get("/metrics", headers=peer(address)).status_code == 200  # the setup admin
+        assert get("/metrics", headers=peer(address)).status_code == 200
+        # It sees everything but administers nothing: a bare proxy_pass from
+        # the internet looks just like it. The first admin comes from the CLI.
+        assert get("/admin/sources", headers=peer(address)).status_code == 403
     assert get("/api/events", headers=peer(REMOTE)).status_code == 401
     assert get("/api/events", headers=peer("testclient")).status_code == 401
-    for forwarded in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+    for forwarded in ("X-Forwarded-For", "Forwarded", "X-Real-IP", "Via", "X-Forwarded-Host"):
         # A loopback peer forwarding for someone else is a reverse proxy.
         res = get("/api/events", headers={forwarded: "203.0.113.9"})
         assert res.status_code == 401, forwarded
@@ -346,7 +357,7 @@ def test_sign_in_starts_a_new_session(site: Site) -> None:
     before = _session(client)
     sign_in(client, "max")
     after = _session(client)
-    assert after["uid"] and after["csrf"] != before["csrf"]
+    assert after["key"] and after["csrf"] != before["csrf"]
 
 
 # --- CSRF ----------------------------------------------------------------------------
@@ -462,6 +473,45 @@ def test_sign_out_everywhere_ends_every_session(site: Site) -> None:
     for session in (first, second):
         use_session(client, session)
         assert client.get("/api/events").status_code == 401
+
+
+def test_signing_out_ends_the_session_on_the_server(site: Site) -> None:
+    client = site.client
+    client.headers.update(peer(REMOTE))
+    other = signed_in(client, "max")  # another browser of max's
+    copy = signed_in(client, "max")
+    with client.websocket_connect("/ws") as ws:
+        token = csrf_from(client.get("/account").text)
+        assert client.post("/logout", data={"csrf_token": token}).status_code == 303
+        ws.send_json({"type": "ping"})
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1008
+    use_session(client, copy)  # a copy of the cookie taken before signing out
+    assert client.get("/api/events").status_code == 401
+    use_session(client, other)  # the other browser stays signed in
+    assert client.get("/api/events").status_code == 200
+
+
+def test_a_new_user_never_inherits_a_deleted_users_session(site: Site) -> None:
+    client = site.client
+    client.headers.update(peer(REMOTE))
+    old = signed_in(client, "max")
+    max_id = site.people.user("max").id  # type: ignore[union-attr]
+    site.people.delete_user("max", actor="ada", now=NOW)
+    eve = site.people.create_user("eve", password_hash=None, admin=True, actor="ada", now=NOW)
+    assert eve.id != max_id  # ids are never reused
+    use_session(client, old)
+    assert client.get("/api/events").status_code == 401
+    assert client.get("/admin/users").status_code == 303
+
+
+def test_a_non_ascii_csrf_token_is_refused_not_a_crash(site: Site) -> None:
+    client = site.client
+    client.headers.update(peer(REMOTE))
+    signed_in(client, "max")
+    res = client.post("/account/tokens", data={"csrf_token": "é" * 43, "token_name": "x"})
+    assert res.status_code == 403
 
 
 def test_a_disabled_users_session_and_tokens_stop_working(site: Site) -> None:
@@ -727,7 +777,7 @@ def test_a_socket_authenticated_under_old_rules_is_judged_by_the_new(site: Site)
     assert max_user is not None
     legal = state.store.latest_events(viewer=None)
     [secret] = [e for e in legal if e.source_id == "sec"]
-    before = access.principal(max_user, "session", max_user.session_epoch)
+    before = access.principal(max_user, "session", new_session(site, max_user.id))
     assert before.viewer.can_see("sec")
 
     site.people.remove_member("legal", "max", actor="ada", now=NOW)
@@ -784,14 +834,17 @@ def test_events_committed_after_a_rule_change_go_out_under_the_new_rules(site: S
             committed.extend(new_ids)
         return state.store.events_after(cursor, viewer=None)
 
+    max_user = state.access.snapshot.user_named("max")
+    assert max_user is not None
+    session = new_session(site, max_user.id)
+
     async def scenario() -> list[dict[str, Any]]:
         bus = Bus()
         tail = EventTail(bus, read_after, state.store.max_event_id())
         tail.before_publish = state.access.current
         isolated = dataclasses.replace(state, bus=bus, tail=tail)
-        max_user = state.access.snapshot.user_named("max")
         assert max_user is not None
-        principal = state.access.principal(max_user, "session", max_user.session_epoch)
+        principal = state.access.principal(max_user, "session", session)
         socket = _RecordingSocket()
         conn = LiveConnection(socket, isolated, principal)  # type: ignore[arg-type]
         conn.streams["s"] = Stream("s", EventFilter(), tail.last_id)
@@ -827,11 +880,13 @@ def test_every_route_is_wrapped_by_guard(tmp_path: Path) -> None:
             continue
         assert isinstance(route, Route), route
         level = getattr(route.endpoint, "guard_level", None)
-        assert level in ("public", "user", "admin"), f"{route.path} is not wrapped by guard"
+        assert level in ("public", "user", "operator", "admin"), f"{route.path} is unguarded"
         if level == "public":
             assert route.path.startswith(PUBLIC), f"{route.path} is public"
-        if route.path.startswith(("/admin", "/metrics")):
+        if route.path.startswith("/admin"):
             assert level == "admin", route.path
+        if level == "operator":
+            assert route.path == "/metrics", route.path
 
 
 def test_account_pages_in_setup_mode_go_home(make_site: MakeSite) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import io
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -170,18 +170,32 @@ def test_set_password_disable_enable_sign_out(
 ) -> None:
     create(tidings, "alice", "--admin")
     create(tidings, "bob")
-    epoch = store.people.user("bob").session_epoch  # type: ignore[union-attr]
+    bob_id = store.people.user("bob").id  # type: ignore[union-attr]
+
+    def sessions_of_bob() -> int:
+        return sum(uid == bob_id for uid, _ in store.people.snapshot().sessions.values())
+
+    def signed_in() -> None:
+        store.people.create_session(bob_id, now=datetime.now(UTC), lifetime=timedelta(days=1))
+        assert sessions_of_bob() == 1
+
+    signed_in()
 
     monkeypatch.setenv("NEW_PW", "another long password")
     assert tidings("users", "set-password", "bob", "--password-env", "NEW_PW") == 0
     assert "another long password" not in tidings.out + tidings.err
     assert verify_password(store.people.password_hash("bob"), "another long password")
     assert not verify_password(store.people.password_hash("bob"), PASSWORD)
+    assert sessions_of_bob() == 0  # a new password ends every session
 
+    signed_in()
     assert tidings("users", "sign-out", "bob") == 0
+    assert sessions_of_bob() == 0
+    signed_in()
     assert tidings("users", "disable", "bob") == 0
+    assert sessions_of_bob() == 0
     bob = store.people.user("bob")
-    assert bob is not None and bob.disabled and bob.session_epoch == epoch + 3
+    assert bob is not None and bob.disabled
     assert tidings("users", "enable", "bob") == 0
     assert not store.people.user("bob").disabled  # type: ignore[union-attr]
 

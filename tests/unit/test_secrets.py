@@ -225,3 +225,9 @@ def test_web_made_sources_fetch_http_only() -> None:
         with pytest.raises(ConfigError, match=r"source\.url: .*http\(s\) URLs only"):
             parse_source({"id": "s", "kind": "feed", "url": url}, "source", "db")
     parse_source({"id": "s", "kind": "feed", "url": "HTTPS://e.org/f"}, "source", "db")
+    with pytest.raises(ConfigError, match=r"source\.allow_link_local: only sources in the config"):
+        parse_source(
+            {"id": "s", "kind": "feed", "url": "https://e.org/f", "allow_link_local": True},
+            "source",
+            "db",
+        )

@@ -32,7 +32,7 @@ class MailboxConnector(Connector[ConnectorOptions]):
 
 
 def user(role: str = MEMBER, *groups: str, disabled: bool = False) -> User:
-    return User(1, "u", role, frozenset(groups), disabled, 0, True, NOW)
+    return User(1, "u", role, frozenset(groups), disabled, True, NOW)
 
 
 def test_audience_rule() -> None:

@@ -1,4 +1,4 @@
-"""Users, groups, API tokens, settings and the audit log.
+"""Users, groups, API tokens, sessions, settings and the audit log.
 
 Revision ID: 0002
 Revises: 0001
@@ -22,9 +22,9 @@ def upgrade() -> None:
         sa.Column("name", sa.String(64), nullable=False, unique=True),
         sa.Column("role", sa.String(8), nullable=False),
         sa.Column("password_hash", sa.Text),
-        sa.Column("session_epoch", sa.Integer, nullable=False),
         sa.Column("disabled", sa.Boolean, nullable=False),
         sa.Column("created_at", UTCDateTime, nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "groups",
@@ -57,6 +57,16 @@ def upgrade() -> None:
         sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("last_used_at", UTCDateTime),
+        sqlite_autoincrement=True,
+    )
+    op.create_table(
+        "sessions",
+        sa.Column("key_hash", sa.String(64), primary_key=True),
+        sa.Column(
+            "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("expires_at", UTCDateTime, nullable=False),
     )
     op.create_table(
         "settings",
@@ -77,5 +87,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("audit_log", "settings", "api_tokens", "memberships", "groups", "users"):
+    tables = ("audit_log", "settings", "sessions", "api_tokens", "memberships", "groups", "users")
+    for table in tables:
         op.drop_table(table)
