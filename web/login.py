@@ -25,7 +25,7 @@ from aggregator.accounts import (
 from aggregator.exceptions import AccountError
 from web.access import Principal
 from web.auth import client_address, csrf_token, guard, principal_of, safe_next
-from web.forms import form_text
+from web.forms import form_text, path_id
 from web.state import app_state
 from web.templating import render
 
@@ -192,14 +192,16 @@ async def create_token(request: Request, principal: Principal, user: User) -> Re
 @for_account_holders
 async def revoke_token(request: Request, principal: Principal, user: User) -> Response:
     state = app_state(request)
+    token_id = path_id(request, "token_id")
     with contextlib.suppress(AccountError):  # already gone
-        await asyncio.to_thread(
-            state.store.people.revoke_token,
-            int(request.path_params["token_id"]),
-            actor=principal.name,
-            now=datetime.now(UTC),
-            user=user.name,
-        )
+        if token_id is not None:
+            await asyncio.to_thread(
+                state.store.people.revoke_token,
+                token_id,
+                actor=principal.name,
+                now=datetime.now(UTC),
+                user=user.name,
+            )
     await state.access.reload()
     return RedirectResponse("/account", status_code=303)
 

@@ -248,3 +248,14 @@ def test_session_forms_still_need_csrf_on_the_guarded_revoke(site: Site) -> None
     csrf = csrf_from(site.client.get("/admin/users/max").text)
     res = site.client.post(f"/admin/users/max/tokens/{TOO_BIG}/revoke", data={"csrf_token": csrf})
     assert res.status_code == 404
+
+
+def test_huge_ids_in_any_path_are_a_404_or_a_redirect_never_a_500(site: Site) -> None:
+    client = site.client
+    client.headers.update(peer(REMOTE))
+    signed_in(client, "max")
+    token = csrf_from(client.get("/account").text)
+    for digits in ("9" * 20, "9" * 5000):
+        assert client.get(f"/api/events/{digits}").status_code == 404
+        res = client.post(f"/account/tokens/{digits}/revoke", data={"csrf_token": token})
+        assert (res.status_code, res.headers["location"]) == (303, "/account")
