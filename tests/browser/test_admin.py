@@ -83,7 +83,9 @@ def test_admin_adds_tests_and_polls_a_source_members_see_only_theirs(
 ) -> None:
     first = {"guid": "n-1", "title": "Quarterly figures are out"}
     second = {"guid": "n-2", "title": "New office opens in Leeds"}
+    third = {"guid": "n-3", "title": "Canteen menu for December"}
     secret = {"guid": "l-1", "title": "Privileged: merger memo"}
+    later_secret = {"guid": "l-2", "title": "Privileged: board minutes"}
     feed_server.put(NEWS, rss([first]), etag='"v1"')
     feed_server.put(LEGAL, rss([secret]), etag='"v1"')
     config = write_config(tmp_path, "")
@@ -146,9 +148,24 @@ def test_admin_adds_tests_and_polls_a_source_members_see_only_theirs(
             expect(entry(bob, second["title"])).to_have_count(1)
             expect(bob.locator(EVENTS)).to_have_count(2)
             expect(entry(bob, secret["title"])).to_have_count(0)
+            expect(bob.locator("#live-status")).to_have_attribute("data-state", "live")
+
+            # Live, too: a new legal event reaches ann's open dashboard, never bob's.
+            # The news event after it is the sentinel: by the time it reaches bob,
+            # the legal one (an earlier id) would have arrived had it leaked.
+            feed_server.put(LEGAL, rss([secret, later_secret]), etag='"v2"')
+            page.get_by_role("button", name="Poll legal-news now").click()
+            expect(entry(board, later_secret["title"])).to_have_count(1, timeout=LIVE_MS)
+            feed_server.put(NEWS, rss([first, second, third]), etag='"v3"')
+            page.get_by_role("button", name="Poll news now").click()
+            expect(entry(bob, third["title"])).to_have_count(1, timeout=LIVE_MS)
+            expect(entry(bob, later_secret["title"])).to_have_count(0)
+            expect(bob.locator(EVENTS)).to_have_count(3)
+
             refused = bob.goto(proc.base + "/admin/sources")
             assert refused is not None and refused.status == 403
             assert secret["title"] not in stored_titles(bob, proc)
+            assert later_secret["title"] not in stored_titles(bob, proc)
             assert errors == []
     finally:
         admin.close()
