@@ -51,6 +51,10 @@ SESSION_COOKIE = "tidings_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 TOKEN_TOUCH_EVERY = 60.0  # seconds; last-used times need not cost a write per request
 
+SETUP_NO_ADMIN = (
+    "admins only: no accounts exist yet. Create the first admin with "
+    "`tidings users create NAME --admin`, then sign in at /login"
+)
 STALE_FORM = "the form expired or came from another site; reload the page and try again"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -256,7 +260,9 @@ def guard(level: Level) -> Callable[[Endpoint], Endpoint]:
                 if (level == "admin" and not principal.is_admin) or (
                     level == "operator" and not operator
                 ):
-                    return forbidden(request, "admins only")
+                    return forbidden(
+                        request, SETUP_NO_ADMIN if principal.via == "setup" else "admins only"
+                    )
             # Only a bearer token is never sent by a browser on its own: sessions,
             # setup mode and the SSO proxy (its cookie or Kerberos) all are.
             ambient = principal is None or principal.via != "token"
