@@ -259,3 +259,13 @@ def test_huge_ids_in_any_path_are_a_404_or_a_redirect_never_a_500(site: Site) ->
         assert client.get(f"/api/events/{digits}").status_code == 404
         res = client.post(f"/account/tokens/{digits}/revoke", data={"csrf_token": token})
         assert (res.status_code, res.headers["location"]) == (303, "/account")
+
+
+def test_assets_are_linked_by_path_so_a_tls_proxy_serves_them_too(site: Site) -> None:
+    # Behind a proxy that ends TLS the app sees http: an absolute http:// link
+    # to its CSS or script would be blocked as mixed content.
+    page = site.client.get("/", headers=bearer(site.people.create_token(
+        "ada", "t", actor="t", now=NOW)))  # fmt: skip
+    assert page.status_code == 200
+    assert 'href="/static/app.css"' in page.text and 'src="/static/app.js"' in page.text
+    assert "http://testserver/static" not in page.text
