@@ -175,3 +175,30 @@ audit_log = Table(
     Column("detail", JSON, nullable=False),
     sqlite_autoincrement=True,
 )
+
+# --- streams ------------------------------------------------------------------
+
+# A user's saved streams: named queries, each with the newest event id the user
+# has seen in it (unread = visible matches above it).
+streams = Table(
+    "streams",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("query", Text, nullable=False),
+    Column("position", Integer, nullable=False, default=0),
+    Column("last_read_id", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_streams_user_id", "user_id"),
+    sqlite_autoincrement=True,
+)
+
+# Per-user personal-feed credentials: the token in feed URLs is derived from
+# the store's feed key and this serial; bumping it revokes every old feed URL.
+feed_tokens = Table(
+    "feed_tokens",
+    metadata,
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("serial", Integer, nullable=False, default=0),
+)
