@@ -21,7 +21,7 @@ from aggregator.config import Config
 from aggregator.poller import Poller
 from aggregator.secrets import resolve_secret
 from aggregator.store import Store
-from web import admin_people, admin_sources, api, live, login, pages
+from web import admin_people, admin_sources, api, as2, feeds, live, login, openapi, pages, streams
 from web.access import Access
 from web.auth import Authenticate, Sessions
 from web.security import BodyLimit, SecurityHeaders
@@ -74,8 +74,18 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
         Route("/readyz", api.readyz),
         Route("/metrics", api.metrics_endpoint),
         Route("/api/events", api.list_events),
+        Route("/api/events/{event_id}.as2", as2.event_as2),  # before the plain event route
         Route("/api/events/{event_id}", api.get_event),
         Route("/api/sources", api.list_sources),
+        Route("/api/streams", streams.list_streams),
+        Route("/api/streams", streams.create_stream, methods=["POST"]),
+        Route("/api/streams.opml", streams.export_opml),
+        Route("/api/streams/order", streams.reorder_streams, methods=["PUT"]),
+        Route("/api/streams/{stream_id}", streams.one_stream, methods=["GET", "PATCH", "DELETE"]),
+        Route("/api/streams/{stream_id}/read", streams.mark_read, methods=["POST"]),
+        Route("/api/feed-token/rotate", streams.rotate_feed_token, methods=["POST"]),
+        Route("/api/openapi.json", openapi.openapi_json),
+        Route("/feeds/{token}/{stream}.{format}", feeds.personal_feed),
         WebSocketRoute("/ws", live.websocket_endpoint),
         *admin_sources.routes,
         *admin_people.routes,

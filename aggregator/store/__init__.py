@@ -42,6 +42,7 @@ from aggregator.exceptions import ConfigError, TidingsError
 from aggregator.filters import EventFilter
 from aggregator.store.people import People, audit, bump_revision
 from aggregator.store.schema import entries, events, sources
+from aggregator.store.streams import Streams
 from aggregator.types import Actor, Event, JSONObject
 from aggregator.visibility import Viewer
 
@@ -197,6 +198,7 @@ class Store:
             self._write = self._read = create_engine(url, pool_pre_ping=True)
         self.migrate()
         self.people = People(self._read, self._writing)
+        self.streams = Streams(self._read, self._writing)
 
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest migration."""
