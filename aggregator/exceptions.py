@@ -19,6 +19,7 @@ class QueryError(TidingsError):
     """A stream query could not be parsed; `position` points at the culprit."""
 
     def __init__(self, message: str, position: int) -> None:
+        self.reason = message  # without the position, for editors that point at it
         self.position = position
         super().__init__(f"{message} (at character {position + 1})")
 

@@ -1,126 +1,516 @@
-"""Stream queries: one parser, two back-ends that must agree.
+"""Stream queries: one parser, one syntax tree, two back-ends that must agree.
 
-At this stage a query is a conjunction of terms:
-  free text (every word must appear in the title or summary), `source:a,b`,
-  `kind:feed`, each optionally negated with a leading `-`; quotes group words.
-`EventFilter.where()` compiles to SQL for history; `EventFilter.matches()` is
-the in-memory predicate for live events. Case folding is ASCII-only on both
-sides because SQLite's lower() is; full-text search replaces this later.
+The language (docs/queries.md is the user's guide, with the exact rules):
+
+    merger  "merger talks"        free text: words, and phrases in quotes
+    source:wiki,jira              a field; a comma list means any of its values
+    author:"Jane Doe"             a quoted value may hold spaces
+    -draft  -(a OR b)             negation of a term or of a group
+    a b  a OR b  (a OR b) c       side by side means AND; OR; parentheses
+    since:7d  until:2026-11-01    bounds on `published`, relative to `now`
+
+Precedence: `-` binds tightest, then AND, then OR. Fields: source, kind, verb,
+type (the object type), author, tag, since, until; names are case-insensitive.
+
+`EventFilter.where()` compiles the tree to SQL (history, search, feeds);
+`EventFilter.matches()` evaluates it in memory (live events). They must
+select the same events, which tests/unit/test_query_property.py checks on a
+real store. Free text and author names match by tokens (aggregator.search);
+the other field values fold ASCII letters only, because SQLite's lower() does.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal, TypeAlias
 
-from sqlalchemy import ColumnElement, and_, func, not_, or_, true
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    Table,
+    and_,
+    column,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    table,
+    true,
+)
 
+from aggregator.durations import parse_duration
 from aggregator.exceptions import QueryError
+from aggregator.search import FTS5, Phrase, TextSearch, event_columns, has_phrase, tokenize
 from aggregator.types import Event
 
-FIELDS = ("source", "kind")
-_TOKEN = re.compile(r'\s*(-?)(?:(\w+):)?(?:"([^"]*)"|(\S+))')
+VALUE_FIELDS = ("source", "kind", "verb", "type", "author", "tag")
+TIME_FIELDS = ("since", "until")
+FIELDS = VALUE_FIELDS + TIME_FIELDS
+
 _ASCII_UPPER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-_LATER = ("author", "tag", "type", "verb", "since", "until")
-
-
-def _refuse_unsupported(word: str, position: int) -> None:
-    """Syntax of the full language that is not built yet must not silently
-    become free text (which would match nothing, or the wrong things)."""
-    field, colon, _ = word.partition(":")
-    if colon and field.isidentifier():
-        if field.lower() in _LATER:
-            raise QueryError(f"{field}: is not supported yet", position)
-        if field.lower() in FIELDS:
-            raise QueryError(f"{field}: needs a value", position)
-        known = ", ".join(f"{f}:" for f in FIELDS)
-        raise QueryError(f"unknown field {field.lower()!r} (known: {known})", position)
-    if word == "OR":
-        raise QueryError("OR is not supported yet", position)
-    for bracket in "()":
-        if bracket in word:
-            raise QueryError("parentheses are not supported yet", position + word.index(bracket))
-
-
-def _fold(text: str) -> str:
+def fold(text: str) -> str:
+    """ASCII-only lower case: what SQLite's lower() does, so SQL and memory agree."""
     return text.translate(_ASCII_UPPER)
+
+
+# --- the syntax tree ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Free text: the tokens of one word or quoted phrase, which must occur
+    consecutively in one indexed column (see aggregator.search)."""
+
+    tokens: Phrase
 
 
 @dataclass(frozen=True, slots=True)
 class Term:
-    field: str | None  # None: free text
+    """A field and its values, any of which may match. Values are normalised:
+    ASCII-folded, and for `author` the name's tokens joined by single spaces."""
+
+    field: str
     values: tuple[str, ...]
-    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Time:
+    """`since`: published at or after `at`; `until`: published before `at`.
+    `at` is aware UTC, resolved at parse time (relative bounds included)."""
+
+    field: Literal["since", "until"]
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    child: Node
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    children: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    children: tuple[Node, ...]
+
+
+Node: TypeAlias = Text | Term | Time | Not | And | Or
+EVERYTHING = And(())
+
+
+# --- the scanner -----------------------------------------------------------------
+
+_FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # from JSON's "\ud800": no character at all
+# Bounds that keep every query cheap to parse, compile and run (and within
+# Python's recursion and SQLite's expression depth limits).
+MAX_TERMS = 64
+MAX_DEPTH = 32
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ENDS_WORD = frozenset('()"')
+_ENDS_VALUE = frozenset('(),"')
+
+TokenKind: TypeAlias = Literal["(", ")", "-", "OR", "word", "phrase", "field"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    kind: TokenKind
+    position: int
+    text: str = ""  # a word, a phrase, or a field's name
+    values: tuple[tuple[str, int], ...] = ()  # a field's values and their positions
+
+
+def _quoted(query: str, start: int) -> tuple[str, int]:
+    """The string opening at `start` (backslash escapes `"` and itself) and the
+    position after its closing quote."""
+    chars: list[str] = []
+    i = start + 1
+    while i < len(query):
+        char = query[i]
+        if char == '"':
+            return "".join(chars), i + 1
+        if char == "\\" and i + 1 < len(query) and query[i + 1] in '"\\':
+            i += 1
+            char = query[i]
+        chars.append(char)
+        i += 1
+    raise QueryError("unclosed quote", start)
+
+
+def _bare(query: str, start: int, ends: frozenset[str]) -> int:
+    i = start
+    while i < len(query) and not query[i].isspace() and query[i] not in ends:
+        i += 1
+    return i
+
+
+def _values(query: str, start: int, name: str) -> tuple[tuple[tuple[str, int], ...], int]:
+    values: list[tuple[str, int]] = []
+    i = start
+    while True:
+        if i < len(query) and query[i] == '"':
+            value, end = _quoted(query, i)
+        else:
+            end = _bare(query, i, _ENDS_VALUE)
+            value = query[i:end]
+        if not value:
+            raise QueryError(f"{name}: needs a value", i)
+        values.append((value, i))
+        i = end
+        if i < len(query) and query[i] == ",":
+            i += 1
+            continue
+        return tuple(values), i
+
+
+def _scan(query: str) -> list[_Token]:
+    if bad := _SURROGATE.search(query):
+        raise QueryError("not a character (a lone surrogate)", bad.start())
+    tokens: list[_Token] = []
+    i = 0
+    while i < len(query):
+        char = query[i]
+        if char.isspace():
+            i += 1
+        elif char in "()":
+            tokens.append(_Token("(" if char == "(" else ")", i))
+            i += 1
+        elif char == "-":
+            if i + 1 == len(query) or query[i + 1].isspace() or query[i + 1] == ")":
+                raise QueryError("- must come right before the term it excludes", i)
+            tokens.append(_Token("-", i))
+            i += 1
+        elif char == '"':
+            text, end = _quoted(query, i)
+            tokens.append(_Token("phrase", i, text))
+            i = end
+        elif field := _FIELD.match(query, i):
+            name = field.group(1).lower()
+            if name not in FIELDS:
+                known = ", ".join(f"{f}:" for f in FIELDS)
+                raise QueryError(
+                    f"unknown field {name!r} (known: {known}; quote text that has a colon)", i
+                )
+            values, end = _values(query, field.end(), name)
+            tokens.append(_Token("field", i, name, values))
+            i = end
+        else:
+            end = _bare(query, i, _ENDS_WORD)
+            word = query[i:end]
+            tokens.append(_Token("OR" if word == "OR" else "word", i, word))
+            i = end
+    return tokens
+
+
+# --- the parser ---------------------------------------------------------------------
+
+
+class _Parser:
+    """Recursive descent: or := and ("OR" and)*; and := unary+;
+    unary := "-" unary | "(" or ")" | term."""
+
+    def __init__(self, query: str, now: datetime) -> None:
+        self.query = query
+        self.now = now
+        self.tokens = _scan(query)
+        self.at = 0
+        self.depth = 0
+        terms = [t for t in self.tokens if t.kind in ("word", "phrase", "field")]
+        if len(terms) > MAX_TERMS:
+            raise QueryError(f"too many terms (at most {MAX_TERMS})", terms[MAX_TERMS].position)
+
+    def peek(self) -> _Token | None:
+        return self.tokens[self.at] if self.at < len(self.tokens) else None
+
+    def take(self) -> _Token:
+        token = self.tokens[self.at]
+        self.at += 1
+        return token
+
+    def parse(self) -> Node:
+        if not self.tokens:
+            return EVERYTHING
+        node = self.parse_or()
+        token = self.peek()
+        if token is not None:  # only a ")" stops parse_or early
+            raise QueryError("unmatched )", token.position)
+        return node
+
+    def parse_or(self) -> Node:
+        children = [self.parse_and()]
+        while (token := self.peek()) is not None and token.kind == "OR":
+            self.take()
+            following = self.peek()
+            if following is None or following.kind in ("OR", ")"):
+                raise QueryError("OR needs a term on each side", token.position)
+            children.append(self.parse_and())
+        return children[0] if len(children) == 1 else Or(tuple(children))
+
+    def parse_and(self) -> Node:
+        children: list[Node] = []
+        while (token := self.peek()) is not None and token.kind not in ("OR", ")"):
+            children.append(self.parse_unary())
+        if not children:
+            token = self.peek()
+            if token is not None and token.kind == "OR":
+                raise QueryError("OR needs a term on each side", token.position)
+            # Only at the very start: "(" and OR check what follows them.
+            raise QueryError("unmatched )", token.position if token else len(self.query))
+        return children[0] if len(children) == 1 else And(tuple(children))
+
+    def parse_unary(self) -> Node:
+        token = self.take()
+        if token.kind in ("-", "("):
+            if self.depth == MAX_DEPTH:
+                raise QueryError(f"nested too deeply (at most {MAX_DEPTH} levels)", token.position)
+            self.depth += 1
+            try:
+                return self.nested(token)
+            finally:
+                self.depth -= 1
+        if token.kind == "field":
+            return self.field(token)
+        return self.text(token)
+
+    def nested(self, token: _Token) -> Node:
+        """What the `-` or `(` at `token` governs."""
+        following = self.peek()
+        if token.kind == "-":
+            if following is None or following.kind in ("OR", ")"):
+                raise QueryError("- must come right before the term it excludes", token.position)
+            return Not(self.parse_unary())
+        if following is not None and following.kind == ")":
+            raise QueryError("empty parentheses", token.position)
+        if following is None:
+            raise QueryError("unclosed parenthesis", token.position)
+        node = self.parse_or()
+        if self.peek() is None:
+            raise QueryError("unclosed parenthesis", token.position)
+        self.take()  # the ")": parse_or stops only there or at the end
+        return node
+
+    def text(self, token: _Token) -> Text:
+        tokens = tuple(tokenize(token.text))
+        if not tokens:
+            what = "a phrase" if token.kind == "phrase" else "a word"
+            raise QueryError(
+                f"nothing to search for in {token.text!r}: {what} needs letters or digits",
+                token.position,
+            )
+        return Text(tokens)
+
+    def field(self, token: _Token) -> Node:
+        name = token.text
+        if name in TIME_FIELDS:
+            if len(token.values) > 1:
+                raise QueryError(f"{name}: takes one value", token.values[1][1])
+            value, position = token.values[0]
+            bound: Literal["since", "until"] = "since" if name == "since" else "until"
+            return Time(bound, _instant(value, bound, self.now, position))
+        values: list[str] = []
+        for value, position in token.values:
+            if name == "author":
+                words = tokenize(value)
+                if not words:
+                    raise QueryError("author: needs a name with letters or digits", position)
+                values.append(" ".join(words))
+            else:
+                values.append(fold(value))
+        return Term(name, tuple(values))
+
+
+def _instant(value: str, name: str, now: datetime, position: int) -> datetime:
+    """A bound: an age before `now` (7d, 36h, 30m), a date (whole days, UTC) or
+    an ISO date and time (UTC unless it says otherwise)."""
+    try:
+        try:
+            return now - timedelta(seconds=parse_duration(value))
+        except ValueError:
+            pass
+        if _DATE.fullmatch(value):
+            day = date.fromisoformat(value)
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            # until:2026-11-01 includes that day: it ends at the next midnight.
+            return start + timedelta(days=1) if name == "until" else start
+        instant = datetime.fromisoformat(value)
+    except (ValueError, OverflowError):
+        raise QueryError(
+            f"{name}: expects an age (7d, 36h, 30m), a date (2026-11-01) "
+            f"or a date and time (2026-11-01T09:30), not {value!r}",
+            position,
+        ) from None
+    if instant.tzinfo is None:
+        return instant.replace(tzinfo=UTC)
+    return instant.astimezone(UTC)
+
+
+# --- rendering (the parser's inverse) ------------------------------------------------
+
+
+def _needs_quotes(value: str) -> bool:
+    return not value or any(c.isspace() or c in '(),"' for c in value)
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render(node: Node) -> str:
+    """A query string that parses back to `node` (for a tree the parser makes)."""
+    if isinstance(node, Text):
+        word = " ".join(node.tokens)
+        return _quote(word) if len(node.tokens) > 1 or _needs_quotes(word) else word
+    if isinstance(node, Term):
+        return f"{node.field}:" + ",".join(
+            _quote(v) if _needs_quotes(v) else v for v in node.values
+        )
+    if isinstance(node, Time):
+        return f"{node.field}:{node.at.isoformat()}"
+    if isinstance(node, Not):
+        inner = node.child
+        return "-" + (f"({render(inner)})" if isinstance(inner, And | Or) else render(inner))
+    if isinstance(node, Or):
+        return " OR ".join(
+            f"({render(c)})" if isinstance(c, Or) else render(c) for c in node.children
+        )
+    return " ".join(
+        f"({render(c)})" if isinstance(c, And | Or) else render(c) for c in node.children
+    )
+
+
+# --- back-end 1: SQL ------------------------------------------------------------------
+
+# Only its name and ids (schema.py's Table would import the store package,
+# which imports this module): a `source:` term looks the (few) ids up here,
+# so the events' (source_id, id) index still serves the query.
+_SOURCES = table("sources", column("id", String))
+_COLUMNS = {"kind": "kind", "verb": "verb", "type": "object_type"}
+
+
+def _sql(node: Node, events: Table, search: TextSearch) -> ColumnElement[bool]:
+    if isinstance(node, And | Or):
+        any_of = isinstance(node, Or)
+        # Free-text siblings become one full-text condition: one index lookup.
+        phrases = [c.tokens for c in node.children if isinstance(c, Text)]
+        clauses = [_sql(c, events, search) for c in node.children if not isinstance(c, Text)]
+        if phrases:
+            clauses.insert(0, search.match(events, phrases, any_of=any_of))
+        return or_(false(), *clauses) if any_of else and_(true(), *clauses)
+    if isinstance(node, Not):
+        return not_(_sql(node.child, events, search))
+    if isinstance(node, Text):
+        return search.match(events, [node.tokens])
+    if isinstance(node, Time):
+        if node.field == "since":
+            return events.c.published >= node.at
+        return events.c.published < node.at
+    values = node.values
+    if node.field == "source":
+        ids = select(_SOURCES.c.id).where(func.lower(_SOURCES.c.id).in_(values))
+        return events.c.source_id.in_(ids)
+    if node.field == "author":
+        phrases = [tuple(v.split(" ")) for v in values]
+        return search.match(events, phrases, field="author", any_of=True)
+    if node.field == "tag":
+        # json_each: each tag exactly (PostgreSQL: jsonb_array_elements_text).
+        tag = func.json_each(events.c.tags).table_valued("value")
+        return exists(
+            select(literal(1)).select_from(tag).where(func.lower(tag.c.value).in_(values))
+        )
+    return func.lower(events.c[_COLUMNS[node.field]]).in_(values)
+
+
+# --- back-end 2: memory -------------------------------------------------------------
+
+_VALUES: dict[str, Callable[[Event], tuple[str, ...]]] = {
+    "source": lambda e: (e.source_id,),
+    "kind": lambda e: (e.kind,),
+    "verb": lambda e: (e.verb,),
+    "type": lambda e: (e.object_type,),
+    "tag": lambda e: e.tags,
+}
+
+
+def _holds(node: Node, event: Event) -> bool:
+    if isinstance(node, And):
+        return all(_holds(c, event) for c in node.children)
+    if isinstance(node, Or):
+        return any(_holds(c, event) for c in node.children)
+    if isinstance(node, Not):
+        return not _holds(node.child, event)
+    if isinstance(node, Text):
+        return has_phrase(event_columns(event), node.tokens)
+    if isinstance(node, Time):
+        if node.field == "since":
+            return event.published >= node.at
+        return event.published < node.at
+    if node.field == "author":
+        columns = event_columns(event)
+        return any(has_phrase(columns, tuple(v.split(" ")), "author") for v in node.values)
+    return any(fold(v) in node.values for v in _VALUES[node.field](event))
+
+
+# --- the public face ------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class EventFilter:
-    terms: tuple[Term, ...] = ()
+    """A parsed query. `EventFilter()` matches every event."""
+
+    root: Node = EVERYTHING
 
     @classmethod
-    def parse(cls, query: str | None) -> EventFilter:
-        text = query or ""
-        terms: list[Term] = []
-        pos = 0
-        while pos < len(text):
-            if text[pos:].strip() == "":
-                break
-            match = _TOKEN.match(text, pos)
-            if not match or match.end() == pos:
-                raise QueryError("unexpected character", pos)
-            neg, field, quoted, bare = match.groups()
-            start = match.start(2) if field else match.start()
-            value = quoted if quoted is not None else bare
-            if quoted is None and bare.count('"'):
-                raise QueryError("unclosed quote", text.index('"', pos))
-            if field is not None:
-                field = field.lower()
-                if field not in FIELDS:
-                    _refuse_unsupported(f"{field}:", start)
-                values = tuple(v for v in value.split(",") if v)
-                if not values:
-                    raise QueryError(f"{field}: needs a value", start)
-                terms.append(Term(field, values, bool(neg)))
-            elif quoted is not None:
-                if value:
-                    terms.append(Term(None, (_fold(value),), bool(neg)))
-            else:
-                _refuse_unsupported(value, match.start(4))
-                terms.append(Term(None, (_fold(value),), bool(neg)))
-            pos = match.end()
-        return cls(tuple(terms))
+    def parse(cls, query: str | None, now: datetime | None = None) -> EventFilter:
+        """Parse `query`; relative bounds (since:7d) count back from `now`
+        (aware UTC; the current time when None), once, here, so that SQL and
+        memory agree however long the filter lives. Raises QueryError."""
+        if now is not None and now.tzinfo is None:
+            raise ValueError("now must be an aware datetime")
+        return cls(_Parser(query or "", now or datetime.now(UTC)).parse())
 
-    def where(self, table: Any) -> ColumnElement[bool]:
-        """The SQL condition on the `events` table."""
-        clauses: list[ColumnElement[bool]] = []
-        for term in self.terms:
-            clause: ColumnElement[bool]
-            if term.field == "source":
-                clause = table.c.source_id.in_(term.values)
-            elif term.field == "kind":
-                clause = table.c.kind.in_(term.values)
-            else:
-                word = term.values[0]
-                clause = or_(
-                    func.lower(table.c.title).contains(word, autoescape=True),
-                    func.lower(table.c.summary).contains(word, autoescape=True),
-                )
-            clauses.append(not_(clause) if term.negated else clause)
-        return and_(true(), *clauses)
+    def __str__(self) -> str:
+        return render(self.root)
+
+    def where(self, events: Table, search: TextSearch | None = None) -> ColumnElement[bool]:
+        """The SQL condition on the `events` table. `search` is the store's
+        full-text back-end (SQLite FTS5 when not given)."""
+        return _sql(self.root, events, search or FTS5)
 
     def matches(self, event: Event) -> bool:
         """The same condition, in memory, for live events."""
-        for term in self.terms:
-            if term.field == "source":
-                hit = event.source_id in term.values
-            elif term.field == "kind":
-                hit = event.kind in term.values
-            else:
-                word = term.values[0]
-                hit = word in _fold(event.title) or word in _fold(event.summary)
-            if hit == term.negated:
-                return False
-        return True
+        return _holds(self.root, event)
+
+    def ranking_terms(self) -> tuple[tuple[Phrase, ...], EventFilter | None]:
+        """What a relevance order ranks by: the free-text phrases every match
+        contains (the top-level AND's) and this filter without them -- the
+        caller may join on their ranking instead of filtering on them. When
+        there are none: the phrases not excluded by a `-`, any of which a
+        match may contain, and None (keep the whole filter)."""
+        top = self.root.children if isinstance(self.root, And) else (self.root,)
+        required = tuple(n.tokens for n in top if isinstance(n, Text))
+        if required:
+            rest = tuple(n for n in top if not isinstance(n, Text))
+            return required, EventFilter(rest[0] if len(rest) == 1 else And(rest))
+        optional: list[Phrase] = []
+        _positive_text(self.root, optional)
+        return tuple(optional), None
+
+
+def _positive_text(node: Node, found: list[Phrase]) -> None:
+    if isinstance(node, Text):
+        found.append(node.tokens)
+    elif isinstance(node, And | Or):
+        for child in node.children:
+            _positive_text(child, found)

@@ -1,4 +1,4 @@
-"""REST: history, single events, source health, liveness, metrics."""
+"""REST: history, search, single events, source health, liveness, metrics."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ DEFAULT_LIMIT = 50
 
 def _bad(message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=400)
+
+
+def bad_query(err: QueryError) -> JSONResponse:
+    """A query that does not parse: 400 with the message and the 0-based
+    character offset of the culprit, for an editor to point at."""
+    return JSONResponse({"error": err.reason, "position": err.position}, status_code=400)
 
 
 def _int_param(request: Request, name: str) -> int | None:
@@ -50,7 +56,9 @@ async def list_events(request: Request) -> Response:
         if cursor is not None:
             cursor = parse_id(cursor, "cursor")
         limit = _int_param(request, "limit") or DEFAULT_LIMIT
-    except (QueryError, ValueError) as err:
+    except QueryError as err:
+        return bad_query(err)
+    except ValueError as err:
         return _bad(str(err))
     limit = max(1, min(limit, MAX_PAGE))
     store = app_state(request).store
@@ -64,6 +72,35 @@ async def list_events(request: Request) -> Response:
         {
             "events": [e.to_json() for e in page],
             "next_cursor": page[-1].id if more and page else None,
+        }
+    )
+
+
+@guard("user")
+async def search_events(request: Request) -> Response:
+    """`GET /api/search?q=&limit=&offset=`: the events the query selects, most
+    relevant first (see Store.search_events); `next_offset` is null on the
+    last page. Visibility as for /api/events."""
+    try:
+        flt = EventFilter.parse(request.query_params.get("q"))
+        offset = _int_param(request, "offset") or 0
+        offset = parse_id(offset, "offset")
+        limit = _int_param(request, "limit") or DEFAULT_LIMIT
+    except QueryError as err:
+        return bad_query(err)
+    except ValueError as err:
+        return _bad(str(err))
+    limit = max(1, min(limit, MAX_PAGE))
+    store = app_state(request).store
+    viewer = viewer_principal(request).viewer
+    page = await run_in_threadpool(
+        partial(store.search_events, flt, viewer=viewer, limit=limit + 1, offset=offset)
+    )
+    more = len(page) > limit
+    return JSONResponse(
+        {
+            "events": [e.to_json() for e in page[:limit]],
+            "next_offset": offset + limit if more else None,
         }
     )
 

@@ -77,6 +77,7 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
         Route("/api/events/{event_id}.as2", as2.event_as2),  # before the plain event route
         Route("/api/events/{event_id}", api.get_event),
         Route("/api/sources", api.list_sources),
+        Route("/api/search", api.search_events),
         Route("/api/streams", streams.list_streams),
         Route("/api/streams", streams.create_stream, methods=["POST"]),
         Route("/api/streams.opml", streams.export_opml),

@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,11 +45,15 @@ class TooSlowError(Exception):
     """The client fell behind: closed with 1013, it resumes from its cursor."""
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: a re-subscription is a new Stream
 class Stream:
     name: str
     filter: EventFilter
     sent_up_to: int
+    prefix: str = field(init=False, repr=False)  # an event message up to the event itself
+
+    def __post_init__(self) -> None:
+        self.prefix = f'{{"type":"event","stream":{json.dumps(self.name)},"event":'
 
 
 def origin_allowed(websocket: WebSocket) -> bool:
@@ -71,8 +77,20 @@ class LiveConnection:
         # handshake's authentication and now (accept() awaits).
         self._revision: int | None = None
         self.streams: dict[str, Stream] = {}
+        # Each stream's filter runs once per event, at publish time (`wants`);
+        # `deliver` uses the verdicts, by event id, then forgets them.
+        self._verdicts: dict[int, dict[Stream, bool]] = {}
+        # Set by whatever gives `run` something to do: a queued event, an
+        # overflow, a client message, a rule change, the heartbeat timer.
+        self._ready = asyncio.Event()
         self.sub = state.bus.subscribe(state.config.server.client_queue)
         self.sub.accepts = self.wants
+        self.sub.wake = self._ready.set
+        self._task: asyncio.Task[Any] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_active = 0.0  # time.monotonic() of the last message in or out
+        self._send_started: float | None = None  # time.monotonic() when a send began
+        self._send_stuck = False
 
     @property
     def principal(self) -> Principal | None:
@@ -88,25 +106,33 @@ class LiveConnection:
         principal = self.principal
         return principal is not None and principal.viewer.can_see(event.source_id)
 
-    def event_message(self, stream: str, event: Event) -> str:
+    def event_message(self, stream: Stream, event: Event) -> str:
         # Each event is serialised once per app, however many clients receive it.
-        body = self.state.event_json.get(event)
-        return f'{{"type":"event","stream":{json.dumps(stream)},"event":{body}}}'
+        return stream.prefix + self.state.event_json.get(event) + "}"
 
     def wants(self, event: Event) -> bool:
-        return self.may_see(event) and any(s.filter.matches(event) for s in self.streams.values())
+        """Whether to queue `event` (called at publish time)."""
+        if not self.may_see(event):
+            return False
+        verdicts = {s: s.filter.matches(event) for s in self.streams.values()}
+        if True in verdicts.values():
+            self._verdicts[event.id] = verdicts
+            return True
+        return False
 
     async def send(self, payload: dict[str, Any]) -> None:
         await self.send_text(json.dumps(payload, separators=(",", ":")))
 
     async def send_text(self, text: str) -> None:
         """A client that stops reading fills its TCP window and a send blocks;
-        past SEND_TIMEOUT it is treated like one whose queue overflowed."""
+        past SEND_TIMEOUT `_tick` cancels it, and the client is treated like
+        one whose queue overflowed. (A timeout per send would cost a timer
+        per message.)"""
+        self._send_started = time.monotonic()
         try:
-            async with asyncio.timeout(SEND_TIMEOUT):
-                await self.ws.send_text(text)
-        except TimeoutError:
-            raise TooSlowError from None
+            await self.ws.send_text(text)
+        finally:
+            self._send_started = None
 
     async def receive(self) -> str | None:
         """The next text frame; None for a binary one."""
@@ -160,7 +186,9 @@ class LiveConnection:
         try:
             flt = EventFilter.parse(query)
         except QueryError as err:
-            await self.send({"type": "error", "stream": name, "message": str(err)})
+            await self.send(
+                {"type": "error", "stream": name, "message": str(err), "position": err.position}
+            )
             return
         if name not in self.streams:
             metrics.SUBSCRIBERS.inc()
@@ -194,64 +222,114 @@ class LiveConnection:
                 )
             )
             for event in page:
-                await self.send_text(self.event_message(stream.name, event))
+                await self.send_text(self.event_message(stream, event))
                 stream.sent_up_to = event.id
             metrics.DELIVERED.inc(len(page))
             if len(page) < MAX_PAGE:
                 return
 
     async def deliver(self, event: Event) -> None:
-        for stream in list(self.streams.values()):
+        verdicts = self._verdicts.pop(event.id, None) or {}
+        for stream in tuple(self.streams.values()):
             if event.id <= stream.sent_up_to:
                 continue  # already sent in this stream's replay
             stream.sent_up_to = event.id
-            if stream.filter.matches(event) and self.may_see(event):
-                await self.send_text(self.event_message(stream.name, event))
+            matches = verdicts.get(stream)
+            if matches is None:  # the stream is newer than the verdicts
+                matches = stream.filter.matches(event)
+            # Visibility is checked again now: the rules may have changed
+            # since the event was queued.
+            if matches and self.may_see(event):
+                await self.send_text(self.event_message(stream, event))
                 metrics.DELIVERED.inc()
 
-    async def run(self) -> None:
+    def _on_done(self, _: object) -> None:
+        self._ready.set()
+
+    def _watch(self, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
+        """`awaitable` as a task that sets `_ready` when it is done."""
+        task = asyncio.ensure_future(awaitable)
+        task.add_done_callback(self._on_done)
+        return task
+
+    def _tick(self) -> None:
+        """The connection's one timer, every few seconds: it cancels a send
+        stuck for SEND_TIMEOUT, and wakes `run` when a heartbeat is due."""
+        now = time.monotonic()
+        started = self._send_started
+        if started is not None and now - started >= SEND_TIMEOUT and self._task is not None:
+            self._send_stuck = True
+            self._task.cancel()
+            return
         heartbeat = self.state.config.server.heartbeat
-        receive = asyncio.ensure_future(self.receive())
-        next_event = asyncio.ensure_future(self.sub.queue.get())
-        overflow = asyncio.ensure_future(self.sub.overflowed.wait())
-        changed = asyncio.ensure_future(self.state.access.changed().wait())
+        if now - self._last_active >= heartbeat:
+            self._ready.set()
+        tick = min(heartbeat, SEND_TIMEOUT) / 4
+        self._timer = asyncio.get_running_loop().call_later(tick, self._tick)
+
+    async def run(self) -> None:
+        """One loop per connection. It waits for one signal (`_ready`) rather
+        than for a set of tasks, and its timer is not re-armed per message, so
+        an event costs no task, timer or callback per client: with a thousand
+        clients that is most of what a fan-out would cost."""
+        self._task = task = asyncio.current_task()
+        assert task is not None
+        heartbeat = self.state.config.server.heartbeat
+        queue = self.sub.queue
+        receive = self._watch(self.receive())
+        changed = self._watch(self.state.access.changed().wait())
+        self._last_active = time.monotonic()
+        self._tick()
         try:
             if self.principal is None:  # signed out before the connection started
                 raise SignedOutError
             while True:
-                done, _ = await asyncio.wait(
-                    {receive, next_event, overflow, changed},
-                    timeout=heartbeat,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if overflow in done:
+                await self._ready.wait()
+                self._ready.clear()
+                if self.sub.overflowed.is_set():
                     raise TooSlowError
-                if changed in done:
+                active = False
+                if changed.done():
                     if self.principal is None:
                         raise SignedOutError
-                    changed = asyncio.ensure_future(self.state.access.changed().wait())
-                if receive in done:
+                    changed = self._watch(self.state.access.changed().wait())
+                    active = True
+                if receive.done():
                     await self.handle(receive.result())
-                    receive = asyncio.ensure_future(self.receive())
-                if next_event in done:
-                    await self.deliver(next_event.result())
-                    while not self.sub.queue.empty():
-                        await self.deliver(self.sub.queue.get_nowait())
-                    next_event = asyncio.ensure_future(self.sub.queue.get())
-                if not done:
+                    receive = self._watch(self.receive())
+                    active = True
+                if queue:
+                    while queue:
+                        await self.deliver(queue.popleft())
+                    active = True
+                now = time.monotonic()
+                if active:
+                    self._last_active = now
+                elif now - self._last_active >= heartbeat:
                     await self.send({"type": "ping"})
+                    self._last_active = now
+        except asyncio.CancelledError:
+            if not self._send_stuck:
+                raise
+            task.uncancel()
+            await self._too_slow()
         except TooSlowError:
-            metrics.DROPPED.inc()
-            await self.close(TRY_AGAIN_LATER, "too slow; resume from your cursor")
+            await self._too_slow()
         except SignedOutError:
             await self.close(POLICY_VIOLATION, "signed out")
         finally:
-            for task in (receive, next_event, overflow, changed):
-                task.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+            for waiting in (receive, changed):
+                waiting.cancel()
                 with contextlib.suppress(BaseException):
-                    await task
+                    await waiting
             self.sub.close()
             metrics.SUBSCRIBERS.dec(len(self.streams))
+
+    async def _too_slow(self) -> None:
+        metrics.DROPPED.inc()
+        await self.close(TRY_AGAIN_LATER, "too slow; resume from your cursor")
 
     async def close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
@@ -273,7 +351,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     await websocket.accept()
     conn = LiveConnection(websocket, app_state(websocket), principal)
     try:
-        await conn.run()
+        # In a task of its own, a wake-up resumes the connection's loop alone,
+        # not the dozen middleware frames this endpoint runs under: with a
+        # thousand clients, every event wakes every one of them.
+        await asyncio.create_task(conn.run(), name="websocket")
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away; its cursor lets it resume
     finally:

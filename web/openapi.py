@@ -147,9 +147,12 @@ SCHEMAS: dict[str, Schema] = {
     },
     "SearchPage": {
         "type": "object",
-        "required": ["events"],
-        "properties": {"events": {"type": "array", "items": _ref("Event")}},
-        "additionalProperties": True,
+        "required": ["events", "next_offset"],
+        "properties": {
+            "events": {"type": "array", "items": _ref("Event")},
+            "next_offset": {"type": ["integer", "null"], "minimum": 0},
+        },
+        "additionalProperties": False,
     },
     "Activity": {
         "type": "object",

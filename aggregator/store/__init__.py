@@ -40,6 +40,7 @@ from aggregator.config import SourceConfig, parse_source
 from aggregator.decide import Prepared, decide, event_time
 from aggregator.exceptions import ConfigError, TidingsError
 from aggregator.filters import EventFilter
+from aggregator.search import TextSearch, text_search_for
 from aggregator.store.people import People, audit, bump_revision
 from aggregator.store.schema import entries, events, sources
 from aggregator.store.streams import Streams
@@ -196,9 +197,12 @@ class Store:
             self._read = _sqlite_engine(url, writer=False)
         else:
             self._write = self._read = create_engine(url, pool_pre_ping=True)
+        # Free text in queries: what every EventFilter.where() here is given.
+        self.search: TextSearch = text_search_for(parsed.get_backend_name())
         self.migrate()
+        self.optimize()
         self.people = People(self._read, self._writing)
-        self.streams = Streams(self._read, self._writing)
+        self.streams = Streams(self._read, self._writing, self.search)
 
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest migration."""
@@ -206,6 +210,26 @@ class Store:
         with self._write.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+
+    def optimize(self) -> None:
+        """Refresh the query planner's statistics (SQLite) when the events
+        table has no statistics yet or has halved or doubled since they were
+        taken. Cheap: ANALYZE reads the indexes, ~0.1 s per million events.
+
+        Without them SQLite guesses that any filter is selective and sorts the
+        viewer's sources' index instead of walking ids newest first: on
+        1,000,000 events a member's filtered page took 400 ms instead of 1 ms.
+        Call at start-up and now and then (the maintenance job)."""
+        if not self.is_sqlite:
+            return
+        with self._writing() as conn:
+            rows = conn.scalar(select(func.count()).select_from(events)) or 0
+            known = 0
+            if conn.scalar(text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'")):
+                stat = conn.scalar(text("SELECT stat FROM sqlite_stat1 WHERE tbl = 'events'"))
+                known = int(stat.split()[0]) if stat else 0
+            if rows >= 1000 and not known / 2 <= rows <= known * 2:
+                conn.execute(text("ANALYZE events"))
 
     def close(self) -> None:
         self._write.dispose()
@@ -685,7 +709,7 @@ class Store:
         if viewer is not None:
             query = query.where(viewer.where(events.c.source_id))
         if flt is not None:
-            query = query.where(flt.where(events))
+            query = query.where(flt.where(events, self.search))
         if before is not None:
             query = query.where(events.c.id < before)
         with self._read.connect() as conn:
@@ -709,7 +733,47 @@ class Store:
         if viewer is not None:
             query = query.where(viewer.where(events.c.source_id))
         if flt is not None:
-            query = query.where(flt.where(events))
+            query = query.where(flt.where(events, self.search))
+        with self._read.connect() as conn:
+            return [_row_to_event(r) for r in conn.execute(query).mappings()]
+
+    def search_events(
+        self,
+        flt: EventFilter,
+        *,
+        viewer: Viewer | None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Event]:
+        """The events `flt` selects, most relevant first (bm25 over its free
+        text; words under a `-` do not count), newest first among equals and
+        when the query has no free text. With OR, events that contain none of
+        the words (`merger OR source:wiki`) come after those that do."""
+        phrases, rest = flt.ranking_terms()
+        if phrases and rest is not None:
+            # Every match contains all the phrases: join on their ranking.
+            ranked = self.search.ranking(events, phrases, any_of=False)
+            query = (
+                select(events)
+                .join(ranked, ranked.c.id == events.c.id)
+                .where(rest.where(events, self.search))
+                .order_by(ranked.c.score, events.c.id.desc())
+            )
+        elif phrases:
+            ranked = self.search.ranking(events, phrases, any_of=True)
+            query = (
+                select(events)
+                .outerjoin(ranked, ranked.c.id == events.c.id)
+                .where(flt.where(events, self.search))
+                .order_by(func.coalesce(ranked.c.score, 0.0), events.c.id.desc())
+            )  # bm25 is below 0 for every match
+        else:
+            query = (
+                select(events).where(flt.where(events, self.search)).order_by(events.c.id.desc())
+            )
+        if viewer is not None:
+            query = query.where(viewer.where(events.c.source_id))
+        query = query.limit(min(limit, MAX_PAGE + 1)).offset(offset)
         with self._read.connect() as conn:
             return [_row_to_event(r) for r in conn.execute(query).mappings()]
 

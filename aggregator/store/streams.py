@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from aggregator.exceptions import QueryError, TidingsError
 from aggregator.filters import EventFilter
+from aggregator.search import TextSearch
 from aggregator.store.people import People
 from aggregator.store.schema import events, feed_tokens, streams, users
 from aggregator.visibility import Viewer
@@ -113,9 +114,15 @@ class Streams:
     """Thread-safe, like the Store it belongs to. Every method takes the
     owner's user id: a stream of another user is never found."""
 
-    def __init__(self, read: Engine, writing: Callable[[], AbstractContextManager[Connection]]):
+    def __init__(
+        self,
+        read: Engine,
+        writing: Callable[[], AbstractContextManager[Connection]],
+        search: TextSearch,
+    ) -> None:
         self._read = read
         self._writing = writing
+        self._search = search
         self._settings = People(read, writing)
         self._key: str | None = None
 
@@ -158,7 +165,7 @@ class Streams:
                 except QueryError:
                     continue
                 matching = select(events.c.id).where(
-                    events.c.id > stream.last_read_id, flt.where(events)
+                    events.c.id > stream.last_read_id, flt.where(events, self._search)
                 )
                 if viewer is not None:
                     matching = matching.where(viewer.where(events.c.source_id))

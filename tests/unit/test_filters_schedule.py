@@ -46,7 +46,7 @@ def test_summary_is_searched_too() -> None:
 
 
 @pytest.mark.parametrize(
-    ("query", "position"), [("author:jane", 0), ("x  foo:bar", 3), ('a "open', 2)]
+    ("query", "position"), [("colour:red", 0), ("x  foo:bar", 3), ('a "open', 2)]
 )
 def test_errors_point_at_the_position(query: str, position: int) -> None:
     with pytest.raises(QueryError) as err:
