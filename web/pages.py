@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -11,11 +12,47 @@ from starlette.responses import Response
 
 from aggregator.exceptions import QueryError
 from aggregator.filters import EventFilter
+from web.access import Principal
 from web.auth import guard, principal_of
-from web.state import app_state
+from web.feeds import ALL, feed_urls
+from web.state import AppState, app_state
+from web.streams import stream_json
 from web.templating import render
 
 PAGE_SIZE = 50
+
+
+def error_parts(query: str, position: int) -> tuple[str, str, str]:
+    """The query split around the character a parse error points at; a
+    position at the end marks a blank, so "missing something" shows too."""
+    position = max(0, min(position, len(query)))
+    return query[:position], query[position : position + 1] or " ", query[position + 1 :]
+
+
+# Activity Streams verbs whose past tense is not the verb plus "d" or "ed".
+_PAST = {"read": "read", "undo": "undid", "leave": "left"}
+
+
+def verb_label(verb: str) -> str:
+    """How a verb reads beside an event: Update -> updated (app.js agrees)."""
+    word = verb.lower()
+    return _PAST.get(word) or (word + "d" if word.endswith("e") else word + "ed")
+
+
+def saved_streams(request: Request, state: AppState, principal: Principal) -> dict[str, Any]:
+    """The sidebar's streams, in the shape GET /api/streams answers, so the
+    page shows them at once and app.js takes over from there."""
+    if principal.user is None:  # setup mode's viewer saves nothing
+        return {"streams": [], "feeds": None}
+    user_id = principal.user.id
+    store = state.store.streams
+    found = store.list(user_id)
+    unread = store.unread_counts(user_id, viewer=principal.viewer)
+    token = store.feed_token(user_id)
+    return {
+        "streams": [stream_json(request, s, token, unread.get(s.id)) for s in found],
+        "feeds": feed_urls(request, token, ALL),
+    }
 
 
 @guard("user")
@@ -24,19 +61,22 @@ async def dashboard(request: Request) -> Response:
     principal = principal_of(request)
     assert principal is not None
     query = request.query_params.get("q", "")
-    error = None
+    error = error_at = None
     try:
         flt = EventFilter.parse(query)
     except QueryError as err:
-        flt, error = None, str(err)
+        flt, error, error_at = None, str(err), error_parts(query, err.position)
     # Read the tail's position first: whatever it publishes after this, the
     # page's websocket replays; whatever it published before, the query sees.
     published = state.tail.last_id
     events = []
     if flt is not None:
+        # One more than a page: whether an older page exists, without asking again.
         events = await run_in_threadpool(
-            partial(state.store.latest_events, flt, viewer=principal.viewer, limit=PAGE_SIZE)
+            partial(state.store.latest_events, flt, viewer=principal.viewer, limit=PAGE_SIZE + 1)
         )
+    older = events[PAGE_SIZE - 1].id if len(events) > PAGE_SIZE else None
+    events = events[:PAGE_SIZE]
     if events:
         cursor = events[0].id
     else:
@@ -48,6 +88,7 @@ async def dashboard(request: Request) -> Response:
             partial(state.store.max_event_id, viewer=principal.viewer, at_most=published)
         )
     names = await run_in_threadpool(partial(state.store.source_names, viewer=principal.viewer))
+    saved = await run_in_threadpool(saved_streams, request, state, principal)
     return render(
         request,
         "index.html",
@@ -55,9 +96,16 @@ async def dashboard(request: Request) -> Response:
             "events": events,
             "query": query,
             "error": error,
+            "error_at": error_at,
             "cursor": cursor,
+            "older": older,
+            # Setup mode's viewer is nobody: it reads, it saves no streams.
+            "can_save": principal.user is not None,
+            "streams": saved["streams"],
+            "streams_json": json.dumps(saved),
             "source_names": names,
             "source_names_json": json.dumps(names),
+            "verb_label": verb_label,
         },
         status_code=400 if error else 200,
     )
