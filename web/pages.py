@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from functools import partial
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -12,11 +11,9 @@ from starlette.responses import Response
 
 from aggregator.exceptions import QueryError
 from aggregator.filters import EventFilter
-from web.access import Principal
 from web.auth import guard, principal_of
-from web.feeds import ALL, feed_urls
-from web.state import AppState, app_state
-from web.streams import stream_json
+from web.state import app_state
+from web.streams import streams_listing
 from web.templating import render
 
 PAGE_SIZE = 50
@@ -37,22 +34,6 @@ def verb_label(verb: str) -> str:
     """How a verb reads beside an event: Update -> updated (app.js agrees)."""
     word = verb.lower()
     return _PAST.get(word) or (word + "d" if word.endswith("e") else word + "ed")
-
-
-def saved_streams(request: Request, state: AppState, principal: Principal) -> dict[str, Any]:
-    """The sidebar's streams, in the shape GET /api/streams answers, so the
-    page shows them at once and app.js takes over from there."""
-    if principal.user is None:  # setup mode's viewer saves nothing
-        return {"streams": [], "feeds": None}
-    user_id = principal.user.id
-    store = state.store.streams
-    found = store.list(user_id)
-    unread = store.unread_counts(user_id, viewer=principal.viewer)
-    token = store.feed_token(user_id)
-    return {
-        "streams": [stream_json(request, s, token, unread.get(s.id)) for s in found],
-        "feeds": feed_urls(request, token, ALL),
-    }
 
 
 @guard("user")
@@ -88,7 +69,7 @@ async def dashboard(request: Request) -> Response:
             partial(state.store.max_event_id, viewer=principal.viewer, at_most=published)
         )
     names = await run_in_threadpool(partial(state.store.source_names, viewer=principal.viewer))
-    saved = await run_in_threadpool(saved_streams, request, state, principal)
+    saved = await run_in_threadpool(streams_listing, request, state, principal)
     return render(
         request,
         "index.html",

@@ -19,10 +19,11 @@ from starlette.responses import JSONResponse, Response
 
 from aggregator.accounts import User
 from aggregator.store.streams import UNREAD_CAP, Stream, StreamError, UnknownStreamError
+from web.access import Principal
 from web.auth import forbidden, guard, principal_of
 from web.feeds import ALL, feed_urls, site_url
 from web.forms import parse_id, path_id
-from web.state import app_state
+from web.state import AppState, app_state
 
 NO_ACCOUNT = (
     "saved streams belong to an account: sign in (or create one with `tidings users create`)"
@@ -96,25 +97,28 @@ def stream_json(request: Request, stream: Stream, token: str, unread: int | None
     }
 
 
+def streams_listing(request: Request, state: AppState, principal: Principal) -> dict[str, Any]:
+    """What GET /api/streams answers (the dashboard renders the same at once).
+    Blocking: call it in a thread."""
+    if principal.user is None:  # setup mode's viewer saves nothing
+        return {"streams": [], "feeds": None}
+    user_id = principal.user.id
+    streams = state.store.streams
+    found = streams.list(user_id)
+    unread = streams.unread_counts(user_id, viewer=principal.viewer)
+    token = streams.feed_token(user_id)
+    return {
+        "streams": [stream_json(request, s, token, unread.get(s.id)) for s in found],
+        "feeds": feed_urls(request, token, ALL),
+    }
+
+
 @guard("user")
 async def list_streams(request: Request) -> Response:
-    user = _account(request)
-    if user is None:
-        return JSONResponse({"streams": [], "feeds": None})
     principal = principal_of(request)
     assert principal is not None
-    streams = app_state(request).store.streams
-    found = await run_in_threadpool(streams.list, user.id)
-    unread = await run_in_threadpool(
-        partial(streams.unread_counts, user.id, viewer=principal.viewer)
-    )
-    token = await run_in_threadpool(streams.feed_token, user.id)
-    return JSONResponse(
-        {
-            "streams": [stream_json(request, s, token, unread.get(s.id)) for s in found],
-            "feeds": feed_urls(request, token, ALL),
-        }
-    )
+    state = app_state(request)
+    return JSONResponse(await run_in_threadpool(streams_listing, request, state, principal))
 
 
 @guard("user")
