@@ -46,9 +46,12 @@ types: install-test
 
 check: lint types test
 
+# Each bench prints its figures with a ratio to its peer or floor; see docs/benchmarks.md.
 bench: install-test
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.feeds
+	$(BIN)/python -m bench.history
+	$(BIN)/python -m bench.live
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,7 @@ poller: everything that runs in the background starts and stops there."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -39,11 +40,15 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
         )
         bus = Bus()
         start = await asyncio.to_thread(store.max_event_id)
-        tail = EventTail(bus, partial(store.events_after, viewer=None), start)
+        polling_here = run_poller and config.poller.enabled
+        # Commits of an in-process poller nudge the tail; without one, a short
+        # look interval is how other processes' commits reach subscribers fast.
+        interval = 1.0 if polling_here else 0.025
+        tail = EventTail(bus, partial(store.events_after, viewer=None), start, interval)
         access = await Access.load(store.people)
         tail.before_publish = access.current  # new rules apply before new events go out
         poller = None
-        if run_poller and config.poller.enabled:
+        if polling_here:
             poller = Poller(config, store, on_commit=tail.nudge)
         if config.auth.secret_key:  # several web workers must share one key
             secret = resolve_secret(config.auth.secret_key, config.base_dir)
@@ -53,6 +58,11 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
         tail.start()
         if poller:
             poller.start()
+        # What start-up made lives as long as the process: keep it out of the
+        # collector's full passes, which otherwise stall every stream for
+        # ~100 ms every few seconds (bench/live.py).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

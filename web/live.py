@@ -3,8 +3,11 @@
 The connection subscribes to the bus *before* it reads any backlog; every
 stream remembers the highest id it sent, and a live event at or below it is
 skipped. So an event committed while the backlog is read arrives exactly once.
-A client that lets its queue fill up is closed with 1013 ("try again later")
-and resumes from its cursor; it never slows anyone else.
+A client that lets its queue fill up, or stops reading for SEND_TIMEOUT, is
+closed with 1013 ("try again later") and resumes from its cursor; it never
+slows anyone else. Each connection runs one loop in its own task that sleeps
+on a single signal, so an event costs each subscriber one wake-up and one send
+(bench/live.py measures 1,000 of them).
 """
 
 from __future__ import annotations
@@ -211,7 +214,8 @@ class LiveConnection:
         store = self.state.store
         while True:
             # The rules of this moment, even if another process changed them
-            # and nothing here has noticed yet (the tail checks once a second).
+            # and nothing here has noticed yet (an idle tail checks them once
+            # a second).
             await self.state.access.current()
             principal = self.principal
             if principal is None:
