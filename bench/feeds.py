@@ -537,7 +537,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"workers={args.workers} ({_parsers(args)} parser processes); "
         f"[http] per_host={args.per_host}; reader update_feeds workers={args.reader_workers}"
     )
-    print(_environment())
+    print(
+        environment(
+            ", ".join(f"{n} {package_version(n)}" for n in ("reader", "feedparser", "httpx2"))
+        )
+    )
     started = time.perf_counter()
     runs: dict[str, list[Result]] = {side: [] for side in sides}
     print(f"starting the generator ({args.feeds} feeds) ...", flush=True)
@@ -555,16 +559,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _environment() -> str:
-    """Versions, commit and how busy the machine is, for the record."""
+def package_version(name: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    def ver(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
 
+
+def environment(libraries: str) -> str:
+    """Versions, commit and how busy the machine is, for the record; every
+    bench prints one. `libraries` names the versions that matter to it."""
     root = Path(__file__).resolve().parent.parent
     git = subprocess.run(
         ["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True, text=True
@@ -573,8 +579,7 @@ def _environment() -> str:
     time.sleep(1.0)
     busy = (_machine_busy() - busy0) / (os.cpu_count() or 1)
     return (
-        f"Python {sys.version.split()[0]}, Tidings {git.stdout.strip() or '?'}, "
-        f"reader {ver('reader')}, feedparser {ver('feedparser')}, httpx2 {ver('httpx2')}; "
+        f"Python {sys.version.split()[0]}, Tidings {git.stdout.strip() or '?'}, {libraries}; "
         f"{os.cpu_count()} cores, {busy:.0%} busy before the start"
         + (" (expect noise)" if busy > 0.1 else "")
     )

@@ -32,7 +32,6 @@ import os
 import random
 import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -43,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.feeds import _machine_busy
+from bench.feeds import _machine_busy, environment, package_version
 
 GENERATOR_VERSION = 2  # bump when the generated data changes: cached files are keyed by it
 PAGE = 50  # what /api/events shows; it asks for one more to tell if another page follows
@@ -1044,24 +1043,6 @@ def _share(meta: Result, q: str) -> str:
     return f"({count / n:.2%})" if count else ""
 
 
-def _environment() -> str:
-    from importlib.metadata import version
-
-    root = Path(__file__).resolve().parent.parent
-    git = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True, text=True
-    )
-    busy0 = _machine_busy()
-    time.sleep(1.0)
-    busy = (_machine_busy() - busy0) / (os.cpu_count() or 1)
-    return (
-        f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, "
-        f"SQLAlchemy {version('sqlalchemy')}, Tidings {git.stdout.strip() or '?'}; "
-        f"{os.cpu_count()} cores, {busy:.0%} busy before the start"
-        + (" (expect noise)" if busy > 0.1 else "")
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -1079,7 +1060,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--progress", action="store_true", help="report progress while measuring")
     args = parser.parse_args(argv)
-    print(_environment(), flush=True)
+    libraries = f"SQLite {sqlite3.sqlite_version}, SQLAlchemy {package_version('sqlalchemy')}"
+    print(environment(libraries), flush=True)
     started = time.perf_counter()
     db, _ = cached_paths(args.events, args.cache_dir)
     if args.fresh or not db.exists():

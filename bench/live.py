@@ -58,7 +58,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.feeds import _cpu_ticks, _machine_busy, _peak_rss_mb, _proc_stat
+from bench.feeds import (
+    _cpu_ticks,
+    _machine_busy,
+    _peak_rss_mb,
+    _proc_stat,
+    environment,
+    package_version,
+)
 
 TARGET_RATIO = 0.7  # the issue: at least 0.7 of the floor's delivered messages/s
 TARGET_P99_MS = 150.0  # ... and p99 commit-to-receive latency at most 150 ms
@@ -783,29 +790,6 @@ def print_table(s: dict[str, Result], args: argparse.Namespace) -> None:
               f"{t['rss_idle_mb']:.0f} MB before the clients connected")  # fmt: skip
 
 
-def _environment() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    def ver(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
-
-    git = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
-    )
-    busy0 = _machine_busy()
-    time.sleep(1.0)
-    busy = (_machine_busy() - busy0) / (os.cpu_count() or 1)
-    return (
-        f"Python {sys.version.split()[0]}, Tidings {git.stdout.strip() or '?'}, "
-        f"uvicorn {ver('uvicorn')}, starlette {ver('starlette')}, websockets {ver('websockets')}; "
-        f"{os.cpu_count()} cores, {busy:.0%} busy before the start"
-        + (" (expect noise)" if busy > 0.1 else "")
-    )
-
-
 def _brief(r: Result) -> str:
     others = "; ".join(f"{name} {cpu:.1f} CPU s" for name, cpu in r["busiest_others"])
     return (
@@ -874,7 +858,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.conns} clients in {args.client_procs} processes; auth: {args.auth}"
         + (f" ({auth})" if args.auth == "tokens" else " (no accounts: setup mode)")
     )
-    print(_environment())
+    print(
+        environment(
+            ", ".join(f"{n} {package_version(n)}" for n in ("uvicorn", "starlette", "websockets"))
+        )
+    )
     started = time.perf_counter()
     runs: dict[str, list[Result]] = {side: [] for side in sides}
     repeated = dict.fromkeys(sides, 0)

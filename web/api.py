@@ -47,20 +47,26 @@ def viewer_principal(request: Request) -> Principal:
     return principal
 
 
+def _query_and_limit(request: Request) -> tuple[EventFilter, int]:
+    """`q` parsed and `limit` clamped to 1..MAX_PAGE (both event lists take them).
+    Raises QueryError or ValueError for a bad one."""
+    flt = EventFilter.parse(request.query_params.get("q"))
+    limit = _int_param(request, "limit") or DEFAULT_LIMIT
+    return flt, max(1, min(limit, MAX_PAGE))
+
+
 @guard("user")
 async def list_events(request: Request) -> Response:
     """Newest first; `cursor` is the `next_cursor` of the previous page."""
     try:
-        flt = EventFilter.parse(request.query_params.get("q"))
+        flt, limit = _query_and_limit(request)
         cursor = _int_param(request, "cursor")
         if cursor is not None:
             cursor = parse_id(cursor, "cursor")
-        limit = _int_param(request, "limit") or DEFAULT_LIMIT
     except QueryError as err:
         return bad_query(err)
     except ValueError as err:
         return _bad(str(err))
-    limit = max(1, min(limit, MAX_PAGE))
     store = app_state(request).store
     viewer = viewer_principal(request).viewer
     page = await run_in_threadpool(
@@ -82,15 +88,12 @@ async def search_events(request: Request) -> Response:
     relevant first (see Store.search_events); `next_offset` is null on the
     last page. Visibility as for /api/events."""
     try:
-        flt = EventFilter.parse(request.query_params.get("q"))
-        offset = _int_param(request, "offset") or 0
-        offset = parse_id(offset, "offset")
-        limit = _int_param(request, "limit") or DEFAULT_LIMIT
+        flt, limit = _query_and_limit(request)
+        offset = parse_id(_int_param(request, "offset") or 0, "offset")
     except QueryError as err:
         return bad_query(err)
     except ValueError as err:
         return _bad(str(err))
-    limit = max(1, min(limit, MAX_PAGE))
     store = app_state(request).store
     viewer = viewer_principal(request).viewer
     page = await run_in_threadpool(
