@@ -48,6 +48,9 @@ class ServerConfig(_Strict):
     port: int = Field(default=8000, ge=0, le=65535)
     heartbeat: float = Field(default=20.0, gt=0, description="seconds between websocket pings")
     client_queue: int = Field(default=1000, ge=1, description="events buffered per websocket")
+    send_timeout: float = Field(
+        default=10.0, gt=0, description="seconds a websocket frame may wait for its client to read"
+    )
     allowed_hosts: list[str] = Field(
         default_factory=list, description="Host names this server answers to, besides localhost"
     )

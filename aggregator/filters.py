@@ -22,17 +22,15 @@ the other field values fold ASCII letters only, because SQLite's lower() does.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal, TypeAlias
 
 from sqlalchemy import (
     ColumnElement,
-    String,
     Table,
     and_,
-    column,
     exists,
     false,
     func,
@@ -40,13 +38,12 @@ from sqlalchemy import (
     not_,
     or_,
     select,
-    table,
     true,
 )
 
 from aggregator.durations import parse_duration
 from aggregator.exceptions import QueryError
-from aggregator.search import FTS5, Phrase, TextSearch, event_columns, has_phrase, tokenize
+from aggregator.search import Phrase, TextSearch, event_columns, has_phrase, tokenize
 from aggregator.types import Event
 
 VALUE_FIELDS = ("source", "kind", "verb", "type", "author", "tag")
@@ -392,44 +389,49 @@ def render(node: Node) -> str:
 
 # --- back-end 1: SQL ------------------------------------------------------------------
 
-# Only its name and ids (schema.py's Table would import the store package,
-# which imports this module): a `source:` term looks the (few) ids up here,
-# so the events' (source_id, id) index still serves the query.
-_SOURCES = table("sources", column("id", String))
 _COLUMNS = {"kind": "kind", "verb": "verb", "type": "object_type"}
 
 
-def _sql(node: Node, events: Table, search: TextSearch) -> ColumnElement[bool]:
-    if isinstance(node, And | Or):
-        any_of = isinstance(node, Or)
-        # Free-text siblings become one full-text condition: one index lookup.
-        phrases = [c.tokens for c in node.children if isinstance(c, Text)]
-        clauses = [_sql(c, events, search) for c in node.children if not isinstance(c, Text)]
-        if phrases:
-            clauses.insert(0, search.match(events, phrases, any_of=any_of))
-        return or_(false(), *clauses) if any_of else and_(true(), *clauses)
-    if isinstance(node, Not):
-        return not_(_sql(node.child, events, search))
-    if isinstance(node, Text):
-        return search.match(events, [node.tokens])
-    if isinstance(node, Time):
-        if node.field == "since":
-            return events.c.published >= node.at
-        return events.c.published < node.at
-    values = node.values
-    if node.field == "source":
-        ids = select(_SOURCES.c.id).where(func.lower(_SOURCES.c.id).in_(values))
-        return events.c.source_id.in_(ids)
-    if node.field == "author":
-        phrases = [tuple(v.split(" ")) for v in values]
-        return search.match(events, phrases, field="author", any_of=True)
-    if node.field == "tag":
-        # json_each: each tag exactly (PostgreSQL: jsonb_array_elements_text).
-        tag = func.json_each(events.c.tags).table_valued("value")
-        return exists(
-            select(literal(1)).select_from(tag).where(func.lower(tag.c.value).in_(values))
-        )
-    return func.lower(events.c[_COLUMNS[node.field]]).in_(values)
+@dataclass(frozen=True, slots=True)
+class _Sql:
+    events: Table
+    search: TextSearch
+    sources: Mapping[str, tuple[str, ...]]  # folded name -> the ids it names
+
+    def of(self, node: Node) -> ColumnElement[bool]:
+        events, search = self.events, self.search
+        if isinstance(node, And | Or):
+            any_of = isinstance(node, Or)
+            # Free-text siblings become one full-text condition: one index lookup.
+            phrases = [c.tokens for c in node.children if isinstance(c, Text)]
+            clauses = [self.of(c) for c in node.children if not isinstance(c, Text)]
+            if phrases:
+                clauses.insert(0, search.match(events, phrases, any_of=any_of))
+            return or_(false(), *clauses) if any_of else and_(true(), *clauses)
+        if isinstance(node, Not):
+            return not_(self.of(node.child))
+        if isinstance(node, Text):
+            return search.match(events, [node.tokens])
+        if isinstance(node, Time):
+            if node.field == "since":
+                return events.c.published >= node.at
+            return events.c.published < node.at
+        values = node.values
+        if node.field == "source":
+            # Exact ids, not a subquery: the planner then walks the events'
+            # (source_id, id) index instead of every event newest first.
+            exact = sorted({i for v in values for i in self.sources.get(v, ())})
+            return events.c.source_id.in_(exact) if exact else false()
+        if node.field == "author":
+            phrases = [tuple(v.split(" ")) for v in values]
+            return search.match(events, phrases, field="author", any_of=True)
+        if node.field == "tag":
+            # json_each: each tag exactly (PostgreSQL: jsonb_array_elements_text).
+            tag = func.json_each(events.c.tags).table_valued("value")
+            return exists(
+                select(literal(1)).select_from(tag).where(func.lower(tag.c.value).in_(values))
+            )
+        return func.lower(events.c[_COLUMNS[node.field]]).in_(values)
 
 
 # --- back-end 2: memory -------------------------------------------------------------
@@ -483,10 +485,25 @@ class EventFilter:
     def __str__(self) -> str:
         return render(self.root)
 
-    def where(self, events: Table, search: TextSearch | None = None) -> ColumnElement[bool]:
+    def where(
+        self,
+        events: Table,
+        search: TextSearch,
+        *,
+        source_ids: Iterable[str],
+    ) -> ColumnElement[bool]:
         """The SQL condition on the `events` table. `search` is the store's
-        full-text back-end (SQLite FTS5 when not given)."""
-        return _sql(self.root, events, search or FTS5)
+        full-text back-end; `source_ids` every source id there is (needed
+        only when `names_sources()`), so that `source:` terms, which ignore
+        case, compile to exact ids."""
+        known: dict[str, tuple[str, ...]] = {}
+        for source_id in source_ids:
+            known[fold(source_id)] = (*known.get(fold(source_id), ()), source_id)
+        return _Sql(events, search, known).of(self.root)
+
+    def names_sources(self) -> bool:
+        """Whether a `source:` term is in the query (see `where`'s `source_ids`)."""
+        return _names_sources(self.root)
 
     def matches(self, event: Event) -> bool:
         """The same condition, in memory, for live events."""
@@ -506,6 +523,16 @@ class EventFilter:
         optional: list[Phrase] = []
         _positive_text(self.root, optional)
         return tuple(optional), None
+
+
+def _names_sources(node: Node) -> bool:
+    if isinstance(node, Term):
+        return node.field == "source"
+    if isinstance(node, Not):
+        return _names_sources(node.child)
+    if isinstance(node, And | Or):
+        return any(_names_sources(c) for c in node.children)
+    return False
 
 
 def _positive_text(node: Node, found: list[Phrase]) -> None:

@@ -3,7 +3,7 @@
 The connection subscribes to the bus *before* it reads any backlog; every
 stream remembers the highest id it sent, and a live event at or below it is
 skipped. So an event committed while the backlog is read arrives exactly once.
-A client that lets its queue fill up, or stops reading for SEND_TIMEOUT, is
+A client that lets its queue fill up, or stops reading for `send_timeout`, is
 closed with 1013 ("try again later") and resumes from its cursor; it never
 slows anyone else. Each connection runs one loop in its own task that sleeps
 on a single signal, so an event costs each subscriber one wake-up and one send
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 MAX_STREAMS = 32
 TRY_AGAIN_LATER = 1013
 POLICY_VIOLATION = 1008  # also: signed out, disabled or token revoked while connected
-SEND_TIMEOUT = 10.0  # seconds one frame may wait for a client to read
 
 
 class TooSlowError(Exception):
@@ -128,7 +127,7 @@ class LiveConnection:
 
     async def send_text(self, text: str) -> None:
         """A client that stops reading fills its TCP window and a send blocks;
-        past SEND_TIMEOUT `_tick` cancels it, and the client is treated like
+        past `send_timeout` `_tick` cancels it, and the client is treated like
         one whose queue overflowed. (A timeout per send would cost a timer
         per message.)"""
         self._send_started = time.monotonic()
@@ -258,17 +257,18 @@ class LiveConnection:
 
     def _tick(self) -> None:
         """The connection's one timer, every few seconds: it cancels a send
-        stuck for SEND_TIMEOUT, and wakes `run` when a heartbeat is due."""
+        stuck for `send_timeout`, and wakes `run` when a heartbeat is due."""
         now = time.monotonic()
         started = self._send_started
-        if started is not None and now - started >= SEND_TIMEOUT and self._task is not None:
+        server = self.state.config.server
+        stuck = started is not None and now - started >= server.send_timeout
+        if stuck and self._task is not None:
             self._send_stuck = True
             self._task.cancel()
             return
-        heartbeat = self.state.config.server.heartbeat
-        if now - self._last_active >= heartbeat:
+        if now - self._last_active >= server.heartbeat:
             self._ready.set()
-        tick = min(heartbeat, SEND_TIMEOUT) / 4
+        tick = min(server.heartbeat, server.send_timeout) / 4
         self._timer = asyncio.get_running_loop().call_later(tick, self._tick)
 
     async def run(self) -> None:
@@ -337,7 +337,7 @@ class LiveConnection:
 
     async def close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(SEND_TIMEOUT):
+            async with asyncio.timeout(self.state.config.server.send_timeout):
                 await self.ws.close(code, reason)
 
 

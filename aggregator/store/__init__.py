@@ -41,6 +41,7 @@ from aggregator.decide import Prepared, decide, event_time
 from aggregator.exceptions import ConfigError, TidingsError
 from aggregator.filters import EventFilter
 from aggregator.search import TextSearch, text_search_for
+from aggregator.store.conditions import matching
 from aggregator.store.people import People, audit, bump_revision
 from aggregator.store.schema import entries, events, sources
 from aggregator.store.streams import Streams
@@ -708,11 +709,11 @@ class Store:
         query = select(events).order_by(events.c.id.desc()).limit(min(limit, MAX_PAGE + 1))
         if viewer is not None:
             query = query.where(viewer.where(events.c.source_id))
-        if flt is not None:
-            query = query.where(flt.where(events, self.search))
         if before is not None:
             query = query.where(events.c.id < before)
         with self._read.connect() as conn:
+            if flt is not None:
+                query = query.where(matching(conn, flt, self.search))
             return [_row_to_event(r) for r in conn.execute(query).mappings()]
 
     def events_after(
@@ -732,9 +733,9 @@ class Store:
         )
         if viewer is not None:
             query = query.where(viewer.where(events.c.source_id))
-        if flt is not None:
-            query = query.where(flt.where(events, self.search))
         with self._read.connect() as conn:
+            if flt is not None:
+                query = query.where(matching(conn, flt, self.search))
             return [_row_to_event(r) for r in conn.execute(query).mappings()]
 
     def search_events(
@@ -750,31 +751,33 @@ class Store:
         when the query has no free text. With OR, events that contain none of
         the words (`merger OR source:wiki`) come after those that do."""
         phrases, rest = flt.ranking_terms()
-        if phrases and rest is not None:
-            # Every match contains all the phrases: join on their ranking.
-            ranked = self.search.ranking(events, phrases, any_of=False)
-            query = (
-                select(events)
-                .join(ranked, ranked.c.id == events.c.id)
-                .where(rest.where(events, self.search))
-                .order_by(ranked.c.score, events.c.id.desc())
-            )
-        elif phrases:
-            ranked = self.search.ranking(events, phrases, any_of=True)
-            query = (
-                select(events)
-                .outerjoin(ranked, ranked.c.id == events.c.id)
-                .where(flt.where(events, self.search))
-                .order_by(func.coalesce(ranked.c.score, 0.0), events.c.id.desc())
-            )  # bm25 is below 0 for every match
-        else:
-            query = (
-                select(events).where(flt.where(events, self.search)).order_by(events.c.id.desc())
-            )
-        if viewer is not None:
-            query = query.where(viewer.where(events.c.source_id))
-        query = query.limit(min(limit, MAX_PAGE + 1)).offset(offset)
         with self._read.connect() as conn:
+            if phrases and rest is not None:
+                # Every match contains all the phrases: join on their ranking.
+                ranked = self.search.ranking(events, phrases, any_of=False)
+                query = (
+                    select(events)
+                    .join(ranked, ranked.c.id == events.c.id)
+                    .where(matching(conn, rest, self.search))
+                    .order_by(ranked.c.score, events.c.id.desc())
+                )
+            elif phrases:
+                ranked = self.search.ranking(events, phrases, any_of=True)
+                query = (
+                    select(events)
+                    .outerjoin(ranked, ranked.c.id == events.c.id)
+                    .where(matching(conn, flt, self.search))
+                    .order_by(func.coalesce(ranked.c.score, 0.0), events.c.id.desc())
+                )  # bm25 is below 0 for every match
+            else:
+                query = (
+                    select(events)
+                    .where(matching(conn, flt, self.search))
+                    .order_by(events.c.id.desc())
+                )
+            if viewer is not None:
+                query = query.where(viewer.where(events.c.source_id))
+            query = query.limit(min(limit, MAX_PAGE + 1)).offset(offset)
             return [_row_to_event(r) for r in conn.execute(query).mappings()]
 
     def get_event(self, event_id: int, *, viewer: Viewer | None) -> Event | None:

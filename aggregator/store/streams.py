@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from aggregator.exceptions import QueryError, TidingsError
 from aggregator.filters import EventFilter
 from aggregator.search import TextSearch
+from aggregator.store.conditions import matching
 from aggregator.store.people import People
 from aggregator.store.schema import events, feed_tokens, streams, users
 from aggregator.visibility import Viewer
@@ -164,12 +165,12 @@ class Streams:
                     flt = EventFilter.parse(stream.query)
                 except QueryError:
                     continue
-                matching = select(events.c.id).where(
-                    events.c.id > stream.last_read_id, flt.where(events, self._search)
+                unread = select(events.c.id).where(
+                    events.c.id > stream.last_read_id, matching(conn, flt, self._search)
                 )
                 if viewer is not None:
-                    matching = matching.where(viewer.where(events.c.source_id))
-                inner = matching.limit(cap + 1).subquery()
+                    unread = unread.where(viewer.where(events.c.source_id))
+                inner = unread.limit(cap + 1).subquery()
                 counts[stream.id] = conn.scalar(select(func.count()).select_from(inner)) or 0
         return counts
 

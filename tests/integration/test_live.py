@@ -157,6 +157,69 @@ async def test_a_client_that_falls_behind_is_dropped_and_resumes(
     assert [e["title"] for e in received] == burst
 
 
+def dropped_clients(app: TidingsProcess) -> float:
+    metrics = httpx2.get(app.base + "/metrics").text.splitlines()
+    [line] = [m for m in metrics if m.startswith("tidings_websocket_slow_clients_dropped_total ")]
+    return float(line.split()[-1])
+
+
+async def until_dropped(app: TidingsProcess, wait: float = 30.0) -> None:
+    """The server's counter of dropped clients is all a test can see of a
+    client it cannot read from: looked at every 0.1 s, for `wait` at most."""
+    for _ in range(int(wait / 0.1)):
+        if dropped_clients(app) > 0:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"no client dropped in {wait} s")
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_never_slows_the_others(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """A client whose TCP window is full blocks the server's send itself (its
+    queue never overflows): the connection's timer ends the send after
+    send_timeout and closes it with 1013, while a reading client gets all."""
+    feed_server.put("/news.xml", rss(entries("Start")), etag='"0"')
+    config = write_config(tmp_path, source(feed_server))
+    text = config.read_text().replace(
+        "heartbeat = 2", "heartbeat = 2\nsend_timeout = 4\nclient_queue = 100000"
+    )
+    config.write_text(text)
+    body = "<p>" + "lorem ipsum " * 6000 + "</p>"  # 72 kB an event
+    burst = [{"guid": f"b{i}", "title": f"Burst {i}", "description": body} for i in range(100)]
+    with TidingsProcess(config) as app:
+        # A client that reads one frame ahead at most, without compression:
+        # 7 MB of events fill every buffer on the way (the server's socket
+        # takes 4 MB).
+        async with (
+            websockets.connect(app.ws_url, max_queue=1, compression=None) as stuck,
+            websockets.connect(app.ws_url, max_size=None) as reader,
+        ):
+            await subscribe(stuck, "s", cursor=0)
+            [start] = await events_until(stuck, "Start")
+            await subscribe(reader, "s")
+            feed_server.put("/news.xml", rss(entries("Start") + burst), etag='"1"')
+            got = await events_until(reader, "Burst 99")
+            assert [e["title"] for e in got] == [b["title"] for b in burst]
+            # The reader had everything before the stuck client's send timed out.
+            assert dropped_clients(app) == 0
+            await until_dropped(app)
+            received: list[dict[str, Any]] = []
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with asyncio.timeout(30):
+                    while True:
+                        msg = await recv_json(stuck)
+                        if msg["type"] == "event":
+                            received.append(msg["event"])
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            assert len(received) < len(burst)  # it was cut off mid-burst
+        cursor = received[-1]["id"] if received else start["id"]
+        async with websockets.connect(app.ws_url, max_size=None) as ws:
+            await subscribe(ws, "s", cursor=cursor)
+            received += await events_until(ws, "Burst 99")
+    assert [e["title"] for e in received] == [b["title"] for b in burst]
+
+
 async def test_origin_is_checked(feed_server: FeedServer, tmp_path: Path) -> None:
     feed_server.put("/news.xml", rss(entries("x")), etag='"0"')
     with TidingsProcess(write_config(tmp_path, source(feed_server))) as app:
