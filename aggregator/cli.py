@@ -51,6 +51,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host or config.server.host,
         port=args.port if args.port is not None else config.server.port,
         ws="websockets-sansio",
+        # A client sends subscriptions and pings: 64 KiB, not uvicorn's 16 MiB.
+        ws_max_size=64 * 1024,
         log_level=args.log_level.lower(),
         proxy_headers=False,
     )

@@ -9,12 +9,17 @@ ignores updates).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from aggregator.sanitize import html_to_text, safe_url, sanitize_html
-from aggregator.types import EventData
+from aggregator.types import Actor, EventData
+
+# A lone surrogate (JSON's "\ud800" decodes to one) is no character: SQLite,
+# nh3 and UTF-8 refuse it, and one such item would fail its source's every poll.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +65,8 @@ def prepare(items: Iterable[EventData], source_tags: Iterable[str] = ()) -> list
     extra_tags = tuple(source_tags)
     seen: set[str] = set()
     out: list[Prepared] = []
-    for item in items:
+    for raw in items:
+        item = _characters_only(raw)
         key = identity(item)
         if key in seen:
             continue
@@ -78,6 +84,29 @@ def prepare(items: Iterable[EventData], source_tags: Iterable[str] = ()) -> list
         # tags or upgrading the sanitiser must not turn every item into an Update.
         out.append(Prepared(key, content_hash(item), clean))
     return out
+
+
+def _characters_only(item: EventData) -> EventData:
+    """`item` with every lone surrogate in its text replaced by U+FFFD."""
+
+    def fix(text: str | None) -> str | None:
+        return _SURROGATE.sub("\ufffd", text) if text else text
+
+    a = item.actor
+    texts = (
+        *(item.external_id, item.title, item.verb, item.object_type, item.summary),
+        *(item.content_html, item.url, item.thread_id, a.name, a.email, a.url, *item.tags),
+    )
+    if not any(_SURROGATE.search(t) for t in texts if t):
+        return item
+    return replace(
+        item, external_id=fix(item.external_id), title=fix(item.title) or "",
+        verb=fix(item.verb) or "", object_type=fix(item.object_type) or "",
+        summary=fix(item.summary) or "", content_html=fix(item.content_html) or "",
+        url=fix(item.url), thread_id=fix(item.thread_id),
+        actor=Actor(fix(a.name), fix(a.email), fix(a.url)),
+        tags=tuple(fix(t) or "" for t in item.tags),
+    )  # fmt: skip
 
 
 def decide(

@@ -112,7 +112,8 @@ _FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):")
 _SURROGATE = re.compile("[\ud800-\udfff]")  # from JSON's "\ud800": no character at all
 # Bounds that keep every query cheap to parse, compile and run (and within
 # Python's recursion and SQLite's expression depth limits).
-MAX_TERMS = 64
+MAX_QUERY = 2000  # characters: a query is typed or saved, never generated in bulk
+MAX_TERMS = 64  # words, phrases and field values
 MAX_DEPTH = 32
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ENDS_WORD = frozenset('()"')
@@ -219,14 +220,23 @@ class _Parser:
     unary := "-" unary | "(" or ")" | term."""
 
     def __init__(self, query: str, now: datetime) -> None:
+        # Bounded before any work: the parse and every live event's check
+        # cost in proportion to the query (a websocket client sends any).
+        if len(query) > MAX_QUERY:
+            raise QueryError(f"a query is at most {MAX_QUERY} characters", MAX_QUERY)
         self.query = query
         self.now = now
         self.tokens = _scan(query)
         self.at = 0
         self.depth = 0
-        terms = [t for t in self.tokens if t.kind in ("word", "phrase", "field")]
+        terms = [
+            position
+            for t in self.tokens
+            for position in ([p for _, p in t.values] if t.kind == "field" else [t.position])
+            if t.kind in ("word", "phrase", "field")
+        ]
         if len(terms) > MAX_TERMS:
-            raise QueryError(f"too many terms (at most {MAX_TERMS})", terms[MAX_TERMS].position)
+            raise QueryError(f"too many terms (at most {MAX_TERMS})", terms[MAX_TERMS])
 
     def peek(self) -> _Token | None:
         return self.tokens[self.at] if self.at < len(self.tokens) else None
@@ -342,15 +352,15 @@ def _instant(value: str, name: str, now: datetime, position: int) -> datetime:
             # until:2026-11-01 includes that day: it ends at the next midnight.
             return start + timedelta(days=1) if name == "until" else start
         instant = datetime.fromisoformat(value)
+        if instant.tzinfo is None:
+            return instant.replace(tzinfo=UTC)
+        return instant.astimezone(UTC)  # a far offset may overflow
     except (ValueError, OverflowError):
         raise QueryError(
             f"{name}: expects an age (7d, 36h, 30m), a date (2026-11-01) "
             f"or a date and time (2026-11-01T09:30), not {value!r}",
             position,
         ) from None
-    if instant.tzinfo is None:
-        return instant.replace(tzinfo=UTC)
-    return instant.astimezone(UTC)
 
 
 # --- rendering (the parser's inverse) ------------------------------------------------

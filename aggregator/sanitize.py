@@ -42,6 +42,8 @@ _ONE_PIXEL = re.compile(r"""\b(width|height)\s*=\s*["']?1(?![0-9])""", re.IGNORE
 _DATA_SRC = re.compile(r"\bdata-src\s*=", re.IGNORECASE)
 _HAS_SRC = re.compile(r"\ssrc\s*=", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
+_URL_BREAKS = re.compile(r"[\t\n\r]")  # a URL parser drops them (WHATWG)
+_URL_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 _PARTIAL_TAG = re.compile(r"<[^>]*\Z")
 _DROP_BLOCKS = re.compile(
     r"<(script|style|noscript|template|iframe|object)\b.*?</\1\s*>|<!--.*?-->",
@@ -83,10 +85,13 @@ _CLEANER = nh3.Cleaner(
 
 
 def safe_url(url: str | None) -> str | None:
-    """A link fit to put in a page: http(s) or mailto only, else None."""
+    """A link fit to put in a page: http(s) or mailto only, else None. Control
+    characters are percent-encoded, as a browser would, so that the link can go
+    into XML (which has no way to write them) as it is."""
     if not url:
         return None
-    url = url.strip()
+    url = _URL_BREAKS.sub("", url.strip())
+    url = _URL_CONTROLS.sub(lambda m: f"%{ord(m.group()):02X}", url)
     try:
         scheme = urlsplit(url).scheme.lower()
     except ValueError:  # e.g. "http://[::1": not a link anyone can follow

@@ -17,6 +17,7 @@ download everything again for no change.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import re
 from collections.abc import Sequence
@@ -79,11 +80,15 @@ class FeedSpec:
     base: str
     self_url: str
     events: Sequence[Event]
-    empty_since: datetime  # `updated` of a feed with no entries
+    changed_at: datetime  # when the stream's name or query last changed
 
     @property
     def updated(self) -> datetime:
-        return max((e.ingested_at for e in self.events), default=self.empty_since)
+        """The feed's <updated> and Last-Modified: what changes the content
+        moves it forward (an arrival, a new name or query). A change in who
+        may see what does not: If-None-Match (the ETag covers it) is exact,
+        If-Modified-Since alone may keep a reader's copy until the next arrival."""
+        return max([self.changed_at, *(e.ingested_at for e in self.events)])
 
     @property
     def feed_id(self) -> str:
@@ -114,7 +119,7 @@ def render_atom(spec: FeedSpec) -> bytes:
     for event in spec.events:
         fe = fg.add_entry(order="append")
         fe.id(event_url(spec.base, event))
-        _common_entry(fe, spec, event)
+        _common_entry(fe, spec, event, html_summary=False)
         fe.published(event.published)
     body: bytes = fg.atom_str(pretty=False)
     return body
@@ -126,7 +131,7 @@ def render_rss(spec: FeedSpec) -> bytes:
     for event in spec.events:
         fe = fg.add_entry(order="append")
         fe.guid(event_url(spec.base, event), permalink=False)
-        _common_entry(fe, spec, event)
+        _common_entry(fe, spec, event, html_summary=True)
         fe.pubDate(event.published)
         # RSS <author> must be an e-mail address; a name goes in dc:creator.
         fe.dc.dc_creator(_x(author_name(event)))
@@ -147,13 +152,18 @@ def _generator(spec: FeedSpec, fmt: str) -> FeedGenerator:
     return fg
 
 
-def _common_entry(fe: Any, spec: FeedSpec, event: Event) -> None:
+def _common_entry(fe: Any, spec: FeedSpec, event: Event, *, html_summary: bool) -> None:
+    """What Atom and RSS entries share. The summary is plain text: Atom says
+    so (a <summary> without a type), RSS's <description> is HTML, so there
+    it is escaped -- a summary that reads "<img onerror=...>" stays text."""
     fe.title(_x(entry_title(event)))
-    fe.link(href=event.url or event_url(spec.base, event), rel="alternate")
+    # Stored links are percent-encoded (safe_url); _x for any stored before that.
+    fe.link(href=_x(event.url) or event_url(spec.base, event), rel="alternate")
     fe.updated(event.updated or event.published)
     fe.author({"name": _x(author_name(event))})
     if event.summary:
-        fe.summary(_x(event.summary))
+        summary = _x(event.summary)
+        fe.summary(html.escape(summary) if html_summary else summary)
     if event.content_html:
         fe.content(_x(event.content_html), type="html")  # sanitised at ingest (nh3)
     for tag in event.tags:
@@ -249,7 +259,7 @@ async def personal_feed(request: Request) -> Response:
     viewer = state.access.viewer(user)
     key = request.path_params["stream"]
     if key == ALL:
-        title, query, since = "All events", "", user.created_at
+        title, query, changed = "All events", "", user.created_at
     else:
         try:
             stream_id = parse_id(key, "stream")
@@ -258,7 +268,7 @@ async def personal_feed(request: Request) -> Response:
         stream = await run_in_threadpool(state.store.streams.get, user_id, stream_id)
         if stream is None:
             return _not_found()
-        title, query, since, key = stream.name, stream.query, stream.created_at, str(stream.id)
+        title, query, changed, key = stream.name, stream.query, stream.changed_at, str(stream.id)
     try:
         flt = EventFilter.parse(query)
     except QueryError as err:  # saved before the query language changed
@@ -267,7 +277,7 @@ async def personal_feed(request: Request) -> Response:
         partial(state.store.latest_events, flt, viewer=viewer, limit=FEED_SIZE)
     )
     base = site_url(request)
-    spec = FeedSpec(key, title, query, base, f"{base}{request.url.path}", found, since)
+    spec = FeedSpec(key, title, query, base, f"{base}{request.url.path}", found, changed)
     etag = etag_of(fmt, spec, viewer)
     headers = {
         "ETag": etag,

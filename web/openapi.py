@@ -16,8 +16,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from aggregator.filters import MAX_QUERY
 from aggregator.store import MAX_PAGE
-from aggregator.store.streams import MAX_NAME, MAX_QUERY, UNREAD_CAP
+from aggregator.store.streams import MAX_NAME, UNREAD_CAP
 from web.auth import guard
 from web.feeds import FEED_SIZE
 

@@ -123,8 +123,9 @@ async def list_streams(request: Request) -> Response:
 
 @guard("user")
 async def create_stream(request: Request) -> Response:
+    principal = principal_of(request)
     user = _account(request)
-    if user is None:
+    if principal is None or user is None:
         return forbidden(request, NO_ACCOUNT)
     streams = app_state(request).store.streams
     try:
@@ -134,7 +135,14 @@ async def create_stream(request: Request) -> Response:
             raise BadRequest("a stream needs a name", field="name")
         query = _text(body, "query") or ""
         stream = await run_in_threadpool(
-            partial(streams.create, user.id, name, query, now=datetime.now(UTC))
+            partial(
+                streams.create,
+                user.id,
+                name,
+                query,
+                now=datetime.now(UTC),
+                viewer=principal.viewer,
+            )
         )
     except (BadRequest, StreamError) as err:
         return _error(err)
@@ -165,8 +173,17 @@ async def one_stream(request: Request) -> Response:
             name, query = _text(body, "name"), _text(body, "query")
             if name is None and query is None:
                 raise BadRequest("send a new name or query, or both")
+            now = datetime.now(UTC)
             stream = await run_in_threadpool(
-                partial(streams.update, user.id, stream_id, name=name, query=query)
+                partial(
+                    streams.update,
+                    user.id,
+                    stream_id,
+                    now=now,
+                    viewer=principal.viewer,
+                    name=name,
+                    query=query,
+                )
             )
         else:
             found = await run_in_threadpool(streams.get, user.id, stream_id)
@@ -216,7 +233,9 @@ async def mark_read(request: Request) -> Response:
             up_to = await run_in_threadpool(partial(store.max_event_id, viewer=principal.viewer))
         else:
             up_to = _id_value(raw, "up_to")
-        last = await run_in_threadpool(store.streams.mark_read, user.id, stream_id, up_to)
+        last = await run_in_threadpool(
+            partial(store.streams.mark_read, user.id, stream_id, up_to, viewer=principal.viewer)
+        )
     except (BadRequest, StreamError) as err:
         return _error(err)
     return JSONResponse({"id": stream_id, "last_read_id": last})

@@ -190,6 +190,7 @@ streams = Table(
     Column("position", Integer, nullable=False, default=0),
     Column("last_read_id", Integer, nullable=False, default=0),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("changed_at", UTCDateTime),  # name or query (migration 0005)
     Index("ix_streams_user_id", "user_id"),
     sqlite_autoincrement=True,
 )

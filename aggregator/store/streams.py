@@ -36,7 +36,6 @@ from aggregator.store.schema import events, feed_tokens, streams, users
 from aggregator.visibility import Viewer
 
 MAX_NAME = 100
-MAX_QUERY = 2000
 MAX_STREAMS = 200  # per user: unread counts cost one query per stream
 UNREAD_CAP = 1000
 FEED_KEY = "feed_key"
@@ -71,6 +70,7 @@ class Stream:
     position: int
     last_read_id: int
     created_at: datetime
+    changed_at: datetime  # its name or query; created_at until then
 
 
 def check_stream_name(name: str) -> str:
@@ -78,19 +78,22 @@ def check_stream_name(name: str) -> str:
     name = name.strip()
     if not 1 <= len(name) <= MAX_NAME:
         raise StreamError(f"a stream needs a name of 1-{MAX_NAME} characters", field="name")
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
-        raise StreamError("a stream name cannot contain control characters", field="name")
+    # Cc/Cs: control characters and lone surrogates; Cn takes in U+FFFE/U+FFFF,
+    # which XML (the feeds, OPML) cannot carry either.
+    if any(unicodedata.category(c) in ("Cc", "Cs", "Cn") for c in name):
+        raise StreamError(
+            "a stream name cannot contain control characters or non-characters", field="name"
+        )
     return name
 
 
 def check_stream_query(query: str) -> str:
     """The query as kept, once it parses; the error points at the culprit."""
-    if len(query) > MAX_QUERY:
-        raise StreamError(f"a query is at most {MAX_QUERY} characters", field="query")
     try:
         EventFilter.parse(query)
     except QueryError as err:
-        raise StreamError(str(err), field="query", position=err.position) from err
+        # The reason alone, as /api/events says it: `position` says where.
+        raise StreamError(err.reason, field="query", position=err.position) from err
     return query
 
 
@@ -103,7 +106,15 @@ def _row(row: Any) -> Stream:
         position=row.position,
         last_read_id=row.last_read_id,
         created_at=row.created_at,
+        changed_at=row.changed_at or row.created_at,
     )
+
+
+def _newest(conn: Connection, viewer: Viewer | None) -> int:
+    query = select(func.coalesce(func.max(events.c.id), 0))
+    if viewer is not None:
+        query = query.where(viewer.where(events.c.source_id))
+    return conn.scalar(query) or 0
 
 
 def _mac(key: str, user_id: int, serial: int) -> str:
@@ -176,10 +187,13 @@ class Streams:
 
     # --- changing ---------------------------------------------------------
 
-    def create(self, user_id: int, name: str, query: str, *, now: datetime) -> Stream:
+    def create(
+        self, user_id: int, name: str, query: str, *, now: datetime, viewer: Viewer | None
+    ) -> Stream:
         """A new stream, last in the user's order. It starts with nothing
         unread: its count is of what arrives from now on, not of the history
-        that a new query happens to match (which the history view shows)."""
+        that a new query happens to match (which the history view shows).
+        `viewer` is the user's: the mark is at the newest event they may see."""
         name = check_stream_name(name)
         query = check_stream_query(query)
         with self._writing() as conn:
@@ -194,7 +208,7 @@ class Streams:
                     streams.c.user_id == user_id
                 )
             )
-            newest = conn.scalar(select(func.coalesce(func.max(events.c.id), 0)))
+            newest = _newest(conn, viewer)
             stream_id: int = conn.execute(
                 insert(streams).values(
                     user_id=user_id,
@@ -203,6 +217,7 @@ class Streams:
                     position=position,
                     last_read_id=newest,
                     created_at=now,
+                    changed_at=now,
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
             stream = self._get(conn, user_id, stream_id)
@@ -210,21 +225,34 @@ class Streams:
         return stream
 
     def update(
-        self, user_id: int, stream_id: int, *, name: str | None = None, query: str | None = None
+        self,
+        user_id: int,
+        stream_id: int,
+        *,
+        now: datetime,
+        viewer: Viewer | None,
+        name: str | None = None,
+        query: str | None = None,
     ) -> Stream:
-        """Rename it or change its query (what was read stays read)."""
-        values: dict[str, str] = {}
+        """Rename it or change its query. A new query starts, like a new
+        stream, with nothing unread (`viewer`: the owner's): its backlog is
+        history, not news."""
+        values: dict[str, Any] = {}
         if name is not None:
             values["name"] = check_stream_name(name)
         if query is not None:
             values["query"] = check_stream_query(query)
         with self._writing() as conn:
-            if self._get(conn, user_id, stream_id) is None:
+            stream = self._get(conn, user_id, stream_id)
+            if stream is None:
                 raise UnknownStreamError(stream_id)
             if "name" in values:
                 others = conn.execute(self._of(user_id).where(streams.c.id != stream_id))
                 self._unique(values["name"], [r.name for r in others])
+            if "query" in values and values["query"] != stream.query:
+                values["last_read_id"] = max(stream.last_read_id, _newest(conn, viewer))
             if values:
+                values["changed_at"] = now
                 conn.execute(update(streams).where(streams.c.id == stream_id).values(**values))
             stream = self._get(conn, user_id, stream_id)
         assert stream is not None
@@ -249,17 +277,20 @@ class Streams:
                     update(streams).where(streams.c.id == stream_id).values(position=position)
                 )
 
-    def mark_read(self, user_id: int, stream_id: int, up_to_id: int) -> int:
+    def mark_read(
+        self, user_id: int, stream_id: int, up_to_id: int, *, viewer: Viewer | None
+    ) -> int:
         """Everything up to `up_to_id` is read; the stream's new last-read id.
 
         It never moves back (a late request from another tab must not make
-        read events unread again), and never past the newest event, which
-        would hide events that do not exist yet."""
+        read events unread again), and never past the newest event `viewer`
+        may see: not past events that do not exist yet, which it would hide,
+        and not to a hidden event's id, which would tell that it exists."""
         with self._writing() as conn:
             stream = self._get(conn, user_id, stream_id)
             if stream is None:
                 raise UnknownStreamError(stream_id)
-            newest = conn.scalar(select(func.coalesce(func.max(events.c.id), 0))) or 0
+            newest = _newest(conn, viewer)
             last = max(stream.last_read_id, min(up_to_id, newest))
             if last != stream.last_read_id:
                 conn.execute(

@@ -134,6 +134,50 @@ def unread_of(board: Board, name: str) -> object:
     return None if found is None else found["unread"]
 
 
+SIDEBAR = '#stream-list li.stream:not([data-stream=""]) .stream-name'
+
+
+def csrf(page: Page) -> str:
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    assert token
+    return token
+
+
+def save_streams(board: Board, proc: TidingsProcess, streams: list[tuple[str, str]]) -> list[int]:
+    """POST /api/streams with the page's cookies and CSRF token, as app.js sends them."""
+    ids = []
+    for name, query in streams:
+        got = board.page.request.post(
+            proc.base + "/api/streams",
+            data={"name": name, "query": query},
+            headers={"X-CSRF-Token": csrf(board.page)},
+        )
+        assert got.status == 201, got.text()
+        ids.append(got.json()["id"])
+    return ids
+
+
+def refused_change(
+    board: Board, proc: TidingsProcess, stream_id: int, body: dict[str, str]
+) -> dict[str, object]:
+    """The API's answer to a change it refuses (so nothing changes): the words
+    the editor has to show."""
+    got = board.page.request.patch(
+        f"{proc.base}/api/streams/{stream_id}",
+        data=body,
+        headers={"X-CSRF-Token": csrf(board.page)},
+    )
+    assert got.status == 400, got.text()
+    answer: dict[str, object] = got.json()
+    return answer
+
+
+def saved_order(board: Board) -> list[object]:
+    streams = board.api("/api/streams")["streams"]
+    assert isinstance(streams, list)
+    return [s["name"] for s in streams]
+
+
 # --- 1. query box and saved streams ------------------------------------------------
 
 
@@ -237,8 +281,10 @@ def test_query_box_saved_streams_and_unread_badges(
         assert page.evaluate("window.__marker") == "no-reload"
 
         # Deleted: gone from the sidebar and from the API; the list stays.
-        nav.get_by_role("button", name="Delete stream News").click()
+        nav.get_by_role("button", name="Manage stream News").click()
+        nav.get_by_role("group", name="Manage News").get_by_role("button", name="Delete").click()
         expect(news_link).to_have_count(0)  # asked first, in its place
+        expect(nav.get_by_text("Delete “News”?")).to_be_visible()
         nav.get_by_role("button", name="Delete", exact=True).click()
         expect(nav.get_by_text("Delete “News”?")).to_have_count(0)
         expect(news_link).to_have_count(0)
@@ -406,4 +452,243 @@ def test_history_colours_new_pill_and_empty_state(
         expect(entries).to_have_count(0)
         expect(the_end).to_be_hidden()
         expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+        board.assert_clean()
+
+
+# --- 4. managing streams: edit in place, delete after confirming ---------------------------
+
+
+def test_edit_a_stream_in_place_and_delete_one_after_confirming(
+    board: Board, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    news = items("n", ["Merger talks begin", "New office in Leeds"])
+    feed_server.put(NEWS, linked_rss(feed_server, news), etag='"n1"')
+    feed_server.put(WIKI, linked_rss(feed_server, items("w", ["Style guide"])), etag='"w1"')
+    config = write_config(tmp_path, two_sources(feed_server))
+    tidings(config, "users", "create", "ann", password=PASSWORDS["ann"])
+    page = board.page
+    popups: list[str] = []
+    page.on("popup", lambda tab: popups.append(tab.url))
+    nav = page.get_by_role("navigation", name="Streams")
+    box = page.get_by_role("searchbox", name="Filter the stream")
+    entries = page.locator(EVENTS)
+    with TidingsProcess(config) as proc:
+        sign_in(page, proc, "ann", "/")
+        expect(entries).to_have_count(3, timeout=LIVE_MS)
+        news_id, wiki_id = save_streams(
+            board, proc, [("News", "source:news"), ("Wiki", "source:wiki")]
+        )
+        page.reload()
+        row = nav.locator(f'li[data-stream="{news_id}"]')
+        news_link = row.get_by_role("link", name=re.compile(r"^News\b"))
+        news_link.click()
+        expect(entries).to_have_count(2)
+        expect(page).to_have_url(f"{proc.base}/?q=source%3Anews&stream={news_id}")
+
+        # By keyboard: j selects an event; Tab from the stream's link reaches its
+        # "⋯" button, which shows its actions; Edit puts a form in its place.
+        page.keyboard.press("j")
+        expect(entries.nth(0)).to_be_focused()
+        news_link.focus()
+        page.keyboard.press("Tab")
+        manage = row.get_by_role("button", name="Manage stream News")
+        expect(manage).to_be_focused()
+        expect(manage).to_have_attribute("aria-expanded", "false")
+        page.keyboard.press("Enter")
+        expect(manage).to_have_attribute("aria-expanded", "true")
+        page.keyboard.press("Tab")
+        edit = row.get_by_role("button", name="Edit")
+        expect(edit).to_be_focused()
+        page.keyboard.press("Enter")
+        name, query = row.get_by_label("Name"), row.get_by_label("Query")
+        expect(name).to_be_focused()
+        expect(name).to_have_value("News")
+        expect(query).to_have_value("source:news")
+
+        # Typing in the form is only typing: j, k, o and / do nothing else
+        # (o would open the selected event in a tab: `popups` stays empty).
+        page.keyboard.type("jjko/")
+        expect(name).to_have_value("jjko/")
+        expect(page.locator(f"{EVENTS}.current")).to_have_count(1)
+        expect(entries.nth(0)).to_have_class("event current")
+        expect(name).to_be_focused()
+        expect(box).not_to_be_focused()
+
+        # Esc drops the draft and goes back to Edit.
+        page.keyboard.press("Escape")
+        expect(name).to_have_count(0)
+        expect(edit).to_be_focused()
+        expect(news_link).to_be_visible()
+        page.keyboard.press("Enter")
+        expect(name).to_have_value("News")
+
+        # A taken name (case aside) and an empty one: the server's words, next
+        # to the field, which is marked and keeps focus.
+        name_error = row.locator(f"#edit-name-{news_id}-error")
+        for bad in ("wiki", "   "):
+            refused = refused_change(board, proc, news_id, {"name": bad})
+            assert refused["field"] == "name"
+            name.fill(bad)
+            name.press("Enter")
+            expect(name_error).to_have_text(str(refused["error"]))
+            expect(name_error).to_be_visible()
+            expect(name).to_have_accessible_description(str(refused["error"]))
+            expect(name).to_have_attribute("aria-invalid", "true")
+            expect(name).to_be_focused()
+
+        # A new name with a query that does not parse: the query's error, with
+        # its position marked and the caret there; nothing changes anywhere.
+        refused = refused_change(board, proc, news_id, {"name": "Team news", "query": BAD_QUERY})
+        assert refused["field"] == "query"
+        position = refused["position"]
+        assert isinstance(position, int) and 0 <= position <= len(BAD_QUERY)
+        name.fill("Team news")
+        query.fill(BAD_QUERY)
+        row.get_by_role("button", name="Save").click()
+        query_error = row.locator(f"#edit-query-{news_id}-error")
+        # (The streams API says the position in its message, /api/events does
+        # not: either way the editor says it once.)
+        said = f"(at character {position + 1})"
+        reason = str(refused["error"]).removesuffix(" " + said)
+        expect(query_error.locator(".message")).to_have_text(f"{reason} {said}")
+        expect(query_error.locator("code")).to_have_text(BAD_QUERY.ljust(position + 1))
+        expect(query_error.locator("code mark")).to_have_text(
+            BAD_QUERY[position : position + 1] or " "
+        )
+        expect(query).to_have_attribute("aria-invalid", "true")
+        expect(query).to_be_focused()
+        assert query.evaluate("q => [q.selectionStart, q.selectionEnd]") == [position, position]
+        expect(name_error).to_be_hidden()
+        expect(name).not_to_have_attribute("aria-invalid", "true")
+        unchanged = stream_named(board, "News")
+        assert unchanged is not None and unchanged["query"] == "source:news"
+        assert stream_named(board, "Team news") is None
+        expect(entries).to_have_count(2)
+        expect(box).to_have_value("source:news")
+
+        # Fixed: saved, back on the renamed link; the stream on view shows
+        # what its new query matches, and the URL and the box follow.
+        query.fill("source:news merger")
+        query.press("Enter")
+        team_link = nav.get_by_role("link", name=re.compile(r"^Team news\b"))
+        expect(team_link).to_be_focused()
+        expect(name).to_have_count(0)
+        expect(team_link).to_have_attribute("title", "source:news merger")
+        expect(entries).to_have_count(1)
+        expect(board.entry("Merger talks begin")).to_have_count(1)
+        expect(box).to_have_value("source:news merger")
+        expect(page).to_have_url(f"{proc.base}/?q=source%3Anews+merger&stream={news_id}")
+        changed = stream_named(board, "Team news")
+        assert changed is not None
+        assert (changed["id"], changed["query"]) == (news_id, "source:news merger")
+        page.reload()
+        expect(nav.locator(SIDEBAR)).to_have_text(["Team news", "Wiki"])
+        expect(team_link).to_have_attribute("aria-current", "page")
+
+        # Delete asks first, in the stream's place, focused on Cancel; Cancel
+        # and Esc both keep the stream and go back to Delete.
+        wiki_row = nav.locator(f'li[data-stream="{wiki_id}"]')
+        wiki_row.get_by_role("button", name="Manage stream Wiki").click()
+        delete = wiki_row.get_by_role("button", name="Delete")
+        delete.click()
+        question = wiki_row.get_by_text("Delete “Wiki”?")
+        expect(question).to_be_visible()
+        cancel = wiki_row.get_by_role("button", name="Cancel")
+        expect(cancel).to_be_focused()
+        expect(cancel).to_have_accessible_description("Delete “Wiki”?")
+        cancel.click()
+        expect(question).to_have_count(0)
+        expect(delete).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(question).to_be_visible()
+        page.keyboard.press("Escape")
+        expect(question).to_have_count(0)
+        expect(delete).to_be_focused()
+        assert stream_named(board, "Wiki") is not None
+
+        # Confirmed: gone from the sidebar and the API, focus on the stream above.
+        delete.click()
+        wiki_row.get_by_role("button", name="Delete").click()
+        expect(wiki_row).to_have_count(0)
+        expect(team_link).to_be_focused()
+        assert stream_named(board, "Wiki") is None
+        page.reload()
+        expect(nav.locator(SIDEBAR)).to_have_text(["Team news"])
+        assert popups == []
+        board.assert_clean(allowed_400=(f"/api/streams/{news_id}",))
+
+
+# --- 5. reordering: by keyboard, with buttons, by dragging -----------------------------------
+
+
+def test_reorder_streams_by_keyboard_and_by_dragging(
+    board: Board, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    feed_server.put(NEWS, linked_rss(feed_server, []), etag='"n1"')
+    feed_server.put(WIKI, linked_rss(feed_server, []), etag='"w1"')
+    config = write_config(tmp_path, two_sources(feed_server))
+    tidings(config, "users", "create", "ann", password=PASSWORDS["ann"])
+    page = board.page
+    nav = page.get_by_role("navigation", name="Streams")
+    names = nav.locator(SIDEBAR)
+    with TidingsProcess(config) as proc:
+        sign_in(page, proc, "ann", "/")
+        save_streams(board, proc, [("Alpha", "alpha"), ("Beta", "beta"), ("Gamma", "gamma")])
+        page.reload()
+        expect(names).to_have_text(["Alpha", "Beta", "Gamma"])
+
+        # Alt+Up/Down on a focused stream moves it; focus stays with it, and
+        # a status says where it went. At the top it stays at the top.
+        gamma = nav.get_by_role("link", name="Gamma", exact=True)
+        gamma.focus()
+        page.keyboard.press("Alt+ArrowUp")
+        expect(names).to_have_text(["Alpha", "Gamma", "Beta"])
+        expect(gamma).to_be_focused()
+        expect(page.locator("#streams-status")).to_have_text("“Gamma” moved to 2 of 3.")
+        page.keyboard.press("Alt+ArrowUp")
+        expect(names).to_have_text(["Gamma", "Alpha", "Beta"])
+        page.keyboard.press("Alt+ArrowUp")
+        page.keyboard.press("Alt+ArrowDown")
+        expect(names).to_have_text(["Alpha", "Gamma", "Beta"])
+        expect(gamma).to_be_focused()
+        wait_until(lambda: saved_order(board) == ["Alpha", "Gamma", "Beta"], 10, "the order saved")
+        page.reload()
+        expect(names).to_have_text(["Alpha", "Gamma", "Beta"])
+
+        # Move up / Move down among a stream's actions; focus stays on the
+        # button, which says when it can go no further (and then does nothing).
+        manage = nav.get_by_role("button", name="Manage stream Alpha")
+        manage.click()
+        actions = nav.get_by_role("group", name="Manage Alpha")
+        up = actions.get_by_role("button", name="Move up")
+        down = actions.get_by_role("button", name="Move down")
+        expect(up).to_have_attribute("aria-disabled", "true")
+        expect(down).to_have_attribute("aria-disabled", "false")
+        down.click()
+        expect(names).to_have_text(["Gamma", "Alpha", "Beta"])
+        expect(down).to_be_focused()
+        expect(up).to_have_attribute("aria-disabled", "false")
+        page.keyboard.press("Enter")
+        expect(names).to_have_text(["Gamma", "Beta", "Alpha"])
+        expect(down).to_have_attribute("aria-disabled", "true")
+        expect(down).to_be_focused()
+        page.keyboard.press("Enter")
+        page.keyboard.press("Escape")  # closes the actions, back on their button
+        expect(actions).to_have_count(0)
+        expect(manage).to_be_focused()
+        expect(manage).to_have_attribute("aria-expanded", "false")
+        expect(names).to_have_text(["Gamma", "Beta", "Alpha"])
+        wait_until(lambda: saved_order(board) == ["Gamma", "Beta", "Alpha"], 10, "the order saved")
+        page.reload()
+        expect(names).to_have_text(["Gamma", "Beta", "Alpha"])
+
+        # Dragged onto the top half of another stream, it goes above it.
+        alpha = nav.get_by_role("link", name="Alpha", exact=True)
+        alpha.drag_to(
+            nav.get_by_role("link", name="Gamma", exact=True), target_position={"x": 8, "y": 2}
+        )
+        expect(names).to_have_text(["Alpha", "Gamma", "Beta"])
+        wait_until(lambda: saved_order(board) == ["Alpha", "Gamma", "Beta"], 10, "the order saved")
+        page.reload()
+        expect(names).to_have_text(["Alpha", "Gamma", "Beta"])
         board.assert_clean()

@@ -3,8 +3,10 @@
 Every read path must show a user exactly the sources their groups admit: not
 one event more (no leak) and not one less (nothing allowed goes missing). The
 expected table below is written out by hand, not derived from the code under
-test. The live part changes access rules from this process, as the CLI or
-another web worker would, while websockets are open.
+test. Read paths include personal feeds (whose URL token is the credential),
+saved streams' unread counts, OPML, AS2 and ranked search. The live part
+changes access rules from this process, as the CLI or another web worker
+would, while websockets are open.
 
 Events are written straight into the store from this process (another writer,
 like `tidings poll`); the server's poller is off, so the server notices them
@@ -19,6 +21,7 @@ import html
 import json
 import re
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import feedparser
 import httpx2
 import pytest
 import websockets
@@ -36,6 +40,7 @@ from aggregator.decide import prepare
 from aggregator.store import Store
 from aggregator.types import EventData
 from tests.support import TidingsProcess, feed_source, write_config
+from web.feeds import FEED_SIZE
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +72,9 @@ EXPECTED: dict[str, frozenset[str]] = {
     "nils": frozenset({"news"}),
 }
 USERS = sorted(EXPECTED)
+# A saved query that names every source, the hidden ones included.
+EVERY_SOURCE = "source:" + ",".join(sorted(ALL))
+FORMATS = ("atom", "rss", "json")
 
 
 def keyword(source_id: str) -> str:
@@ -95,6 +103,10 @@ class World:
     def truth(self) -> dict[int, str]:
         """Every event id and its source, read by the system (no viewer)."""
         return {e.id: e.source_id for e in self.store.latest_events(viewer=None, limit=500)}
+
+    def titles(self) -> dict[int, str]:
+        """Every event id and its title, read by the system (no viewer)."""
+        return {e.id: e.title for e in self.store.latest_events(viewer=None, limit=500)}
 
     def visible_ids(self, user: str, source_id: str | None = None) -> set[int]:
         return {
@@ -238,6 +250,55 @@ def dashboard_view(page: str) -> tuple[list[int], set[str], set[str]]:
     assert match, page
     names = set(json.loads(html.unescape(match.group(1))))
     return ids, labelled, names
+
+
+def save_streams(client: httpx2.Client, queries: dict[str, str]) -> dict[str, int]:
+    """Saves a stream per name (each starts with nothing unread); their ids by name."""
+    ids: dict[str, int] = {}
+    for name, query in queries.items():
+        res = client.post("/api/streams", json={"name": name, "query": query})
+        assert res.status_code == 201 and res.json()["unread"] == 0, res.text
+        ids[name] = res.json()["id"]
+    return ids
+
+
+def streams_listing(client: httpx2.Client) -> dict[str, Any]:
+    res = client.get("/api/streams")
+    assert res.status_code == 200, res.text
+    body: dict[str, Any] = res.json()
+    return body
+
+
+def unread_counts(client: httpx2.Client) -> dict[str, int]:
+    """Each saved stream's unread count, by name."""
+    streams = streams_listing(client)["streams"]
+    assert not any(s["unread_more"] for s in streams)
+    return {s["name"]: s["unread"] for s in streams}
+
+
+def feed_token(url: str) -> str:
+    """The token in a personal-feed URL."""
+    match = re.fullmatch(r"http://[^/]+/feeds/([^/]+)/\w+\.(atom|rss|json)", url)
+    assert match, url
+    return match.group(1)
+
+
+def feed_ids(reader: httpx2.Client, urls: dict[str, str]) -> dict[str, list[int]]:
+    """A stream's feed in every format, parsed: the event ids of its entries, in order."""
+    got: dict[str, list[int]] = {}
+    for fmt, url in urls.items():
+        res = reader.get(url)
+        assert res.status_code == 200, (url, res.text)
+        if fmt == "json":  # feedparser 6.0 does not read JSON Feed
+            entry_ids = [item["id"] for item in res.json()["items"]]
+        else:
+            parsed = feedparser.parse(res.content)
+            assert not parsed.bozo, (url, parsed.get("bozo_exception"))
+            entry_ids = [entry.id for entry in parsed.entries]
+        # An entry's id is the event's URL in the API.
+        prefix = str(reader.base_url).rstrip("/") + "/api/events/"
+        got[fmt] = [int(i.removeprefix(prefix)) for i in entry_ids]
+    return got
 
 
 # --- history, single events, sources -------------------------------------------
@@ -411,6 +472,214 @@ async def test_a_session_works_on_the_websocket(world: World) -> None:
             pass
 
 
+# --- saved streams: personal feeds, unread counts, OPML; AS2 and search ----------------
+
+
+@pytest.fixture(scope="module")
+def saved(world: World) -> dict[str, int]:
+    """Each user's saved stream of every source, by user: its id."""
+    ids: dict[str, int] = {}
+    for user in USERS:
+        with world.http(user) as client:
+            ids[user] = save_streams(client, {"everything": EVERY_SOURCE})["everything"]
+    return ids
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_personal_feeds_show_exactly_the_users_sources(
+    world: World, saved: dict[str, int], user: str
+) -> None:
+    assert len(world.truth()) < FEED_SIZE  # else a feed holds only the newest ones
+    with world.http(user) as client:
+        listing = streams_listing(client)
+    [stream] = [s for s in listing["streams"] if s["id"] == saved[user]]
+    newest_first = sorted(world.visible_ids(user), reverse=True)
+    with world.http() as reader:  # a feed reader: the URL is the only credential
+        for urls in (stream["feeds"], listing["feeds"]):  # the saved stream, and `all`
+            assert set(urls) == set(FORMATS)
+            assert feed_ids(reader, urls) == dict.fromkeys(FORMATS, newest_first), user
+
+
+def test_a_feed_token_serves_only_its_owners_streams(world: World, saved: dict[str, int]) -> None:
+    tokens: dict[str, str] = {}
+    for user in USERS:
+        with world.http(user) as client:
+            tokens[user] = feed_token(streams_listing(client)["feeds"]["atom"])
+    assert len(set(tokens.values())) == len(USERS)
+    with world.http() as reader:
+        missing = reader.get(f"/feeds/{tokens['nils']}/999999.atom")
+        assert missing.status_code == 404
+        for user, token in tokens.items():
+            for owner, stream_id in saved.items():
+                for fmt in FORMATS:
+                    res = reader.get(f"/feeds/{token}/{stream_id}.{fmt}")
+                    if owner == user:
+                        assert res.status_code == 200, (user, fmt)
+                    else:  # the same answer as for a stream that does not exist
+                        assert (res.status_code, res.text) == (404, missing.text), (user, owner)
+        # The MAC is bound to the user id: nils's MAC under root's id is nobody.
+        root_id = tokens["root"].partition(".")[0]
+        forged = f"{root_id}.{tokens['nils'].partition('.')[2]}"
+        for stream in ("all", str(saved["root"])):
+            res = reader.get(f"/feeds/{forged}/{stream}.atom")
+            assert (res.status_code, res.text) == (404, missing.text)
+
+
+def test_a_rotated_feed_token_ends_every_old_url(world: World, saved: dict[str, int]) -> None:
+    def feeds(listing: dict[str, Any]) -> list[dict[str, str]]:
+        """The URLs of `all`, then of the saved stream."""
+        [stream] = [s for s in listing["streams"] if s["id"] == saved["hugo"]]
+        return [listing["feeds"], stream["feeds"]]
+
+    with world.http("hugo") as hugo, world.http("lena") as lena:
+        old = feeds(streams_listing(hugo))
+        others = streams_listing(lena)["feeds"]
+        rotated = hugo.post("/api/feed-token/rotate")
+        assert rotated.status_code == 200, rotated.text
+        new = feeds(streams_listing(hugo))
+    assert new[0] == rotated.json()["feeds"]
+    assert feed_token(new[0]["atom"]) != feed_token(old[0]["atom"])
+    expected = dict.fromkeys(FORMATS, sorted(world.visible_ids("hugo"), reverse=True))
+    with world.http() as reader:
+        missing = reader.get("/feeds/0.nobody/all.atom")
+        assert missing.status_code == 404
+        for urls in old:
+            for url in urls.values():
+                res = reader.get(url)
+                assert (res.status_code, res.text) == (404, missing.text), url
+        for urls in new:
+            assert feed_ids(reader, urls) == expected
+        # Another user's token is not touched.
+        assert feed_ids(reader, others)["atom"] == sorted(world.visible_ids("lena"), reverse=True)
+
+
+def test_unread_counts_only_what_the_user_may_see(world: World) -> None:
+    queries = {"unread all": ""} | {f"unread {sid}": f"source:{sid}" for sid in ALL}
+    made: dict[str, dict[str, int]] = {}
+    for user in USERS:
+        with world.http(user) as client:
+            made[user] = save_streams(client, queries)
+            # Nothing is unread yet, though the history matches the queries.
+            counts = unread_counts(client)
+            assert {name: counts[name] for name in queries} == dict.fromkeys(queries, 0)
+
+    def expected(user: str, added: dict[int, str], read_up_to: int = 0) -> dict[str, int]:
+        seen = [(i, s) for i, s in added.items() if s in EXPECTED[user]]
+        by_source = {f"unread {sid}": sum(s == sid for _, s in seen) for sid in ALL}
+        return {"unread all": sum(i > read_up_to for i, _ in seen)} | by_source
+
+    def counted(user: str) -> dict[str, int]:
+        with world.http(user) as client:
+            counts = unread_counts(client)
+            one = client.get(f"/api/streams/{made[user]['unread all']}")
+            assert one.status_code == 200 and one.json()["unread"] == counts["unread all"]
+        return {name: counts[name] for name in queries}
+
+    # One event from each source; `board` (admins only) comes last, so for
+    # members the newest event is one they may not see.
+    order = sorted(ALL, key=lambda sid: (sid == "board", sid))
+    added = {world.add_event(sid, f"{sid} unread {keyword(sid)}"): sid for sid in order}
+    for user in USERS:
+        assert counted(user) == expected(user, added), user
+
+    # "Read everything" reads up to the newest event the user may see: never an
+    # id they may not (that would say when the hidden source last had news).
+    read_up_to: dict[str, int] = {}
+    for user in USERS:
+        with world.http(user) as client:
+            res = client.post(f"/api/streams/{made[user]['unread all']}/read", json={})
+            assert res.status_code == 200, res.text
+            read_up_to[user] = res.json()["last_read_id"]
+        assert read_up_to[user] == max(world.visible_ids(user)), user
+        assert counted(user) == expected(user, added, read_up_to[user]), user
+
+    # Events after that count again, for those who may see them only.
+    for sid in ("board", "legal", "news"):
+        added[world.add_event(sid, f"{sid} unread later {keyword(sid)}")] = sid
+    for user in USERS:
+        assert counted(user) == expected(user, added, read_up_to[user]), user
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_opml_lists_only_the_users_streams_under_their_token(
+    world: World, saved: dict[str, int], user: str
+) -> None:
+    tokens: dict[str, str] = {}
+    for name in USERS:
+        with world.http(name) as client:
+            tokens[name] = feed_token(streams_listing(client)["feeds"]["atom"])
+    with world.http(user) as client:
+        listing = streams_listing(client)
+        res = client.get("/api/streams.opml")
+    assert res.status_code == 200, res.text
+    urls = [o.get("xmlUrl", "") for o in ET.fromstring(res.content).iter("outline")]
+    assert sorted(urls) == sorted(s["feeds"]["atom"] for s in listing["streams"])
+    assert {feed_token(url) for url in urls} == {tokens[user]}
+    ids = {int(url.rpartition("/")[2].removesuffix(".atom")) for url in urls}
+    assert saved[user] in ids
+    assert ids.isdisjoint(saved[other] for other in USERS if other != user)
+    assert not any(tokens[other] in res.text for other in USERS if other != user)
+    with world.http() as reader:  # the URLs work, and show what the user may see
+        [everything] = [url for url in urls if url.endswith(f"/{saved[user]}.atom")]
+        got = feed_ids(reader, {"atom": everything})["atom"]
+        assert set(got) == world.visible_ids(user)
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_as2_export_is_404_when_not_visible(world: World, user: str) -> None:
+    with world.http(user) as client:
+        missing = client.get("/api/events/999999.as2")
+        assert missing.status_code == 404
+        for event_id, sid in world.truth().items():
+            res = client.get(f"/api/events/{event_id}.as2")
+            if sid in EXPECTED[user]:
+                assert res.status_code == 200, event_id
+                assert res.headers["content-type"].startswith("application/activity+json")
+                body = res.json()
+                assert body["id"] == f"{world.app.base}/api/events/{event_id}.as2"
+                assert body["actor"] == {"type": "Service", "name": sid}  # no author: the source
+            else:
+                # The same answer as for an id that does not exist: no oracle.
+                assert (res.status_code, res.json()) == (404, missing.json()), event_id
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_ranked_search_finds_only_visible_events(world: World, user: str) -> None:
+    titles = world.titles()
+    visible = world.visible_ids(user)
+    with world.http(user) as client:
+
+        def found(query: str, limit: int = 500) -> list[int]:
+            """Every id /api/search answers, page by page, in the order received."""
+            ids: list[int] = []
+            offset: int | None = 0
+            while offset is not None:
+                res = client.get(
+                    "/api/search", params={"q": query, "limit": limit, "offset": offset}
+                )
+                assert res.status_code == 200, (query, res.text)
+                ids += [e["id"] for e in res.json()["events"]]
+                offset = res.json()["next_offset"]
+                assert len(ids) <= len(titles), "paging did not end"
+            return ids
+
+        for sid in sorted(ALL):
+            words = {i for i, title in titles.items() if keyword(sid) in title}
+            assert set(found(keyword(sid))) == words & visible, (user, sid)
+            assert set(found(f'"{sid} memo 1"')) == {
+                i for i in visible if titles[i] == f"{sid} memo 1 {keyword(sid)}"
+            }
+        memos = found("memo", limit=2)  # ranked, across pages: no repeats, no leaks
+        assert len(memos) == len(set(memos))
+        assert set(memos) == {i for i in visible if " memo " in titles[i]}
+        # Words OR a source: the ranked ones first, then the rest; all visible.
+        either = found(f"{keyword('board')} OR source:news")
+        board_words = {i for i, title in titles.items() if keyword("board") in title}
+        news = {i for i, sid in world.truth().items() if sid == "news"}
+        assert set(either) == visible & (board_words | news)
+        assert found(EVERY_SOURCE) == sorted(visible, reverse=True)  # no free text: newest first
+
+
 # --- without credentials, or with dead ones ----------------------------------------
 
 
@@ -477,6 +746,9 @@ def live_world(tmp_path: Path) -> Iterator[World]:
 
 async def test_removal_from_a_group_applies_to_an_open_subscription(live_world: World) -> None:
     world, people = live_world, live_world.store.people
+    with world.http("lena") as client:
+        streams = save_streams(client, {"everything": EVERY_SOURCE, "legal": "source:legal"})
+    saved_after = max(world.truth())
     async with world.ws("lena") as lena:
         await subscribe(lena, "all")
         await subscribe(lena, "legal", "source:legal")
@@ -510,11 +782,28 @@ async def test_removal_from_a_group_applies_to_an_open_subscription(live_world: 
             ("legal", "legal again"),
         ]
 
-    # And every other path agrees.
+    # And every other path agrees: history, personal feeds and unread counts.
+    def lena_sees(allowed: set[str]) -> None:
+        visible = {i for i, s in world.truth().items() if s in allowed}
+        with world.http("lena") as client:
+            sources = {e["source_id"] for e in client.get("/api/events").json()["events"]}
+            assert sources == allowed
+            listing = streams_listing(client)
+            counts = unread_counts(client)
+        [everything] = [s for s in listing["streams"] if s["id"] == streams["everything"]]
+        newest_first = sorted(visible, reverse=True)
+        with world.http() as reader:
+            for urls in (everything["feeds"], listing["feeds"]):
+                assert feed_ids(reader, urls) == dict.fromkeys(FORMATS, newest_first)
+        arrived = {i: s for i, s in world.truth().items() if i > saved_after and s in allowed}
+        assert counts == {
+            "everything": len(arrived),
+            "legal": sum(s == "legal" for s in arrived.values()),
+        }
+
+    lena_sees({"news", "legal", "joint"})  # a member again
     people.remove_member("legal", "lena", actor="test", now=datetime.now(UTC))
-    with world.http("lena") as client:
-        sources = {e["source_id"] for e in client.get("/api/events").json()["events"]}
-        assert sources == {"news"}
+    lena_sees({"news"})
 
 
 async def test_sockets_close_with_1008_when_their_credential_dies(live_world: World) -> None:

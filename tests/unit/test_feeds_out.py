@@ -15,7 +15,9 @@ from urllib.parse import urlsplit
 import feedparser
 import listparser
 import pytest
+from sqlalchemy import update
 
+from aggregator.store.schema import streams
 from aggregator.types import Actor, EventData
 from tests.unit.test_streams import BASE, NOW, World, make_world, world
 
@@ -336,6 +338,49 @@ def test_renaming_or_requerying_a_stream_changes_its_etag(world: World) -> None:
     )
     renamed = feed(world, "max", stream["id"], "rss", headers={"If-None-Match": etag})
     assert renamed.status_code == 200 and "<title>T</title>" in renamed.text
+
+
+def test_a_new_name_or_query_moves_last_modified(world: World) -> None:
+    """A reader that sends only If-Modified-Since must see an edit too."""
+    stream = world.new_stream("max", "S", "source:pub")
+    with world.store._write.begin() as conn:  # made long ago (HTTP dates are in seconds)
+        conn.execute(update(streams).values(created_at=NOW, changed_at=NOW))
+    world.add("pub", "a")
+    before = feed(world, "max", stream["id"], "atom").headers["last-modified"]
+    ask = {"If-Modified-Since": before}
+    assert feed(world, "max", stream["id"], "atom", headers=ask).status_code == 304
+    res = world.client.patch(
+        f"/api/streams/{stream['id']}", headers=world.auth("max"), json={"query": "a"}
+    )
+    assert res.status_code == 200
+    after = feed(world, "max", stream["id"], "atom", headers=ask)
+    assert after.status_code == 200
+    assert parsedate_to_datetime(after.headers["last-modified"]) > parsedate_to_datetime(before)
+    updated = ET.fromstring(after.content).findtext(f"{A}updated") or ""
+    moved = datetime.fromisoformat(updated).replace(microsecond=0)
+    assert moved == parsedate_to_datetime(after.headers["last-modified"])
+
+
+def test_rss_descriptions_are_escaped_text(world: World) -> None:
+    """RSS's <description> is HTML; the summary is plain text that may read
+    like markup (here an entity-escaped tag in the source)."""
+    hostile = "&lt;img src=x onerror=alert(1)&gt; and <b>bold</b>"
+    world.add("pub", EventData(external_id="h", title="h", summary=hostile))
+    [item] = ET.fromstring(feed(world, "max", "all", "rss").content).iter("item")
+    description = item.findtext("description") or ""
+    assert "<img" not in description and "<b>" not in description
+    assert description == "&lt;img src=x onerror=alert(1)&gt; and bold"
+    [entry] = feedparser.parse(feed(world, "max", "all", "rss").content).entries
+    assert "<img" not in entry.summary
+
+
+def test_links_with_control_characters_still_make_valid_feeds(world: World) -> None:
+    world.add("pub", EventData(external_id="u", title="u", url="https://e.org/a\x01b\tc"))
+    for fmt in FORMATS:
+        assert feed(world, "max", "all", fmt).status_code == 200, fmt
+    [entry] = feedparser.parse(feed(world, "max", "all", "atom").content).entries
+    assert entry.link == "https://e.org/a%01bc"
+    assert atom_problems(feed(world, "max", "all", "atom").content) == []
 
 
 # --- who may read what -----------------------------------------------------------------

@@ -292,8 +292,15 @@ def test_render_is_canonical_and_parses_back(query: str, canonical: str) -> None
         ('author:"--"', 7, "author: needs a name"),
         ("a \ud800b", 2, "lone surrogate"),  # JSON can send one; SQLite cannot store it
         (" ".join(["a"] * 65), 128, "too many terms (at most 64)"),
+        ("tag:" + ",".join(["t"] * 65), 4 + 64 * 2, "too many terms (at most 64)"),
+        ("a " * 30 + "tag:" + ",".join("t" * 35), 64 + 34 * 2, "too many terms"),
         ("-" * 33 + "a", 32, "nested too deeply"),
         ("(" * 33 + "a" + ")" * 33, 32, "nested too deeply"),
+        ("(" * 4_000_000, 2000, "a query is at most 2000 characters"),
+        ("a" * 2001, 2000, "a query is at most 2000 characters"),
+        # A far offset takes the instant out of datetime's range: an error, not a crash.
+        ("since:0001-01-01T00:00+01:00", 6, "since: expects"),
+        ("until:9999-12-31T23:59-01:00", 6, "until: expects"),
     ],
 )
 def test_errors_point_at_the_culprit(query: str, position: int, message: str) -> None:
@@ -306,6 +313,8 @@ def test_errors_point_at_the_culprit(query: str, position: int, message: str) ->
 def test_the_limits_leave_room_for_real_queries() -> None:
     assert EventFilter.parse(" ".join(["a"] * 64)).root == And(tuple([w("a")] * 64))
     assert EventFilter.parse("-" * 32 + "a").root is not None
+    assert EventFilter.parse("tag:" + ",".join(["t"] * 64)).root == Term("tag", ("t",) * 64)
+    assert EventFilter.parse("a" * 2000).root == w("a" * 2000)
     with pytest.raises(ValueError, match="aware"):
         EventFilter.parse("since:1d", now=datetime(2026, 1, 1))
 

@@ -1,6 +1,6 @@
 import pytest
 
-from aggregator.sanitize import html_to_text, sanitize_html
+from aggregator.sanitize import html_to_text, safe_url, sanitize_html
 
 
 @pytest.mark.parametrize(
@@ -71,3 +71,11 @@ def test_hostile_markup_is_cleaned_in_linear_time() -> None:
 
 def test_srcset_is_not_kept() -> None:
     assert "srcset" not in sanitize_html('<img src="https://e.org/a.png" srcset="/b.png 2x">')
+
+
+def test_links_keep_no_control_characters() -> None:
+    """XML cannot carry them: percent-encoded as a browser would, tabs and
+    newlines dropped (WHATWG), so a stored link fits into every feed format."""
+    assert safe_url("https://e.org/a\x01b\tc\nd\x7f") == "https://e.org/a%01bcd%7F"
+    assert safe_url("java\tscript:alert(1)") is None  # the scheme, once the tab is gone
+    assert safe_url("\x01https://e.org/") is None

@@ -8,7 +8,7 @@ from aggregator.config import parse_config
 from aggregator.decide import prepare
 from aggregator.filters import EventFilter
 from aggregator.store import Store
-from aggregator.types import EventData
+from aggregator.types import Actor, EventData
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -51,6 +51,28 @@ def test_record_poll_appends_new_skips_same_appends_updates(store: Store) -> Non
     state, failures = store.source_state("blog")
     assert state == {"etag": "2"} and failures == 0
     assert [e.id for e in store.latest_events(viewer=None)] == [upd[0], ids[1], ids[0]]
+
+
+def test_lone_surrogates_become_replacement_characters_not_a_failed_poll(store: Store) -> None:
+    """JSON's "\\ud800" decodes to half a character, which SQLite, nh3 and UTF-8
+    all refuse: one such item must not fail every poll of its source."""
+    src = config().sources[0]
+    store.sync_sources([src], NOW)
+    bad = "half \ud800 a pair"
+    item = EventData(
+        external_id="id\udfff", title=bad, summary=bad, content_html=f"<p>{bad}</p>",
+        url="https://e.org/\ud800", actor=Actor(bad, None, None), tags=(bad,),
+    )  # fmt: skip
+    [new] = store.record_poll(src, prepare([item]), state=None, now=NOW, next_poll_at=NOW)
+    event = store.get_event(new, viewer=None)
+    assert event is not None
+    fixed = "half \ufffd a pair"
+    assert (event.title, event.summary, event.actor.name) == (fixed, fixed, fixed)
+    assert event.external_id == "id\ufffd" and fixed in event.content_html
+    assert event.tags[0] == fixed and event.url == "https://e.org/\ufffd"
+    # The next poll sees the same item as the same version: nothing new.
+    assert store.record_poll(src, prepare([item]), state=None, now=NOW, next_poll_at=NOW) == []
+    assert [e.id for e in store.latest_events(EventFilter.parse("pair"), viewer=None)] == [new]
 
 
 def test_updates_can_be_ignored_per_source(store: Store) -> None:

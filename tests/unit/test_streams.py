@@ -155,6 +155,7 @@ def test_create_and_list_with_absolute_feed_urls(world: World) -> None:
         ({"name": "   ", "query": ""}, "name"),
         ({"name": "x" * (MAX_NAME + 1), "query": ""}, "name"),
         ({"name": "tab\there", "query": ""}, "name"),
+        ({"name": "not a character \uffff", "query": ""}, "name"),  # XML (OPML) cannot carry it
         ({"query": "source:pub"}, "name"),
         ({"name": 7, "query": ""}, "name"),
         ({"name": "ok", "query": ["source:pub"]}, "query"),
@@ -318,6 +319,35 @@ def test_mark_read_never_moves_back_nor_past_the_newest_event(world: World) -> N
         assert res.status_code == 400 and res.json()["field"] == "up_to", bad
 
 
+def test_a_new_query_starts_with_nothing_unread_a_new_name_keeps_the_count(
+    world: World,
+) -> None:
+    stream = world.new_stream("max", "All", "source:sec")
+    world.add("pub", "p1", "p2")
+    world.add("sec", "s1")
+    path = f"/api/streams/{stream['id']}"
+    assert (
+        world.client.patch(path, headers=world.auth("max"), json={"name": "N"}).json()["unread"]
+        == 1
+    )
+    changed = world.client.patch(path, headers=world.auth("max"), json={"query": "source:pub"})
+    assert changed.json()["unread"] == 0  # p1 and p2 are history to the new query
+    world.add("pub", "p3")
+    assert unread(world, "max") == {"N": 1}
+
+
+def test_read_marks_never_reveal_a_hidden_event(world: World) -> None:
+    """A mark is never set to an id the user may not see: it would tell them
+    that a hidden source had activity, and how much."""
+    [seen] = world.add("pub", "a")
+    [hidden] = world.add("sec", "s")  # zoe may not see sec
+    stream = world.new_stream("zoe", "All")
+    assert stream["last_read_id"] == seen < hidden
+    res = world.post(f"/api/streams/{stream['id']}/read", "zoe", {"up_to": 2**62})
+    assert res.json()["last_read_id"] == seen
+    assert world.new_stream("max", "All")["last_read_id"] == hidden  # max may see sec
+
+
 def test_mark_read_without_up_to_reads_everything_visible(world: World) -> None:
     stream = world.new_stream("eve", "All")
     world.add("pub", "a")
@@ -328,7 +358,7 @@ def test_mark_read_without_up_to_reads_everything_visible(world: World) -> None:
 
 
 def test_unread_counting_stops_above_the_cap(world: World) -> None:
-    made = world.store.streams.create(world.uid("max"), "All", "", now=NOW)
+    made = world.store.streams.create(world.uid("max"), "All", "", now=NOW, viewer=None)
     world.add("pub", *[f"e{i}" for i in range(7)])
     streams = world.store.streams
     assert streams.unread_counts(world.uid("max"), viewer=None, cap=3) == {made.id: 4}
@@ -363,18 +393,18 @@ def test_store_refuses_what_the_api_refuses(world: World) -> None:
     streams = world.store.streams
     uid = world.uid("max")
     with pytest.raises(StreamError) as err:
-        streams.create(uid, "x", "source:pub (", now=NOW)
+        streams.create(uid, "x", "source:pub (", now=NOW, viewer=None)
     assert err.value.field == "query" and err.value.position is not None
     with pytest.raises(StreamError, match="no user"):
-        streams.create(10_000, "x", "", now=NOW)
-    made = streams.create(uid, "  padded  ", "", now=NOW)
+        streams.create(10_000, "x", "", now=NOW, viewer=None)
+    made = streams.create(uid, "  padded  ", "", now=NOW, viewer=None)
     assert made.name == "padded"
     with pytest.raises(UnknownStreamError):
-        streams.update(world.uid("eve"), made.id, name="mine now")
+        streams.update(world.uid("eve"), made.id, now=NOW, viewer=None, name="mine now")
     with pytest.raises(UnknownStreamError):
         streams.delete(world.uid("eve"), made.id)
     with pytest.raises(UnknownStreamError):
-        streams.mark_read(world.uid("eve"), made.id, 1)
+        streams.mark_read(world.uid("eve"), made.id, 1, viewer=None)
     assert streams.get(world.uid("eve"), made.id) is None
     assert streams.get(uid, made.id) == made
 

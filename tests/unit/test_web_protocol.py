@@ -100,6 +100,13 @@ def test_websocket_protocol_errors_keep_the_connection(client: TestClient) -> No
         ws.send_json({"type": "subscribe", "stream": "s", "query": "colour:red", "cursor": None})
         error = ws.receive_json()
         assert error["type"] == "error" and "colour" in error["message"]
+        # Refused before any work: a query's cost grows with its length.
+        ws.send_json({"type": "subscribe", "stream": "s", "query": "(" * 60_000, "cursor": 0})
+        error = ws.receive_json()
+        assert "at most 2000 characters" in error["message"] and error["position"] == 2000
+        far = "since:0001-01-01T00:00+01:00"  # out of datetime's range once in UTC
+        ws.send_json({"type": "subscribe", "stream": "s", "query": far, "cursor": 0})
+        assert "since: expects" in ws.receive_json()["message"]
         ws.send_json({"type": "ping"})
         assert ws.receive_json() == {"type": "pong"}  # still open after every error
 

@@ -2,8 +2,9 @@
 // reload (the URL follows, back and forward work), older history loads as the
 // reader scrolls, one websocket carries the current query live (resuming from
 // the last id it saw) and each saved stream's unread badge, and j/k/o move and
-// open. Text from events only ever goes in through textContent, and only
-// http(s) links are made.
+// open. Saved streams are renamed, re-queried, reordered (Alt+↑/↓, buttons or
+// dragging) and deleted in the sidebar. Text from events only ever goes in
+// through textContent, and only http(s) links are made.
 "use strict";
 
 (function () {
@@ -45,6 +46,10 @@
     streams: [],
     allFeeds: null, // the personal feeds of everything
     confirming: null, // the stream whose delete awaits a second click
+    confirmNote: null, // why that delete failed, said in its place
+    managing: null, // the stream whose actions (edit, move, delete) are shown
+    editing: null, // {id, li}: the stream being edited, and its form, kept across renders
+    orderPending: 0, // new orders not yet saved
     unseen: 0, // live events that arrived above a reader who had scrolled down
   };
   let current = null; // the event j/k selected
@@ -309,7 +314,8 @@
 
   // The server's words, where it went wrong (also said in words: a mark is
   // not read out by every screen reader), and the query with the spot marked.
-  function showQueryError(message, position, query) {
+  // (The stream editor shows a saved query's error the same way.)
+  function queryErrorParts(message, position, query) {
     const where = Number.isInteger(position) ? " (at character " + (position + 1) + ")" : "";
     const parts = [el("span", "message", message.endsWith(where) ? message : message + where)];
     if (Number.isInteger(position)) {
@@ -317,7 +323,15 @@
       const echo = el("code", "query-echo");
       echo.append(query.slice(0, at), el("mark", null, query.slice(at, at + 1) || " "), query.slice(at + 1));
       parts.push(echo);
-      if (document.activeElement === input && input.value === query) input.setSelectionRange(at, at);
+    }
+    return parts;
+  }
+
+  function showQueryError(message, position, query) {
+    const parts = queryErrorParts(message, position, query);
+    if (Number.isInteger(position) && document.activeElement === input && input.value === query) {
+      const at = Math.max(0, Math.min(position, query.length));
+      input.setSelectionRange(at, at);
     }
     queryError.replaceChildren(...parts);
     queryError.hidden = false;
@@ -571,8 +585,70 @@
 
   // --- saved streams ------------------------------------------------------------------
 
+  // Each stream's "⋯" button shows what can be done to it: edit (rename, change
+  // the query) in place, move up or down (also Alt+↑/↓ on any of its controls,
+  // or drag and drop), and delete after a second click. The list is rebuilt
+  // from state on every change: the focused control is found again by its
+  // stream and data-key, and an open editor is kept as it is, so a badge that
+  // moves never takes the caret from someone typing.
+
+  const streamsStatus = $("streams-status");
+  const streamsError = $("streams-error");
+  const deleting = new Set(); // stream ids whose DELETE is on its way
+
   function findStream(id) {
     return id === null || id === undefined ? null : state.streams.find((s) => s.id === id) || null;
+  }
+
+  function say(text) {
+    if (streamsStatus) streamsStatus.textContent = text;
+  }
+
+  function showStreamsError(text) {
+    if (!streamsError) return;
+    streamsError.textContent = text;
+    streamsError.hidden = !text;
+  }
+
+  function failure(what, res) {
+    const data = res.data || {};
+    if (typeof data.error === "string") return what + ": " + data.error;
+    return what + (res.status ? " (HTTP " + res.status + ")." : ": the server did not answer.");
+  }
+
+  function button(text, cls, key) {
+    const b = el("button", cls, text);
+    b.type = "button";
+    if (key) b.dataset.key = key;
+    return b;
+  }
+
+  function listItem(id) {
+    return streamList ? streamList.querySelector('li[data-stream="' + (id === null ? "" : String(id)) + '"]') : null;
+  }
+
+  // Focuses a stream's control (its link if that control is gone); false if
+  // the stream itself is gone.
+  function focusStream(id, key) {
+    const li = listItem(id);
+    const target = li && (li.querySelector('[data-key="' + key + '"]') || li.querySelector('[data-key="link"]'));
+    if (target) target.focus();
+    return !!target;
+  }
+
+  // After an answer from the server: focus moves only if the reader has not
+  // gone somewhere else meanwhile.
+  function settleFocus(id, key) {
+    const now = document.activeElement;
+    if (now && now !== document.body && !streamList.contains(now)) return;
+    if (!focusStream(id, key) && allLink) allLink.focus();
+  }
+
+  function focusedControl() {
+    const node = document.activeElement;
+    if (!streamList || !node || !streamList.contains(node) || !node.dataset.key) return null;
+    const li = node.closest("li[data-stream]");
+    return li ? { node: node, stream: li.dataset.stream, key: node.dataset.key } : null;
   }
 
   function feedLinks(feeds) {
@@ -604,49 +680,89 @@
     return [badge, n ? ", " + text + " unread" : ""];
   }
 
+  function confirmItem(li, s) {
+    li.classList.add("confirming");
+    const question = el("span", "confirm", state.confirmNote || "Delete “" + s.name + "”?");
+    question.id = "confirm-" + s.id;
+    const yes = button("Delete", "danger", "yes");
+    const no = button("Cancel", null, "no");
+    for (const b of [yes, no]) b.setAttribute("aria-describedby", question.id);
+    yes.addEventListener("click", function () {
+      deleteStream(s);
+    });
+    no.addEventListener("click", function () {
+      cancelDelete(s.id);
+    });
+    li.append(question, yes, no);
+    return li;
+  }
+
+  function actionsFor(s) {
+    const at = state.streams.findIndex((x) => x.id === s.id);
+    const box = el("div", "stream-actions");
+    box.id = "manage-" + s.id;
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", "Manage " + s.name);
+    const edit = button("Edit", null, "edit");
+    edit.title = "Rename it or change its query";
+    edit.addEventListener("click", function () {
+      openEditor(s.id);
+    });
+    const up = button("Move up", null, "up");
+    const down = button("Move down", null, "down");
+    // aria-disabled, not disabled: the button keeps focus at the end of the list.
+    up.setAttribute("aria-disabled", at <= 0 ? "true" : "false");
+    down.setAttribute("aria-disabled", at >= state.streams.length - 1 ? "true" : "false");
+    up.setAttribute("aria-keyshortcuts", "Alt+ArrowUp");
+    down.setAttribute("aria-keyshortcuts", "Alt+ArrowDown");
+    up.title = "Alt+↑";
+    down.title = "Alt+↓";
+    up.addEventListener("click", function () {
+      moveStream(s.id, -1);
+    });
+    down.addEventListener("click", function () {
+      moveStream(s.id, 1);
+    });
+    const del = button("Delete", "danger", "delete");
+    del.addEventListener("click", function () {
+      askDelete(s.id);
+    });
+    box.append(edit, up, down, del);
+    return box;
+  }
+
   function streamItem(s) {
     const li = el("li", "stream");
     li.dataset.stream = String(s.id);
-    if (state.confirming === s.id) {
-      li.classList.add("confirming");
-      const question = el("span", "confirm", "Delete “" + s.name + "”?");
-      const yes = el("button", "danger", "Delete");
-      yes.type = "button";
-      const no = el("button", null, "Keep");
-      no.type = "button";
-      no.addEventListener("click", function () {
-        state.confirming = null;
-        renderStreams();
-      });
-      yes.addEventListener("click", function () {
-        yes.disabled = true;
-        deleteStream(s, question, yes);
-      });
-      li.append(question, yes, no);
-      return li;
-    }
+    if (state.confirming === s.id) return confirmItem(li, s);
+    li.draggable = true;
     const [badge, said] = unreadBadge(s);
     const a = el("a", "stream-link");
+    a.dataset.key = "link";
     a.href = urlFor(s.query, s.id);
     a.title = s.query;
     a.setAttribute("aria-label", s.name + said);
+    a.setAttribute("aria-keyshortcuts", "Alt+ArrowUp Alt+ArrowDown");
     a.append(el("span", "stream-name", s.name), badge);
     a.addEventListener("click", function (ev) {
       if (ev.button !== 0 || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.altKey) return;
       ev.preventDefault();
       load(s.query, { push: true, stream: s.id });
     });
-    const del = el("button", "stream-delete", "×");
-    del.type = "button";
-    del.title = "Delete this stream";
-    del.setAttribute("aria-label", "Delete stream " + s.name);
-    del.addEventListener("click", function () {
-      state.confirming = s.id;
+    const open = state.managing === s.id;
+    const more = button("⋯", "stream-more", "more");
+    more.title = "Edit, move or delete";
+    more.setAttribute("aria-label", "Manage stream " + s.name);
+    more.setAttribute("aria-expanded", open ? "true" : "false");
+    more.addEventListener("click", function () {
+      state.managing = state.managing === s.id ? null : s.id;
       renderStreams();
-      const keep = streamList.querySelector('li.confirming button:not(.danger)');
-      if (keep) keep.focus();
     });
-    li.append(a, del);
+    li.append(a, more);
+    if (open) {
+      more.setAttribute("aria-controls", "manage-" + s.id);
+      li.append(actionsFor(s));
+    }
     if (s.id === state.stream) {
       a.setAttribute("aria-current", "page");
       const feeds = feedLinks(s.feeds);
@@ -658,6 +774,7 @@
   const allItem = streamList && streamList.querySelector('li[data-stream=""]');
   const allLink = allItem && allItem.querySelector("a");
   if (allLink) {
+    allLink.dataset.key = "link";
     allLink.addEventListener("click", function (ev) {
       if (ev.button !== 0 || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.altKey) return;
       ev.preventDefault();
@@ -665,35 +782,75 @@
     });
   }
 
+  // The children become `nodes`, in order, without moving a node that stays
+  // (a moved node would lose focus, and an input its caret).
+  function place(parent, nodes) {
+    const keep = new Set(nodes);
+    for (const child of Array.from(parent.children)) if (!keep.has(child)) child.remove();
+    nodes.forEach(function (node, i) {
+      if (parent.children[i] !== node) parent.insertBefore(node, parent.children[i] || null);
+    });
+  }
+
   function renderStreams() {
     if (!streamList) return;
+    const had = focusedControl();
     if (allItem) {
       const onAll = state.stream === null && state.valid && state.query === "";
       if (onAll) allLink.setAttribute("aria-current", "page");
       else allLink.removeAttribute("aria-current");
+      for (const child of Array.from(allItem.children)) if (child !== allLink) child.remove();
       const feeds = onAll ? feedLinks(state.allFeeds) : null;
-      allItem.replaceChildren(...(feeds ? [allLink, feeds] : [allLink]));
+      if (feeds) allItem.append(feeds);
     }
-    streamList.replaceChildren(...(allItem ? [allItem] : []), ...state.streams.map(streamItem));
+    // What was open on a stream deleted elsewhere closes with it.
+    if (state.editing && !findStream(state.editing.id)) state.editing = null;
+    if (!findStream(state.managing)) state.managing = null;
+    if (!findStream(state.confirming)) state.confirming = null;
+    const editing = state.editing;
+    const nodes = state.streams.map((s) => (editing && editing.id === s.id ? editing.li : streamItem(s)));
+    place(streamList, allItem ? [allItem, ...nodes] : nodes);
+    if (had && !had.node.isConnected && !focusStream(had.stream, had.key) && allLink) allLink.focus();
     const none = $("streams-empty");
     if (none) none.hidden = state.streams.length > 0;
     updateStates();
   }
 
-  function deleteStream(s, question, button) {
+  // --- deleting: a second click, in the stream's place
+
+  function askDelete(id) {
+    state.confirming = id;
+    state.confirmNote = null;
+    renderStreams();
+    focusStream(id, "no");
+  }
+
+  function cancelDelete(id) {
+    state.confirming = null;
+    state.confirmNote = null;
+    renderStreams();
+    focusStream(id, state.managing === id ? "delete" : "more");
+  }
+
+  function deleteStream(s) {
+    if (deleting.has(s.id)) return;
+    deleting.add(s.id);
     return serial(async function () {
       let res;
       try {
         res = await api("DELETE", "/api/streams/" + s.id);
       } catch (_) {
-        res = { ok: false, status: 0 };
+        res = { ok: false, status: 0, data: null };
       }
+      deleting.delete(s.id);
       if (!res.ok && res.status !== 404) {
-        question.textContent = "Could not delete “" + s.name + "”" + (res.status ? " (HTTP " + res.status + ")." : ".");
-        button.disabled = false;
+        state.confirmNote = failure("Could not delete “" + s.name + "”", res);
+        renderStreams();
         return;
       }
+      const at = state.streams.findIndex((x) => x.id === s.id);
       state.confirming = null;
+      state.confirmNote = null;
       if (state.stream === s.id) {
         state.stream = null;
         history.replaceState(null, "", urlFor(state.query, null));
@@ -701,6 +858,282 @@
       state.streams = state.streams.filter((x) => x.id !== s.id);
       renderStreams();
       syncSavedLive();
+      // Focus goes to the stream that took its place (or the one above).
+      const next = state.streams[Math.min(at, state.streams.length - 1)];
+      settleFocus(next ? next.id : null, "link");
+      say("Deleted “" + s.name + "”.");
+    });
+  }
+
+  // --- editing: name and query in the stream's place; the server's error
+  // next to the field at fault
+
+  function openEditor(id) {
+    const s = findStream(id);
+    if (!s) return;
+    state.confirming = null;
+    state.editing = { id: id, li: editorFor(s) };
+    renderStreams();
+    const name = state.editing.li.querySelector('[data-key="name"]');
+    name.focus();
+    name.select();
+  }
+
+  function closeEditor(li, key) {
+    if (!state.editing || state.editing.li !== li) return;
+    const id = state.editing.id;
+    state.editing = null;
+    renderStreams();
+    focusStream(id, key);
+  }
+
+  function editorFor(s) {
+    const li = el("li", "stream editing");
+    li.dataset.stream = String(s.id);
+    const form = el("form", "stream-edit stacked");
+    form.noValidate = true; // an empty name gets the server's words, like any other error
+    form.setAttribute("aria-label", "Edit stream " + s.name);
+    function field(label, key, value, errorTag, errorClass) {
+      const input = el("input");
+      input.id = "edit-" + key + "-" + s.id;
+      input.value = value;
+      input.autocomplete = "off";
+      input.dataset.key = key;
+      const error = el(errorTag, errorClass);
+      error.id = input.id + "-error";
+      error.hidden = true;
+      error.setAttribute("role", "alert");
+      input.setAttribute("aria-describedby", error.id);
+      const tag = el("label", null, label);
+      tag.htmlFor = input.id;
+      form.append(tag, input, error);
+      return [input, error];
+    }
+    const [name, nameError] = field("Name", "name", s.name, "p", "field-error");
+    name.maxLength = 100;
+    const [query, queryErr] = field("Query", "query", s.query, "div", "query-error");
+    query.spellcheck = false;
+    const note = el("p", "field-error");
+    note.hidden = true;
+    note.setAttribute("role", "alert");
+    const save = el("button", null, "Save");
+    save.type = "submit";
+    const cancel = button("Cancel", null, "cancel");
+    const buttons = el("div", "buttons");
+    buttons.append(save, " ", cancel);
+    form.append(note, buttons);
+    li.append(form);
+
+    function clearErrors() {
+      for (const box of [nameError, queryErr, note]) {
+        box.hidden = true;
+        box.replaceChildren();
+      }
+      name.removeAttribute("aria-invalid");
+      query.removeAttribute("aria-invalid");
+    }
+
+    cancel.addEventListener("click", function () {
+      closeEditor(li, "edit");
+    });
+    form.addEventListener("keydown", function (ev) {
+      if (ev.key !== "Escape" || ev.isComposing) return;
+      ev.preventDefault();
+      ev.stopPropagation(); // not the page's Esc, which leaves a field for the list
+      closeEditor(li, "edit");
+    });
+
+    let busy = false;
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      if (busy) return;
+      const now = findStream(s.id);
+      if (!now) return closeEditor(li, "link");
+      // Only what changed: a rename elsewhere is not undone by a query edit here.
+      const body = {};
+      if (name.value.trim() !== now.name) body.name = name.value;
+      if (query.value !== now.query) body.query = query.value;
+      if (body.name === undefined && body.query === undefined) return closeEditor(li, "link");
+      busy = true;
+      form.setAttribute("aria-busy", "true");
+      serial(async function () {
+        let res;
+        try {
+          res = await api("PATCH", "/api/streams/" + s.id, body);
+        } catch (_) {
+          res = { ok: false, status: 0, data: null };
+        }
+        busy = false;
+        form.removeAttribute("aria-busy");
+        const data = res.data || {};
+        if (res.ok && Number.isSafeInteger(data.id)) {
+          edited(li, data, body.query !== undefined);
+          return;
+        }
+        clearErrors();
+        if (res.status === 404) {
+          note.textContent = "This stream was deleted meanwhile.";
+          note.hidden = false;
+          refreshStreams();
+          return;
+        }
+        const message = typeof data.error === "string" ? data.error : failure("Could not save the stream", res);
+        if (data.field === "name") {
+          nameError.textContent = message;
+          nameError.hidden = false;
+          name.setAttribute("aria-invalid", "true");
+          name.focus();
+        } else if (data.field === "query" && body.query !== undefined) {
+          queryErr.replaceChildren(...queryErrorParts(message, data.position, body.query));
+          queryErr.hidden = false;
+          query.setAttribute("aria-invalid", "true");
+          query.focus();
+          if (Number.isInteger(data.position) && query.value === body.query) {
+            const at = Math.max(0, Math.min(data.position, body.query.length));
+            query.setSelectionRange(at, at);
+          }
+        } else {
+          note.textContent = message;
+          note.hidden = false;
+        }
+      });
+    });
+    return li;
+  }
+
+  function edited(li, data, queryChanged) {
+    state.streams = state.streams.map((x) => (x.id === data.id ? data : x));
+    const open = state.editing && state.editing.li === li;
+    if (open) {
+      state.editing = null;
+      state.managing = null;
+    }
+    renderStreams();
+    syncSavedLive();
+    if (open) settleFocus(data.id, "link");
+    say("Saved “" + data.name + "”.");
+    // The stream on view shows what its new query matches.
+    if (queryChanged && state.stream === data.id) load(data.query, { replace: true, stream: data.id });
+  }
+
+  // --- ordering: the new order shows at once and is saved behind it
+
+  function moveStream(id, delta) {
+    const from = state.streams.findIndex((s) => s.id === id);
+    const to = from + delta;
+    if (from < 0 || to < 0 || to >= state.streams.length) return;
+    const order = state.streams.slice();
+    order.splice(to, 0, order.splice(from, 1)[0]);
+    saveOrder(order, id);
+  }
+
+  function saveOrder(order, movedId) {
+    state.streams = order;
+    state.orderPending += 1;
+    renderStreams();
+    syncSavedLive();
+    const at = order.findIndex((s) => s.id === movedId);
+    say("“" + order[at].name + "” moved to " + (at + 1) + " of " + order.length + ".");
+    const ids = order.map((s) => s.id);
+    serial(async function () {
+      let res;
+      try {
+        res = await api("PUT", "/api/streams/order", { ids: ids });
+      } catch (_) {
+        res = { ok: false, status: 0, data: null };
+      }
+      state.orderPending -= 1;
+      if (res.ok) {
+        showStreamsError("");
+        return;
+      }
+      showStreamsError(failure("Could not save the new order", res));
+      refreshStreams(); // the order the server has
+    });
+  }
+
+  // A listing fetched while a new order is still being saved keeps that order.
+  function inOrder(streams, ids) {
+    const rank = new Map(ids.map((id, i) => [id, i]));
+    return streams
+      .map((s, i) => [rank.has(s.id) ? rank.get(s.id) : ids.length + i, s])
+      .sort((a, b) => a[0] - b[0])
+      .map((pair) => pair[1]);
+  }
+
+  const DRAG = "application/x-tidings-stream";
+  let dragged = null; // the stream id being dragged
+
+  function dropTarget(ev) {
+    if (dragged === null || !ev.dataTransfer || !Array.from(ev.dataTransfer.types).includes(DRAG)) return null;
+    const li = ev.target instanceof Element ? ev.target.closest("li.stream") : null;
+    if (!li || !streamList.contains(li)) return null;
+    const id = toId(li.dataset.stream); // null: "All", so the top
+    const rect = li.getBoundingClientRect();
+    return { li: li, id: id, after: id === null || ev.clientY > rect.top + rect.height / 2 };
+  }
+
+  function markDrop(target) {
+    for (const li of streamList.querySelectorAll(".drop-before, .drop-after")) li.classList.remove("drop-before", "drop-after");
+    if (target) target.li.classList.add(target.after ? "drop-after" : "drop-before");
+  }
+
+  if (streamList && canSave) {
+    streamList.addEventListener("keydown", function (ev) {
+      if (typing(ev.target) || ev.isComposing || ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
+      const li = ev.target.closest("li[data-stream]");
+      const id = li ? toId(li.dataset.stream) : null;
+      if (id === null) return;
+      if (ev.altKey && (ev.key === "ArrowUp" || ev.key === "ArrowDown")) {
+        ev.preventDefault();
+        moveStream(id, ev.key === "ArrowUp" ? -1 : 1);
+      } else if (ev.key === "Escape" && !ev.altKey && state.confirming === id) {
+        ev.preventDefault();
+        cancelDelete(id);
+      } else if (ev.key === "Escape" && !ev.altKey && state.managing === id) {
+        ev.preventDefault();
+        state.managing = null;
+        renderStreams();
+        focusStream(id, "more");
+      }
+    });
+
+    streamList.addEventListener("dragstart", function (ev) {
+      const li = ev.target instanceof Element ? ev.target.closest("li.stream") : null;
+      dragged = li && li.draggable ? toId(li.dataset.stream) : null;
+      if (dragged === null) return;
+      ev.dataTransfer.effectAllowed = "move";
+      ev.dataTransfer.setData(DRAG, String(dragged));
+      li.classList.add("dragging");
+    });
+    streamList.addEventListener("dragover", function (ev) {
+      const target = dropTarget(ev);
+      if (!target) return;
+      ev.preventDefault();
+      ev.dataTransfer.dropEffect = "move";
+      markDrop(target);
+    });
+    streamList.addEventListener("dragleave", function (ev) {
+      if (!(ev.relatedTarget instanceof Node && streamList.contains(ev.relatedTarget))) markDrop(null);
+    });
+    streamList.addEventListener("drop", function (ev) {
+      const target = dropTarget(ev);
+      markDrop(null);
+      if (!target) return;
+      ev.preventDefault();
+      const moving = findStream(dragged);
+      dragged = null;
+      if (!moving || target.id === moving.id) return;
+      const order = state.streams.filter((s) => s !== moving);
+      const at = target.id === null ? 0 : order.findIndex((s) => s.id === target.id) + (target.after ? 1 : 0);
+      order.splice(at, 0, moving);
+      if (order.every((s, i) => s === state.streams[i])) return;
+      saveOrder(order, moving.id);
+    });
+    streamList.addEventListener("dragend", function () {
+      dragged = null;
+      markDrop(null);
+      for (const li of streamList.querySelectorAll(".dragging")) li.classList.remove("dragging");
     });
   }
 
@@ -714,7 +1147,8 @@
         return;
       }
       if (!res.ok || !res.data || !Array.isArray(res.data.streams)) return;
-      state.streams = res.data.streams.filter((s) => Number.isSafeInteger(s.id));
+      const streams = res.data.streams.filter((s) => Number.isSafeInteger(s.id));
+      state.streams = state.orderPending ? inOrder(streams, state.streams.map((s) => s.id)) : streams;
       state.allFeeds = res.data.feeds || null;
       if (state.stream !== null && !findStream(state.stream)) {
         state.stream = null; // deleted elsewhere
