@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from operator import attrgetter
 from typing import Literal, TypeAlias
 
 from sqlalchemy import (
@@ -43,7 +45,14 @@ from sqlalchemy import (
 
 from aggregator.durations import parse_duration
 from aggregator.exceptions import QueryError
-from aggregator.search import Phrase, TextSearch, event_columns, has_phrase, tokenize
+from aggregator.search import (
+    Columns,
+    Phrase,
+    TextSearch,
+    event_columns,
+    has_phrase,
+    tokenize,
+)
 from aggregator.types import Event
 
 VALUE_FIELDS = ("source", "kind", "verb", "type", "author", "tag")
@@ -446,32 +455,61 @@ class _Sql:
 
 # --- back-end 2: memory -------------------------------------------------------------
 
-_VALUES: dict[str, Callable[[Event], tuple[str, ...]]] = {
-    "source": lambda e: (e.source_id,),
-    "kind": lambda e: (e.kind,),
-    "verb": lambda e: (e.verb,),
-    "type": lambda e: (e.object_type,),
-    "tag": lambda e: e.tags,
-}
+# The tree compiles once into nested closures: a live event is checked once per
+# subscriber, a thousand times over, so the walk must cost no isinstance
+# chain, and what every subscriber asks of an event (its folded values, its
+# tokens) is worked out once.
+
+Predicate: TypeAlias = Callable[[Event], bool]
+_fold_once = lru_cache(maxsize=4096)(fold)  # source ids, kinds, verbs, tags: few
+_FIELD_OF = {"source": "source_id", "kind": "kind", "verb": "verb", "type": "object_type"}
+_last_columns: tuple[Event | None, Columns] = (None, ((), (), ()))
 
 
-def _holds(node: Node, event: Event) -> bool:
-    if isinstance(node, And):
-        return all(_holds(c, event) for c in node.children)
-    if isinstance(node, Or):
-        return any(_holds(c, event) for c in node.children)
+def _columns_of(event: Event) -> Columns:
+    """event_columns(event), kept for the event last asked about: a fan-out
+    asks about one event for every subscriber in turn."""
+    global _last_columns  # one tuple, swapped whole: atomic under the GIL
+    last = _last_columns
+    if last[0] is event:
+        return last[1]
+    columns = event_columns(event)
+    _last_columns = (event, columns)
+    return columns
+
+
+def _compile(node: Node) -> Predicate:
+    if isinstance(node, And | Or):
+        parts = tuple(_compile(c) for c in node.children)
+        if len(parts) == 1:
+            return parts[0]
+        if len(parts) == 2:  # the common case, without a generator per call
+            first, second = parts
+            if isinstance(node, And):
+                return lambda e: first(e) and second(e)
+            return lambda e: first(e) or second(e)
+        if isinstance(node, And):
+            return lambda e: all(p(e) for p in parts)
+        return lambda e: any(p(e) for p in parts)
     if isinstance(node, Not):
-        return not _holds(node.child, event)
+        inner = _compile(node.child)
+        return lambda e: not inner(e)
     if isinstance(node, Text):
-        return has_phrase(event_columns(event), node.tokens)
+        tokens = node.tokens
+        return lambda e: has_phrase(_columns_of(e), tokens)
     if isinstance(node, Time):
+        at = node.at
         if node.field == "since":
-            return event.published >= node.at
-        return event.published < node.at
+            return lambda e: e.published >= at
+        return lambda e: e.published < at
+    values = frozenset(node.values)
     if node.field == "author":
-        columns = event_columns(event)
-        return any(has_phrase(columns, tuple(v.split(" ")), "author") for v in node.values)
-    return any(fold(v) in node.values for v in _VALUES[node.field](event))
+        phrases = tuple(tuple(v.split(" ")) for v in node.values)
+        return lambda e: any(has_phrase(_columns_of(e), p, "author") for p in phrases)
+    if node.field == "tag":
+        return lambda e: any(_fold_once(t) in values for t in e.tags)
+    get = attrgetter(_FIELD_OF[node.field])
+    return lambda e: _fold_once(get(e)) in values
 
 
 # --- the public face ------------------------------------------------------------------
@@ -482,6 +520,10 @@ class EventFilter:
     """A parsed query. `EventFilter()` matches every event."""
 
     root: Node = EVERYTHING
+    _predicate: Predicate = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_predicate", _compile(self.root))
 
     @classmethod
     def parse(cls, query: str | None, now: datetime | None = None) -> EventFilter:
@@ -517,7 +559,7 @@ class EventFilter:
 
     def matches(self, event: Event) -> bool:
         """The same condition, in memory, for live events."""
-        return _holds(self.root, event)
+        return self._predicate(event)
 
     def ranking_terms(self) -> tuple[tuple[Phrase, ...], EventFilter | None]:
         """What a relevance order ranks by: the free-text phrases every match

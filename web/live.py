@@ -231,7 +231,9 @@ class LiveConnection:
             if len(page) < MAX_PAGE:
                 return
 
-    async def deliver(self, event: Event) -> None:
+    async def deliver(self, event: Event) -> int:
+        """Send `event` to each stream that wants it; how many sends."""
+        sent = 0
         verdicts = self._verdicts.pop(event.id, None) or {}
         for stream in tuple(self.streams.values()):
             if event.id <= stream.sent_up_to:
@@ -244,7 +246,8 @@ class LiveConnection:
             # since the event was queued.
             if matches and self.may_see(event):
                 await self.send_text(self.event_message(stream, event))
-                metrics.DELIVERED.inc()
+                sent += 1
+        return sent
 
     def _on_done(self, _: object) -> None:
         self._ready.set()
@@ -303,8 +306,10 @@ class LiveConnection:
                     receive = self._watch(self.receive())
                     active = True
                 if queue:
+                    sent = 0
                     while queue:
-                        await self.deliver(queue.popleft())
+                        sent += await self.deliver(queue.popleft())
+                    metrics.DELIVERED.inc(sent)  # once per wake-up, not per send
                     active = True
                 now = time.monotonic()
                 if active:

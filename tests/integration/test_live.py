@@ -43,6 +43,19 @@ async def events_until(ws: Any, title: str, wait: float = 30.0) -> list[dict[str
                 return got
 
 
+async def events_until_closed(ws: Any, wait: float = 30.0) -> tuple[list[dict[str, Any]], int]:
+    """Every event message until the server closes; and its close code."""
+    got: list[dict[str, Any]] = []
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        async with asyncio.timeout(wait):
+            while True:
+                msg = await recv_json(ws)
+                if msg["type"] == "event":
+                    got.append(msg["event"])
+    assert closed.value.rcvd is not None, "closed without a close frame"
+    return got, closed.value.rcvd.code
+
+
 async def subscribe(ws: Any, stream: str, query: str = "", cursor: int | None = None) -> None:
     await ws.send(
         json.dumps({"type": "subscribe", "stream": stream, "query": query, "cursor": cursor})
@@ -142,14 +155,8 @@ async def test_a_client_that_falls_behind_is_dropped_and_resumes(
             await subscribe(ws, "s", cursor=0)
             [start] = await events_until(ws, "Start")
             feed_server.put("/news.xml", rss(entries("Start", *burst)), etag='"1"')
-            received: list[dict[str, Any]] = []
-            with pytest.raises(websockets.ConnectionClosed) as closed:
-                async with asyncio.timeout(30):
-                    while True:
-                        msg = await recv_json(ws)
-                        if msg["type"] == "event":
-                            received.append(msg["event"])
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            received, code = await events_until_closed(ws)
+            assert code == 1013
         cursor = received[-1]["id"] if received else start["id"]
         async with websockets.connect(app.ws_url) as ws:
             await subscribe(ws, "s", cursor=cursor)
@@ -204,14 +211,8 @@ async def test_a_client_that_stops_reading_is_dropped_and_never_slows_the_others
             # The reader had everything before the stuck client's send timed out.
             assert dropped_clients(app) == 0
             await until_dropped(app)
-            received: list[dict[str, Any]] = []
-            with pytest.raises(websockets.ConnectionClosed) as closed:
-                async with asyncio.timeout(30):
-                    while True:
-                        msg = await recv_json(stuck)
-                        if msg["type"] == "event":
-                            received.append(msg["event"])
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            received, code = await events_until_closed(stuck)
+            assert code == 1013
             assert len(received) < len(burst)  # it was cut off mid-burst
         cursor = received[-1]["id"] if received else start["id"]
         async with websockets.connect(app.ws_url, max_size=None) as ws:

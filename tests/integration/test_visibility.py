@@ -342,18 +342,30 @@ def test_paging_walks_exactly_the_visible_events(world: World, user: str) -> Non
         assert set(legal) == world.visible_ids(user, "legal") | world.visible_ids(user, "board")
 
 
+def each_event(
+    world: World, client: httpx2.Client, user: str, suffix: str = ""
+) -> dict[int, tuple[str, httpx2.Response]]:
+    """GET /api/events/{id}{suffix} for every event: a hidden one must answer
+    exactly as an id that does not exist (no oracle); the visible ones'
+    source ids and responses, each a 200."""
+    missing = client.get(f"/api/events/999999{suffix}")
+    assert missing.status_code == 404
+    found = {}
+    for event_id, sid in world.truth().items():
+        res = client.get(f"/api/events/{event_id}{suffix}")
+        if sid in EXPECTED[user]:
+            assert res.status_code == 200, event_id
+            found[event_id] = (sid, res)
+        else:
+            assert (res.status_code, res.json()) == (404, missing.json()), event_id
+    return found
+
+
 @pytest.mark.parametrize("user", USERS)
 def test_single_events_are_404_when_not_visible(world: World, user: str) -> None:
     with world.http(user) as client:
-        missing = client.get("/api/events/999999")
-        assert missing.status_code == 404
-        for event_id, sid in world.truth().items():
-            res = client.get(f"/api/events/{event_id}")
-            if sid in EXPECTED[user]:
-                assert res.status_code == 200 and res.json()["source_id"] == sid
-            else:
-                # The same answer as for an id that does not exist: no oracle.
-                assert (res.status_code, res.json()) == (404, missing.json()), event_id
+        for sid, res in each_event(world, client, user).values():
+            assert res.json()["source_id"] == sid
 
 
 @pytest.mark.parametrize("user", USERS)
@@ -628,19 +640,11 @@ def test_opml_lists_only_the_users_streams_under_their_token(
 @pytest.mark.parametrize("user", USERS)
 def test_as2_export_is_404_when_not_visible(world: World, user: str) -> None:
     with world.http(user) as client:
-        missing = client.get("/api/events/999999.as2")
-        assert missing.status_code == 404
-        for event_id, sid in world.truth().items():
-            res = client.get(f"/api/events/{event_id}.as2")
-            if sid in EXPECTED[user]:
-                assert res.status_code == 200, event_id
-                assert res.headers["content-type"].startswith("application/activity+json")
-                body = res.json()
-                assert body["id"] == f"{world.app.base}/api/events/{event_id}.as2"
-                assert body["actor"] == {"type": "Service", "name": sid}  # no author: the source
-            else:
-                # The same answer as for an id that does not exist: no oracle.
-                assert (res.status_code, res.json()) == (404, missing.json()), event_id
+        for event_id, (sid, res) in each_event(world, client, user, ".as2").items():
+            assert res.headers["content-type"].startswith("application/activity+json")
+            body = res.json()
+            assert body["id"] == f"{world.app.base}/api/events/{event_id}.as2"
+            assert body["actor"] == {"type": "Service", "name": sid}  # no author: the source
 
 
 @pytest.mark.parametrize("user", USERS)
