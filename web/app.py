@@ -104,6 +104,7 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
     ]
     middleware = [
         Middleware(TrustedHostMiddleware, allowed_hosts=config.server.trusted_hosts),
+        Middleware(live.KeepRawSend),
         Middleware(SecurityHeaders),
         Middleware(BodyLimit, limit=config.server.max_request_bytes),
         Middleware(Sessions),

@@ -145,23 +145,37 @@ async def test_filters_bad_queries_and_heartbeats(feed_server: FeedServer, tmp_p
 async def test_a_client_that_falls_behind_is_dropped_and_resumes(
     feed_server: FeedServer, tmp_path: Path
 ) -> None:
+    """A client that reads nothing while a burst bigger than every buffer on
+    the way comes: what its connection cannot take at once queues, the queue
+    (5 here) overflows, and it is dropped at once (no send timeout: a client
+    that keeps reading keeps up). Reading again, it gets what was sent, then
+    1013, and resumes from its cursor."""
     feed_server.put("/news.xml", rss(entries("Start")), etag='"0"')
     config = write_config(tmp_path, source(feed_server))
     text = config.read_text().replace("heartbeat = 2", "heartbeat = 2\nclient_queue = 5")
     config.write_text(text)
-    burst = [f"Burst {i}" for i in range(60)]
+    burst = big_burst()
+    titles = [b["title"] for b in burst]
     with TidingsProcess(config) as app:
-        async with websockets.connect(app.ws_url) as ws:
+        async with websockets.connect(app.ws_url, max_queue=1, compression=None) as ws:
             await subscribe(ws, "s", cursor=0)
             [start] = await events_until(ws, "Start")
-            feed_server.put("/news.xml", rss(entries("Start", *burst)), etag='"1"')
+            feed_server.put("/news.xml", rss(entries("Start") + burst), etag='"1"')
+            await until_dropped(app, wait=8)  # well before send_timeout (10 s)
             received, code = await events_until_closed(ws)
-            assert code == 1013
+            assert code == 1013 and len(received) < len(burst)
         cursor = received[-1]["id"] if received else start["id"]
-        async with websockets.connect(app.ws_url) as ws:
+        async with websockets.connect(app.ws_url, max_size=None) as ws:
             await subscribe(ws, "s", cursor=cursor)
-            received += await events_until(ws, "Burst 59")
-    assert [e["title"] for e in received] == burst
+            received += await events_until(ws, titles[-1])
+    assert [e["title"] for e in received] == titles
+
+
+def big_burst(count: int = 100) -> list[dict[str, str]]:
+    """Entries of 72 kB each: without compression, 7 MB of event messages,
+    more than a loopback socket's buffers (the server's takes 4 MB)."""
+    body = "<p>" + "lorem ipsum " * 6000 + "</p>"
+    return [{"guid": f"b{i}", "title": f"Burst {i}", "description": body} for i in range(count)]
 
 
 def dropped_clients(app: TidingsProcess) -> float:
@@ -192,12 +206,9 @@ async def test_a_client_that_stops_reading_is_dropped_and_never_slows_the_others
         "heartbeat = 2", "heartbeat = 2\nsend_timeout = 4\nclient_queue = 100000"
     )
     config.write_text(text)
-    body = "<p>" + "lorem ipsum " * 6000 + "</p>"  # 72 kB an event
-    burst = [{"guid": f"b{i}", "title": f"Burst {i}", "description": body} for i in range(100)]
+    burst = big_burst()
     with TidingsProcess(config) as app:
-        # A client that reads one frame ahead at most, without compression:
-        # 7 MB of events fill every buffer on the way (the server's socket
-        # takes 4 MB).
+        # A client that reads one frame ahead at most, without compression.
         async with (
             websockets.connect(app.ws_url, max_queue=1, compression=None) as stuck,
             websockets.connect(app.ws_url, max_size=None) as reader,

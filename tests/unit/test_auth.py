@@ -755,6 +755,7 @@ class _IdleSocket:
 
     def __init__(self) -> None:
         self.closed_with: int | None = None
+        self.scope: dict[str, Any] = {}  # no raw send: every event goes through the queue
 
     async def receive(self) -> dict[str, Any]:
         await asyncio.Event().wait()
