@@ -187,12 +187,12 @@ class LiveConnection:
         if not self.wants(event):
             return True  # nothing to send, as `offer` would have decided
         try:
-            sent = await self.deliver(event)
+            sent, done = await self.deliver(event, direct=True)
         except (WebSocketDisconnect, RuntimeError):  # gone: `run` hears it from receive
             return True
         metrics.DELIVERED.inc(sent)
         self._last_active = time.monotonic()
-        return True
+        return done  # not done: the transport filled up mid-event; the queue goes on
 
     async def receive(self) -> str | None:
         """The next text frame; None for a binary one."""
@@ -289,23 +289,31 @@ class LiveConnection:
             if len(page) < MAX_PAGE:
                 return
 
-    async def deliver(self, event: Event) -> int:
-        """Send `event` to each stream that wants it; how many sends."""
+    async def deliver(self, event: Event, *, direct: bool = False) -> tuple[int, bool]:
+        """Send `event` to each stream that wants it: how many sends, and
+        whether it is done. `direct` (the fan-out's task, which must never
+        wait) stops before a send the transport cannot take at once; the
+        streams still to send keep their `sent_up_to`, so the queue finishes
+        the event without sending anything twice."""
         sent = 0
         verdicts = self._verdicts.pop(event.id, None) or {}
         for stream in tuple(self.streams.values()):
             if event.id <= stream.sent_up_to:
-                continue  # already sent in this stream's replay
-            stream.sent_up_to = event.id
+                continue  # already sent in this stream's replay, or just now
             matches = verdicts.get(stream)
             if matches is None:  # the stream is newer than the verdicts
                 matches = stream.filter.matches(event)
             # Visibility is checked again now: the rules may have changed
             # since the event was queued.
             if matches and self.may_see(event):
+                if direct and not (self._writable is not None and self._writable.is_set()):
+                    return sent, False
+                stream.sent_up_to = event.id
                 await self.send_text(self.event_message(stream, event))
                 sent += 1
-        return sent
+            else:
+                stream.sent_up_to = event.id
+        return sent, True
 
     def _on_done(self, _: object) -> None:
         self._ready.set()
@@ -368,7 +376,7 @@ class LiveConnection:
                 if queue:
                     sent = 0
                     while queue:
-                        sent += await self.deliver(queue.popleft())
+                        sent += (await self.deliver(queue.popleft()))[0]
                     metrics.DELIVERED.inc(sent)  # once per wake-up, not per send
                     active = True
                 now = time.monotonic()
