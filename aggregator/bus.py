@@ -80,16 +80,12 @@ class Bus:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)
 
-    def publish(self, events: Sequence[Event]) -> None:
-        for sub in tuple(self._subs):
-            for event in events:
-                sub.offer(event)
-
     async def fan_out(self, events: Sequence[Event]) -> None:
-        """`publish`, letting each subscriber that is idle handle an event at
-        once (`Subscription.direct`): for a thousand websockets that saves a
-        task switch per client and event. Anything a subscriber cannot take
-        at once, and all that follows it, goes through its queue, in order."""
+        """Offer `events` to every subscriber, letting each one that is idle
+        handle an event at once (`Subscription.direct`): for a thousand
+        websockets that saves a task switch per client and event. Anything a
+        subscriber cannot take at once, and all that follows it, goes through
+        its queue, in order."""
         for sub in tuple(self._subs):
             direct = sub.direct
             for event in events:

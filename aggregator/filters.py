@@ -408,7 +408,8 @@ def render(node: Node) -> str:
 
 # --- back-end 1: SQL ------------------------------------------------------------------
 
-_COLUMNS = {"kind": "kind", "verb": "verb", "type": "object_type"}
+# A field's event attribute, which is also its column on the events table.
+_FIELD_OF = {"source": "source_id", "kind": "kind", "verb": "verb", "type": "object_type"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,7 +451,7 @@ class _Sql:
             return exists(
                 select(literal(1)).select_from(tag).where(func.lower(tag.c.value).in_(values))
             )
-        return func.lower(events.c[_COLUMNS[node.field]]).in_(values)
+        return func.lower(events.c[_FIELD_OF[node.field]]).in_(values)
 
 
 # --- back-end 2: memory -------------------------------------------------------------
@@ -462,7 +463,6 @@ class _Sql:
 
 Predicate: TypeAlias = Callable[[Event], bool]
 _fold_once = lru_cache(maxsize=4096)(fold)  # source ids, kinds, verbs, tags: few
-_FIELD_OF = {"source": "source_id", "kind": "kind", "verb": "verb", "type": "object_type"}
 _last_columns: tuple[Event | None, Columns] = (None, ((), (), ()))
 
 

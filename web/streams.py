@@ -22,7 +22,7 @@ from aggregator.store.streams import UNREAD_CAP, Stream, StreamError, UnknownStr
 from web.access import Principal
 from web.auth import forbidden, guard, principal_of
 from web.feeds import ALL, feed_urls, site_url
-from web.forms import parse_id, path_id
+from web.forms import MAX_ID, parse_id, path_id
 from web.state import AppState, app_state
 
 NO_ACCOUNT = (
@@ -52,6 +52,16 @@ def _error(err: Exception) -> JSONResponse:
 def _account(request: Request) -> User | None:
     principal = principal_of(request)
     return principal.user if principal is not None else None
+
+
+def _owner(request: Request) -> tuple[Principal, User, int] | None:
+    """Who asks, their account and the stream id in the path; None for a
+    request without an account or with a malformed id (both a 404)."""
+    principal = principal_of(request)
+    stream_id = path_id(request, "stream_id")
+    if principal is None or principal.user is None or stream_id is None:
+        return None
+    return principal, principal.user, stream_id
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -157,12 +167,10 @@ async def create_stream(request: Request) -> Response:
 @guard("user")
 async def one_stream(request: Request) -> Response:
     """GET, PATCH {"name", "query"} (either or both) and DELETE one stream."""
-    user = _account(request)
-    stream_id = path_id(request, "stream_id")
-    if user is None or stream_id is None:
+    owner = _owner(request)
+    if owner is None:
         return _error(UnknownStreamError(0))
-    principal = principal_of(request)
-    assert principal is not None
+    principal, user, stream_id = owner
     streams = app_state(request).store.streams
     try:
         if request.method == "DELETE":
@@ -219,22 +227,18 @@ async def reorder_streams(request: Request) -> Response:
 @guard("user")
 async def mark_read(request: Request) -> Response:
     """{"up_to": ID}: everything up to that event id is read (it never moves
-    back). Without `up_to`, everything the user may see now is."""
-    user = _account(request)
-    stream_id = path_id(request, "stream_id")
-    if user is None or stream_id is None:
+    back). Without `up_to`, everything the user may see now is: the store
+    stops every mark at the newest event the user may see."""
+    owner = _owner(request)
+    if owner is None:
         return _error(UnknownStreamError(0))
-    principal = principal_of(request)
-    assert principal is not None
-    store = app_state(request).store
+    principal, user, stream_id = owner
+    streams = app_state(request).store.streams
     try:
         raw = (await _body(request)).get("up_to")
-        if raw is None:
-            up_to = await run_in_threadpool(partial(store.max_event_id, viewer=principal.viewer))
-        else:
-            up_to = _id_value(raw, "up_to")
+        up_to = MAX_ID if raw is None else _id_value(raw, "up_to")
         last = await run_in_threadpool(
-            partial(store.streams.mark_read, user.id, stream_id, up_to, viewer=principal.viewer)
+            partial(streams.mark_read, user.id, stream_id, up_to, viewer=principal.viewer)
         )
     except (BadRequest, StreamError) as err:
         return _error(err)

@@ -41,7 +41,7 @@ from aggregator.decide import Prepared, decide, event_time
 from aggregator.exceptions import ConfigError, TidingsError
 from aggregator.filters import EventFilter
 from aggregator.search import TextSearch, text_search_for
-from aggregator.store.conditions import matching
+from aggregator.store.conditions import matching, newest_id
 from aggregator.store.people import People, audit, bump_revision
 from aggregator.store.schema import entries, events, sources
 from aggregator.store.streams import Streams
@@ -688,13 +688,8 @@ class Store:
     def max_event_id(self, *, viewer: Viewer | None = None, at_most: int | None = None) -> int:
         """The newest event id (0 when none): of the events `viewer` may see
         (all for None), and no higher than `at_most` when given."""
-        query = select(func.coalesce(func.max(events.c.id), 0))
-        if viewer is not None:
-            query = query.where(viewer.where(events.c.source_id))
-        if at_most is not None:
-            query = query.where(events.c.id <= at_most)
         with self._read.connect() as conn:
-            return conn.scalar(query) or 0
+            return newest_id(conn, viewer, at_most)
 
     def latest_events(
         self,

@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from aggregator.exceptions import QueryError, TidingsError
 from aggregator.filters import EventFilter
 from aggregator.search import TextSearch
-from aggregator.store.conditions import matching
+from aggregator.store.conditions import matching, newest_id
 from aggregator.store.people import People
 from aggregator.store.schema import events, feed_tokens, streams, users
 from aggregator.visibility import Viewer
@@ -108,13 +108,6 @@ def _row(row: Any) -> Stream:
         created_at=row.created_at,
         changed_at=row.changed_at or row.created_at,
     )
-
-
-def _newest(conn: Connection, viewer: Viewer | None) -> int:
-    query = select(func.coalesce(func.max(events.c.id), 0))
-    if viewer is not None:
-        query = query.where(viewer.where(events.c.source_id))
-    return conn.scalar(query) or 0
 
 
 def _mac(key: str, user_id: int, serial: int) -> str:
@@ -208,7 +201,7 @@ class Streams:
                     streams.c.user_id == user_id
                 )
             )
-            newest = _newest(conn, viewer)
+            newest = newest_id(conn, viewer)
             stream_id: int = conn.execute(
                 insert(streams).values(
                     user_id=user_id,
@@ -250,7 +243,7 @@ class Streams:
                 others = conn.execute(self._of(user_id).where(streams.c.id != stream_id))
                 self._unique(values["name"], [r.name for r in others])
             if "query" in values and values["query"] != stream.query:
-                values["last_read_id"] = max(stream.last_read_id, _newest(conn, viewer))
+                values["last_read_id"] = max(stream.last_read_id, newest_id(conn, viewer))
             if values:
                 values["changed_at"] = now
                 conn.execute(update(streams).where(streams.c.id == stream_id).values(**values))
@@ -290,7 +283,7 @@ class Streams:
             stream = self._get(conn, user_id, stream_id)
             if stream is None:
                 raise UnknownStreamError(stream_id)
-            newest = _newest(conn, viewer)
+            newest = newest_id(conn, viewer)
             last = max(stream.last_read_id, min(up_to_id, newest))
             if last != stream.last_read_id:
                 conn.execute(
