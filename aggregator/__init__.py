@@ -6,3 +6,5 @@ try:
     __version__ = version("tidings")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
+
+PROJECT_URL = "https://github.com/tidings/tidings"

@@ -76,6 +76,34 @@ class PollerConfig(_Strict):
     tick: float = Field(default=1.0, gt=0, description="seconds between looks at the due-list")
     concurrency: int = Field(default=16, ge=1, description="polls in flight at once")
     workers: int = Field(default=0, ge=0, description="parser processes; 0 = one per core")
+    max_interval: str = Field(
+        default="24h",
+        description="the longest a source's own hints (TTL, max-age, Expires, Retry-After, "
+        "sy:updatePeriod) may push its next poll",
+    )
+    max_backoff: str = Field(default="6h", description="the longest wait after failed polls")
+    alert_after: int = Field(
+        default=5, ge=1, description="consecutive failures that raise an alert to admins"
+    )
+    adopt_redirects: bool = Field(
+        default=False,
+        description="follow a permanent redirect (301/308) by changing the source's URL "
+        "(web-made sources; audited) instead of only reporting it",
+    )
+
+    @field_validator("max_interval", "max_backoff")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def max_interval_seconds(self) -> float:
+        return parse_duration(self.max_interval)
+
+    @property
+    def max_backoff_seconds(self) -> float:
+        return parse_duration(self.max_backoff)
 
 
 class HttpConfig(_Strict):
@@ -83,6 +111,7 @@ class HttpConfig(_Strict):
 
     connect_timeout: float = Field(default=HttpSettings.connect_timeout, gt=0)
     read_timeout: float = Field(default=HttpSettings.read_timeout, gt=0)
+    total_timeout: float = Field(default=HttpSettings.total_timeout, gt=0)
     max_body_bytes: int = Field(default=HttpSettings.max_body_bytes, gt=0)
     per_host: int = Field(default=HttpSettings.per_host, ge=1)
     user_agent: str = HttpSettings.user_agent

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from aggregator import PROJECT_URL, __version__
 from aggregator.secrets import resolve_secret
 from aggregator.types import JSONObject, PollResult
 
@@ -63,9 +64,10 @@ class HttpSettings:
 
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
+    total_timeout: float = 60.0  # the whole fetch, redirects and a dripped body included
     max_body_bytes: int = 16 * 1024 * 1024
     per_host: int = 4
-    user_agent: str = "Tidings (+https://github.com/tidings)"
+    user_agent: str = f"Tidings/{__version__} (+{PROJECT_URL})"
 
 
 @dataclass(frozen=True)

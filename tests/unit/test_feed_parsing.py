@@ -1,4 +1,5 @@
-"""The feed connector's parser on real-world feeds from ../shared/corpus."""
+"""The feed connector's parser on real-world feeds from the shared corpus
+(tests/corpus.py says where it is)."""
 
 import contextlib
 from pathlib import Path
@@ -7,14 +8,19 @@ import pytest
 
 from aggregator.exceptions import ParseError
 from connectors.feed import parse_feed
+from tests.corpus import corpus, files
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "feeds"
-REAL_WORLD = sorted((CORPUS / "rowanmanning-sample-feeds" / "real-world").glob("*/feed.xml"))
-READER = CORPUS / "lemon24-reader"
+REAL_WORLD = files("feeds", "rowanmanning-sample-feeds/real-world/*/feed.xml")
 
 
+def reader_file(name: str) -> Path:
+    return corpus("feeds", "lemon24-reader", name)
+
+
+@pytest.mark.corpus
 def test_corpus_is_present_and_mostly_parses() -> None:
-    assert len(REAL_WORLD) >= 20, f"expected the shared corpus at {CORPUS}"
+    corpus("feeds")
+    assert len(REAL_WORLD) >= 20, "expected the rowanmanning real-world feeds in the corpus"
     parsed = 0
     for path in REAL_WORLD:
         with contextlib.suppress(ParseError):
@@ -22,8 +28,11 @@ def test_corpus_is_present_and_mostly_parses() -> None:
     assert parsed >= len(REAL_WORLD) * 0.8
 
 
-@pytest.mark.parametrize("path", REAL_WORLD, ids=lambda p: p.parent.name[:8])
-def test_real_world_feeds_parse_or_fail_cleanly(path: Path) -> None:
+@pytest.mark.corpus
+@pytest.mark.parametrize("path", REAL_WORLD or [None], ids=lambda p: p.parent.name[:8] if p else "absent")
+def test_real_world_feeds_parse_or_fail_cleanly(path: Path | None) -> None:
+    corpus("feeds")
+    assert path is not None
     try:
         parsed = parse_feed(path.read_bytes(), "https://example.org/feed")
     except ParseError:
@@ -34,8 +43,9 @@ def test_real_world_feeds_parse_or_fail_cleanly(path: Path) -> None:
         assert event.actor.name is None or "@" not in event.actor.name
 
 
+@pytest.mark.corpus
 def test_rss_fields() -> None:
-    parsed = parse_feed((READER / "full.rss").read_bytes(), "http://www.example.com/feed")
+    parsed = parse_feed(reader_file("full.rss").read_bytes(), "http://www.example.com/feed")
     first = parsed.events[0]
     assert first.external_id == "7bd204c6-1655-4c27-aeee-53f933c5395f"
     assert first.title == "Example entry"
@@ -46,8 +56,9 @@ def test_rss_fields() -> None:
     assert parsed.ttl == 1800 * 60
 
 
+@pytest.mark.corpus
 def test_json_feed_fields() -> None:
-    parsed = parse_feed((READER / "full.json").read_bytes(), "https://example.org/feed.json")
+    parsed = parse_feed(reader_file("full.json").read_bytes(), "https://example.org/feed.json")
     first = parsed.events[0]
     assert first.external_id == "2"
     assert first.title == "Title"
@@ -58,8 +69,9 @@ def test_json_feed_fields() -> None:
     )
 
 
+@pytest.mark.corpus
 def test_atom_from_corpus() -> None:
-    parsed = parse_feed((READER / "full.atom").read_bytes(), "https://example.org/feed.atom")
+    parsed = parse_feed(reader_file("full.atom").read_bytes(), "https://example.org/feed.atom")
     assert parsed.events and all(e.external_id for e in parsed.events)
 
 
