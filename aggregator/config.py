@@ -212,7 +212,7 @@ class SourceConfig:
     tags: tuple[str, ...] = ()
     enabled: bool = True
     track_updates: bool = True
-    origin: Literal["file", "db"] = "file"
+    origin: Literal["file", "db", "system"] = "file"
 
     @property
     def name(self) -> str:

@@ -36,6 +36,10 @@ class FetchError(ConnectorError):
     """An HTTP or file fetch failed (network, status, size, timeout)."""
 
 
+class GoneError(FetchError):
+    """The source answered 410 Gone: it is disabled until an admin re-enables it."""
+
+
 class ParseError(ConnectorError):
     """The fetched document could not be understood."""
 

@@ -15,6 +15,10 @@ POLL_SECONDS = Histogram(
     "tidings_poll_duration_seconds", "Time from fetch to commit", ["source"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=REGISTRY,
 )  # fmt: skip
+ALERTS = Gauge(
+    "tidings_source_alerts", "1 while a source is in alert (failing past [poller] alert_after)",
+    ["source"], registry=REGISTRY,
+)  # fmt: skip
 EVENTS = Counter("tidings_events_stored", "Events appended", ["source"], registry=REGISTRY)
 SUBSCRIBERS = Gauge("tidings_websocket_subscribers", "Open websocket streams", registry=REGISTRY)
 DELIVERED = Counter(

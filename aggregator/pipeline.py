@@ -5,22 +5,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from aggregator import metrics
-from aggregator.config import SourceConfig
+from aggregator.config import PollerConfig, SourceConfig
 from aggregator.connector import PollContext
-from aggregator.decide import prepare
-from aggregator.exceptions import ConnectorError
+from aggregator.decide import Prepared, prepare
+from aggregator.exceptions import ConnectorError, GoneError
 from aggregator.recorder import Recorder
 from aggregator.registry import connector_class
-from aggregator.schedule import next_poll
+from aggregator.schedule import MAX_BACKOFF, MAX_HINT, next_poll
 from aggregator.store import Claim, FailureRecord, PollRecord
+from aggregator.types import EventData
 
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT = 300.0  # a poll that hangs longer than this is failed and retried later
+
+
+@dataclass(frozen=True, slots=True)
+class PollPolicy:
+    """The poller-wide rules a poll follows (the `[poller]` table)."""
+
+    max_interval: float = MAX_HINT
+    max_backoff: float = MAX_BACKOFF
+    alert_after: int = 5
+    adopt_redirects: bool = False
+
+    @classmethod
+    def of(cls, config: PollerConfig) -> PollPolicy:
+        return cls(
+            max_interval=config.max_interval_seconds,
+            max_backoff=config.max_backoff_seconds,
+            alert_after=config.alert_after,
+            adopt_redirects=config.adopt_redirects,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +49,7 @@ class PollOutcome:
     new_event_ids: list[int]
     error: str | None = None
     not_modified: bool = False
+    alert_ids: list[int] = field(default_factory=list)  # events in the alerts source
 
 
 async def poll_source(
@@ -36,6 +57,7 @@ async def poll_source(
     claim: Claim,
     recorder: Recorder,
     ctx: PollContext,
+    policy: PollPolicy = PollPolicy(),  # frozen: one shared default is safe
 ) -> PollOutcome:
     """Fetch -> parse -> sanitise -> decide -> commit (events + state, one
     transaction) -> report what is new. A source's errors (and a connector's
@@ -55,24 +77,41 @@ async def poll_source(
         failure: Exception = err
         if deadline.expired():
             failure = TimeoutError(f"poll did not finish within {POLL_TIMEOUT:g}s")
-        return await _record_failure(
-            source, recorder, failure, now=now, failures=claim.failures + 1
-        )
+        return await _record_failure(source, recorder, failure, now, claim.failures + 1, policy)
 
     when = next_poll(
-        now, interval=source.interval, cron=source.cron, min_interval=result.min_interval
+        now,
+        interval=source.interval,
+        cron=source.cron,
+        min_interval=result.min_interval,
+        max_interval=policy.max_interval,
     )
-    new_ids = await recorder.record(
-        PollRecord(source, items, result.state, now, when, result.permanent_redirect)
+    recovered = None
+    if claim.failures >= policy.alert_after:
+        recovered = _alert(source, now, f"{source.name} is polling again", "", "source-recovered")
+    moved = result.permanent_redirect
+    adopt = moved if moved and policy.adopt_redirects and source.origin == "db" else None
+    if moved and not adopt:
+        log.warning("source %s: permanently redirected to %s", source.id, moved)
+    ids = await recorder.record(
+        PollRecord(source, items, result.state, now, when, moved, recovered, adopt)
     )
+    new_ids, alert_ids = (ids[:-1], ids[-1:]) if recovered else (ids, [])
+    if recovered:
+        metrics.ALERTS.labels(source.id).set(0)
     metrics.POLLS.labels(source.id, "not_modified" if result.not_modified else "ok").inc()
     metrics.EVENTS.labels(source.id).inc(len(new_ids))
     metrics.POLL_SECONDS.labels(source.id).observe(time.perf_counter() - started)
-    return PollOutcome(source.id, new_ids, not_modified=result.not_modified)
+    return PollOutcome(source.id, new_ids, not_modified=result.not_modified, alert_ids=alert_ids)
 
 
 async def _record_failure(
-    source: SourceConfig, recorder: Recorder, err: Exception, *, now: datetime, failures: int
+    source: SourceConfig,
+    recorder: Recorder,
+    err: Exception,
+    now: datetime,
+    failures: int,
+    policy: PollPolicy,
 ) -> PollOutcome:
     message = _describe(err)
     if isinstance(err, ConnectorError | TimeoutError):
@@ -81,12 +120,41 @@ async def _record_failure(
         log.error("source %s: connector crashed", source.id, exc_info=err)
     retry = err.retry_after if isinstance(err, ConnectorError) else None
     when = next_poll(
-        now, interval=source.interval, cron=source.cron, failures=failures, retry_after=retry
+        now,
+        interval=source.interval,
+        cron=source.cron,
+        failures=failures,
+        retry_after=retry,
+        max_interval=policy.max_interval,
+        max_backoff=policy.max_backoff,
     )
-    await recorder.record(FailureRecord(source.id, message, now, when))
+    gone = isinstance(err, GoneError)
+    alert = None
+    if failures == policy.alert_after or gone:  # once, when it crosses the line
+        what = (
+            "is gone (HTTP 410) and was disabled" if gone else f"failed {failures} polls in a row"
+        )
+        alert = _alert(source, now, f"{source.name} {what}", message, "source-failing")
+        metrics.ALERTS.labels(source.id).set(1)
+    ids = await recorder.record(FailureRecord(source.id, message, now, when, alert, gone))
     metrics.POLLS.labels(source.id, "error").inc()
     metrics.POLL_ERRORS.labels(source.id).inc()
-    return PollOutcome(source.id, [], error=message)
+    return PollOutcome(source.id, [], error=message, alert_ids=ids)
+
+
+def _alert(source: SourceConfig, now: datetime, title: str, detail: str, tag: str) -> Prepared:
+    """An event for the admins-only alerts source about `source`."""
+    item = EventData(
+        external_id=f"{source.id}:{tag}:{now.isoformat()}",
+        object_type="Note",
+        title=title,
+        summary=detail,
+        published=now,
+        tags=(tag, source.id),
+        extra={"source_id": source.id},
+    )
+    [prepared] = prepare([item])
+    return prepared
 
 
 def _describe(err: BaseException) -> str:

@@ -22,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from aggregator.config import Config, SourceConfig
 from aggregator.connector import PollContext, Resources
-from aggregator.pipeline import POLL_TIMEOUT, PollOutcome, poll_source
+from aggregator.pipeline import POLL_TIMEOUT, PollOutcome, PollPolicy, poll_source
 from aggregator.recorder import Recorder
 from aggregator.store import Claim, Store
 
@@ -56,6 +56,7 @@ class Poller:
         self._closing = False
         self._refill: asyncio.Task[None] | None = None
         self._http = config.http_settings
+        self._policy = PollPolicy.of(config.poller)
         self._local_dirs = config.allowed_dirs
 
     # --- the pieces a poll needs ------------------------------------------
@@ -106,8 +107,9 @@ class Poller:
     async def _poll(self, claim: Claim, now: datetime) -> PollOutcome:
         source = self._sources[claim.source_id]  # claims are only ever made among these
         async with self._slots:
-            outcome = await poll_source(source, claim, self.recorder, self.context(source, now))
-        if outcome.new_event_ids:
+            ctx = self.context(source, now)
+            outcome = await poll_source(source, claim, self.recorder, ctx, self._policy)
+        if outcome.new_event_ids or outcome.alert_ids:
             self._on_commit()
         return outcome
 

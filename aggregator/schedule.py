@@ -8,9 +8,9 @@ from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
 
-MAX_BACKOFF = 6 * 3600.0
-MAX_HINT = 24 * 3600.0  # a feed's TTL or max-age may slow polling down to daily, no further
-JITTER = 0.1  # spread polls of equal interval so they do not arrive in lockstep
+MAX_BACKOFF = 6 * 3600.0  # [poller] max_backoff's default
+MAX_HINT = 24 * 3600.0  # [poller] max_interval's default: a hint may slow polling to daily
+JITTER = 0.1  # spread polls (and retries) of equal interval so they do not arrive in lockstep
 
 
 def cron_trigger(expression: str) -> Any:
@@ -29,23 +29,31 @@ def next_poll(
     failures: int = 0,
     min_interval: float | None = None,
     retry_after: float | None = None,
+    max_interval: float = MAX_HINT,
+    max_backoff: float = MAX_BACKOFF,
     rng: random.Random | None = None,
 ) -> datetime:
     """The next poll time after one at `now`.
 
-    Errors back off exponentially from the interval, capped at six hours;
-    a Retry-After or a feed's own TTL/max-age can only push it later.
+    Errors back off exponentially from the interval, with jitter, capped at
+    `max_backoff`. The source's own hints (a feed's TTL or sy:updatePeriod,
+    max-age, Expires, Retry-After) are lower bounds: they can only push the
+    poll later, and no further than `max_interval`.
     """
     rnd = rng or random
-    if cron and not failures:
+    if failures:
+        # Up to JITTER either side: many sources failing together (one host
+        # down) must not all come back in the same second.
+        backoff = interval * 2 ** min(failures, 16)
+        delay = min(backoff * (1 + JITTER * (2 * rnd.random() - 1)), max_backoff)
+    elif cron:
         # Strictly after now: a trigger returns `now` itself when it matches.
-        after = now + timedelta(seconds=1)
-        fire: datetime | None = cron_trigger(cron).get_next_fire_time(None, after)
-        base = (fire - now).total_seconds() if fire else MAX_BACKOFF
-        delay = base
+        fire: datetime | None = cron_trigger(cron).get_next_fire_time(
+            None, now + timedelta(seconds=1)
+        )
+        delay = (fire - now).total_seconds() if fire else max_backoff
     else:
         delay = interval * (1 + JITTER * rnd.random())
-    if failures:
-        delay = min(interval * 2 ** min(failures, 16), MAX_BACKOFF)
-    delay = max(delay, min(max(min_interval or 0.0, retry_after or 0.0), MAX_HINT))
+    hint = max(min_interval or 0.0, retry_after or 0.0)
+    delay = max(delay, min(hint, max_interval))
     return now + timedelta(seconds=delay)

@@ -1,10 +1,12 @@
 """The shared fetcher: one pooled httpx2 client for every HTTP source.
 
-Conditional GET (ETag / Last-Modified), gzip, connect and read timeouts, a cap
-on the *decoded* body (a small gzip bomb cannot fill memory), redirects with
-permanent ones reported, Retry-After and Cache-Control max-age surfaced as
-hints, and a per-host concurrency limit so one slow intranet host cannot take
-every slot.
+Conditional GET (ETag / Last-Modified); gzip, deflate and brotli (httpx2
+decodes in bounded chunks, so a small bomb cannot fill memory, and the cap on
+the *decoded* body stops it); connect, read and *total* deadlines (a body
+dripped a byte at a time never trips the read timeout, so the whole fetch has
+one); redirects with permanent ones reported; Retry-After, Cache-Control
+max-age and Expires surfaced as hints; 410 Gone raised as GoneError; and a
+per-host concurrency limit so one slow intranet host cannot take every slot.
 
 Credentials (basic or bearer) go per request, never into the URL. httpx2 drops
 the Authorization header when a redirect leaves the origin (another host or
@@ -36,9 +38,9 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx2
 
 from aggregator.connector import HttpSettings, PollContext
-from aggregator.exceptions import FetchError
+from aggregator.exceptions import FetchError, GoneError
 
-_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
 PERMANENT = {301, 308}
 
 _LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
@@ -160,6 +162,30 @@ class _Guard:
     start: httpx2.URL  # the URL asked for, to tell a redirect hop from it
 
 
+def _http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def freshness_seconds(headers: Mapping[str, str], now: datetime) -> float | None:
+    """How long the response says it stays fresh: Cache-Control max-age, else
+    Expires minus the server's Date (its clock, not ours), else minus now. An
+    unparsable Expires means "already expired" (RFC 9111): no hint."""
+    match = _MAX_AGE.search(headers.get("Cache-Control", ""))
+    if match:
+        return float(match.group(1))
+    expires = _http_date(headers.get("Expires"))
+    if expires is None:
+        return None
+    seconds = (expires - (_http_date(headers.get("Date")) or now)).total_seconds()
+    return seconds if seconds > 0 else None
+
+
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     """Retry-After as seconds from now: either delta-seconds or an HTTP date."""
     if not value:
@@ -167,13 +193,8 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+    when = _http_date(value)
+    return None if when is None else max(0.0, (when - now).total_seconds())
 
 
 class Fetcher:
@@ -291,16 +312,27 @@ class Fetcher:
         except httpx2.InvalidURL as err:
             raise FetchError(f"invalid URL {redact(url)!r}: {err}") from None
         slot, client = self._host(target)
-        async with slot:
+        total = self._settings.total_timeout
+        async with slot:  # waiting for a slot is not the fetch's time
+            deadline = asyncio.timeout(total)
             try:
-                async with client.stream(
-                    "GET",
-                    target,
-                    headers=request_headers,
-                    auth=_auth(auth),
-                    extensions={_GUARD: _Guard(allow_link_local, target)},
-                ) as resp:
+                async with (
+                    deadline,
+                    client.stream(
+                        "GET",
+                        target,
+                        headers=request_headers,
+                        auth=_auth(auth),
+                        extensions={_GUARD: _Guard(allow_link_local, target)},
+                    ) as resp,
+                ):
                     return await self._read(url, resp)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise FetchError(
+                    f"timed out fetching {redact(url)}: no complete response within {total:g}s"
+                ) from None
             except httpx2.TimeoutException as err:
                 raise FetchError(
                     f"timed out fetching {redact(url)} ({type(err).__name__})"
@@ -316,10 +348,15 @@ class Fetcher:
         moved = None
         if resp.history and all(r.status_code in PERMANENT for r in resp.history):
             moved = str(resp.url)
+        now = datetime.now(UTC)
+        if resp.status_code == 410:
+            raise GoneError(f"HTTP 410 Gone from {redact(url)}: the feed was removed")
         if resp.status_code >= 400:
-            retry = retry_after_seconds(resp.headers.get("Retry-After"), datetime.now(UTC))
-            raise FetchError(f"HTTP {resp.status_code} from {redact(url)}", retry_after=retry)
-        match = _MAX_AGE.search(resp.headers.get("Cache-Control", ""))
+            retry = retry_after_seconds(resp.headers.get("Retry-After"), now)
+            reason = f" {resp.reason_phrase}" if resp.reason_phrase else ""
+            raise FetchError(
+                f"HTTP {resp.status_code}{reason} from {redact(url)}", retry_after=retry
+            )
         head = FetchResult(
             url=str(resp.url),
             content=b"",
@@ -328,7 +365,7 @@ class Fetcher:
             last_modified=resp.headers.get("Last-Modified"),
             not_modified=resp.status_code == 304,
             permanent_redirect=moved,
-            max_age=float(match.group(1)) if match else None,
+            max_age=freshness_seconds(resp.headers, now),
         )
         if head.not_modified:
             await resp.aread()  # an unread (empty) body would cost the keep-alive connection

@@ -28,6 +28,7 @@ class Resource:
     etag: str | None = None
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    drip: float = 0.0  # seconds between the body's bytes: a server that never quite ends
 
 
 class FeedServer:
@@ -37,6 +38,7 @@ class FeedServer:
         self.resources: dict[str, Resource] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         self._lock = threading.Condition()
+        self._stopping = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,7 +63,22 @@ class FeedServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                if res.drip:
+                    self._drip(res)
+                    return
                 self._send(res.status, res.body, res.content_type, res.etag, res.headers)
+
+            def _drip(self, res: Resource) -> None:
+                self.send_response(res.status)
+                self.send_header("Content-Type", res.content_type)
+                self.send_header("Content-Length", str(len(res.body)))
+                self.end_headers()
+                with contextlib.suppress(OSError):  # the client gave up: that is the point
+                    for i in range(len(res.body)):
+                        self.wfile.write(res.body[i : i + 1])
+                        self.wfile.flush()
+                        if server._stopping.wait(res.drip):
+                            return
 
             def _send(
                 self,
@@ -110,6 +127,7 @@ class FeedServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 

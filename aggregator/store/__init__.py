@@ -37,13 +37,14 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 
 from aggregator.config import SourceConfig, parse_source
+from aggregator.connector import ConnectorOptions
 from aggregator.decide import Prepared, decide, event_time
 from aggregator.exceptions import ConfigError, TidingsError
 from aggregator.filters import EventFilter
 from aggregator.search import TextSearch, text_search_for
 from aggregator.store.conditions import matching, newest_id
 from aggregator.store.people import People, audit, bump_revision
-from aggregator.store.schema import entries, events, sources
+from aggregator.store.schema import ALERTS_SOURCE, entries, events, sources
 from aggregator.store.streams import Streams
 from aggregator.types import Actor, Event, JSONObject
 from aggregator.visibility import Viewer
@@ -74,6 +75,19 @@ _FAILED = (
         next_poll_at=bindparam("next"),
     )
 )
+_GONE = _FAILED.values(disabled_reason=bindparam("err"))
+
+# Where alerts about failing sources go: admins only, never polled.
+ALERTS = SourceConfig(
+    id=ALERTS_SOURCE,
+    kind="system",
+    options=ConnectorOptions(),
+    title="Tidings alerts",
+    audience=(),
+    tags=("alert",),
+    enabled=False,
+    origin="system",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +108,7 @@ class SourceStatus:
     event_count: int
     audience: tuple[str, ...] = ()
     events_last_week: int = 0
+    disabled_reason: str | None = None  # why the poller stopped it (410 Gone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +130,8 @@ class PollRecord:
     now: datetime
     next_poll_at: datetime
     permanent_redirect: str | None = None
+    alert: Prepared | None = None  # "recovered", for the alerts source
+    adopt_url: str | None = None  # a web-made source's new URL (a permanent redirect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +140,8 @@ class FailureRecord:
     error: str
     now: datetime
     next_poll_at: datetime
+    alert: Prepared | None = None  # "failing", for the alerts source
+    gone: bool = False  # 410: stop polling until an admin resumes the source
 
 
 def _sqlite_engine(url: str, *, writer: bool) -> Engine:
@@ -287,6 +306,7 @@ class Store:
                         # An ETag of the old URL must not make the new one answer 304;
                         # dedupe is by item id, so starting afresh duplicates nothing.
                         values["state"] = None
+                        values["disabled_reason"] = None  # a new URL may not be gone
                     if old.config.get("audience") != values["config"]["audience"]:
                         self._set_audience(conn, src.id, src.audience)
                         changed_access = True
@@ -396,6 +416,7 @@ class Store:
             }
             if old.config.get("options") != config["options"] or old.kind != source.kind:
                 values["state"] = None
+                values["disabled_reason"] = None
             if old.config.get("audience") != config["audience"]:
                 self._set_audience(conn, source_id, source.audience)
             conn.execute(update(sources).where(sources.c.id == source_id).values(**values))
@@ -416,6 +437,7 @@ class Store:
                     enabled=enabled,
                     config={**old.config, "raw": raw},
                     next_poll_at=now,
+                    disabled_reason=None,
                 )
             )
             audit(conn, actor, "source.enable" if enabled else "source.disable", source_id, now)
@@ -445,6 +467,8 @@ class Store:
             raise TidingsError(
                 f"source {source_id!r} is defined in {row.config.get('file')}; edit it there"
             )
+        if row.origin == "system":
+            raise TidingsError(f"source {source_id!r} belongs to Tidings itself")
         return row
 
     def claim_due(
@@ -457,7 +481,11 @@ class Store:
             return []
         query = (
             select(sources.c.id)
-            .where(sources.c.enabled, sources.c.next_poll_at <= now)
+            .where(
+                sources.c.enabled,
+                sources.c.disabled_reason.is_(None),
+                sources.c.next_poll_at <= now,
+            )
             .order_by(sources.c.next_poll_at)
             .limit(limit)
         )
@@ -513,16 +541,22 @@ class Store:
         """
         results: list[list[int]] = []
         ok: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
-        failed: list[dict[str, Any]] = []
+        failed: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
         with self._writing() as conn:
             for r in records:
+                # A record's alert is committed with it, listed after its own events.
+                alert = (
+                    self._append(conn, PollRecord(ALERTS, [r.alert], None, r.now, r.now))
+                    if r.alert
+                    else []
+                )
                 if isinstance(r, FailureRecord):
-                    results.append([])
-                    failed.append(
+                    results.append(alert)
+                    failed[r.gone].append(
                         {"sid": r.source_id, "now": r.now, "next": r.next_poll_at, "err": r.error}
                     )
                     continue
-                results.append(self._append(conn, r) if r.items else [])
+                results.append((self._append(conn, r) if r.items else []) + alert)
                 row = {
                     "sid": r.source.id,
                     "now": r.now,
@@ -535,9 +569,49 @@ class Store:
             for with_state, rows in ok.items():
                 if rows:
                     conn.execute(_SUCCEEDED_WITH_STATE if with_state else _SUCCEEDED, rows)
-            if failed:
-                conn.execute(_FAILED, failed)
+            for gone, rows in failed.items():
+                if rows:
+                    conn.execute(_GONE if gone else _FAILED, rows)
+            for r in records:
+                if isinstance(r, PollRecord) and r.adopt_url:
+                    self._adopt(conn, r.source.id, r.adopt_url, r.now)
         return results
+
+    @staticmethod
+    def _adopt(conn: Connection, source_id: str, url: str, now: datetime) -> None:
+        """Move a web-made source to the URL it was permanently redirected to."""
+        row = conn.execute(
+            select(sources.c.origin, sources.c.config).where(sources.c.id == source_id)
+        ).first()
+        if row is None or row.origin != "db":
+            return  # the config file is the authority over its own sources
+        old = row.config["raw"].get("url")
+        config = {
+            **row.config,
+            "raw": {**row.config["raw"], "url": url},
+            "options": {**row.config["options"], "url": url},
+        }
+        conn.execute(
+            update(sources)
+            .where(sources.c.id == source_id)
+            .values(config=config, permanent_redirect=None)
+        )
+        audit(conn, "poller", "source.redirect", source_id, now, old=old, new=url)
+        bump_revision(conn)
+
+    def resume_source(self, source_id: str, *, actor: str, now: datetime) -> None:
+        """Poll again a source the poller disabled (410 Gone), at once and
+        with a clean failure count; file sources too, since the file did not
+        disable it."""
+        with self._writing() as conn:
+            found = conn.execute(
+                update(sources)
+                .where(sources.c.id == source_id, sources.c.origin != "system")
+                .values(disabled_reason=None, consecutive_failures=0, next_poll_at=now)
+            ).rowcount
+            if not found:
+                raise TidingsError(f"no source {source_id!r}")
+            audit(conn, actor, "source.resume", source_id, now)
 
     def record_poll(
         self,
@@ -637,8 +711,9 @@ class Store:
     def source_statuses(
         self, *, viewer: Viewer | None, now: datetime | None = None
     ) -> list[SourceStatus]:
-        """Every source `viewer` may see (all for None: the system's own reads),
-        with its health; `events_last_week` counts events since `now` - 7 days."""
+        """Every source `viewer` may see (all for None: the system's own reads)
+        but Tidings' own alerts source, with its health; `events_last_week`
+        counts events since `now` - 7 days."""
         counts = (
             select(events.c.source_id, func.count().label("n"))
             .group_by(events.c.source_id)
@@ -647,6 +722,7 @@ class Store:
         query = (
             select(sources, func.coalesce(counts.c.n, 0).label("event_count"))
             .outerjoin(counts, counts.c.source_id == sources.c.id)
+            .where(sources.c.origin != "system")  # Tidings' own, not a source to manage
             .order_by(sources.c.id)
         )
         if viewer is not None:

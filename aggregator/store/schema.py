@@ -41,13 +41,17 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 metadata = MetaData()
 
+# The admins-only source that failing sources raise alerts in (migration 0006).
+ALERTS_SOURCE = "tidings-alerts"
+
 sources = Table(
     "sources",
     metadata,
     Column("id", String(64), primary_key=True),
     Column("kind", String(64), nullable=False),
     Column("title", Text),
-    Column("origin", String(8), nullable=False),  # "file": read-only in the admin UI
+    # "file": read-only in the admin UI; "db": made there; "system": Tidings' own
+    Column("origin", String(8), nullable=False),
     Column("config", JSON, nullable=False),
     Column("enabled", Boolean, nullable=False, default=True),
     Column("state", JSON),
@@ -59,6 +63,8 @@ sources = Table(
     Column("consecutive_failures", Integer, nullable=False, default=0),
     Column("permanent_redirect", Text),
     Column("created_at", UTCDateTime, nullable=False),
+    # Set by the poller (410 Gone): not polled until an admin resumes it (0006).
+    Column("disabled_reason", Text),
 )
 
 events = Table(

@@ -223,7 +223,7 @@ async def test_a_wrong_secret_is_an_http_error_that_does_not_show_it(
         "wiki", bearer_server.url("/f.xml"), 'token = "env:TIDINGS_TEST_FEED_TOKEN"'
     )
     store, outcome = await poll(write_config(tmp_path, source))
-    assert outcome.error == f"HTTP 401 from {bearer_server.url('/f.xml')}"
+    assert outcome.error == f"HTTP 401 Unauthorized from {bearer_server.url('/f.xml')}"
     assert bearer_server.seen == [("/f.xml", BEARER)]
     assert_no_secret(store, outcome, caplog)
     store.close()

@@ -5,15 +5,20 @@ from __future__ import annotations
 import gzip
 import socket
 import time
+import zlib
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import anyio
+import brotli
 import pytest
 
 import connectors.http
+from aggregator import PROJECT_URL, __version__
 from aggregator.connector import HttpSettings
-from aggregator.exceptions import FetchError
-from connectors.http import Fetcher
+from aggregator.exceptions import FetchError, GoneError
+from connectors.http import Fetcher, freshness_seconds
 from tests.support import FeedServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -35,6 +40,81 @@ async def test_gzip_is_decoded_and_the_cap_applies_after_decoding(feed_server: F
             await fetcher.get(feed_server.url("/bomb"))
     accept = dict(feed_server.requests[0][1])
     assert "gzip" in accept.get("Accept-Encoding", "")
+
+
+async def test_brotli_and_deflate_are_decoded_and_capped(feed_server: FeedServer) -> None:
+    body = b"<rss>" + b"b" * 1000 + b"</rss>"
+    feed_server.put("/br", brotli.compress(body), headers={"Content-Encoding": "br"})
+    feed_server.put("/deflate", zlib.compress(body), headers={"Content-Encoding": "deflate"})
+    # Brotli packs 1 GB of zeros into under a kilobyte; decoding stops at the cap.
+    bomb = brotli.compress(b"\0" * 1_000_000_000, quality=5)
+    assert len(bomb) < 100_000
+    feed_server.put("/bomb", bomb, headers={"Content-Encoding": "br"})
+    async with Fetcher.open(SETTINGS) as fetcher:
+        assert (await fetcher.get(feed_server.url("/br"))).content == body
+        assert (await fetcher.get(feed_server.url("/deflate"))).content == body
+        with pytest.raises(FetchError, match="larger than 50000 bytes"):
+            await fetcher.get(feed_server.url("/bomb"))
+    accepted = feed_server.requests[0][1]["Accept-Encoding"]
+    assert {"gzip", "deflate", "br"} <= {a.strip() for a in accepted.split(",")}
+
+
+async def test_a_dripped_body_ends_at_the_total_deadline(feed_server: FeedServer) -> None:
+    # One byte every 0.2 s never trips the 1 s read timeout: only the total deadline ends it.
+    feed_server.put("/drip", b"<rss>" + b"x" * 200 + b"</rss>", drip=0.2)
+    settings = HttpSettings(connect_timeout=1, read_timeout=1, total_timeout=1.5)
+    feed_server.put("/ok", b"<rss/>")
+    async with Fetcher.open(settings) as fetcher:
+        started = time.monotonic()
+        with pytest.raises(FetchError, match=r"no complete response within 1\.5s"):
+            await fetcher.get(feed_server.url("/drip"))
+        assert 1.4 < time.monotonic() - started < 3
+        # The same host still answers, and the deadline is per fetch, not per fetcher.
+        assert (await fetcher.get(feed_server.url("/ok"))).content == b"<rss/>"
+
+
+async def test_gone_is_its_own_error(feed_server: FeedServer) -> None:
+    feed_server.put("/gone", b"removed", status=410)
+    async with Fetcher.open(SETTINGS) as fetcher:
+        with pytest.raises(GoneError, match=r"HTTP 410 Gone from http://127\.0\.0\.1"):
+            await fetcher.get(feed_server.url("/gone"))
+
+
+async def test_user_agent_names_tidings_its_version_and_url(feed_server: FeedServer) -> None:
+    feed_server.put("/f", b"<rss/>")
+    async with Fetcher.open(HttpSettings()) as fetcher:
+        await fetcher.get(feed_server.url("/f"))
+    agent = feed_server.requests[-1][1]["User-Agent"]
+    assert agent == f"Tidings/{__version__} (+{PROJECT_URL})"
+
+
+async def test_expires_is_a_hint(feed_server: FeedServer) -> None:
+    expires = datetime.now(UTC) + timedelta(minutes=10)
+    feed_server.put(
+        "/expires", b"<rss/>", headers={"Expires": format_datetime(expires, usegmt=True)}
+    )
+    feed_server.put("/expired", b"<rss/>", headers={"Expires": "0"})
+    feed_server.put(
+        "/both", b"<rss/>",
+        headers={"Cache-Control": "public, max-age=60", "Expires": "Thu, 01 Jan 2099 00:00:00 GMT"},
+    )  # fmt: skip
+    async with Fetcher.open(SETTINGS) as fetcher:
+        fresh = (await fetcher.get(feed_server.url("/expires"))).max_age
+        assert fresh is not None and 590 <= fresh <= 600
+        assert (await fetcher.get(feed_server.url("/expired"))).max_age is None
+        assert (await fetcher.get(feed_server.url("/both"))).max_age == 60  # max-age wins
+
+
+def test_expires_counts_from_the_servers_date() -> None:
+    # The server's clock is a day behind ours: Expires counts from its Date.
+    date = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    headers = {
+        "Date": format_datetime(date, usegmt=True),
+        "Expires": format_datetime(date + timedelta(minutes=10), usegmt=True),
+    }
+    assert freshness_seconds(headers, date + timedelta(days=1)) == 600
+    assert freshness_seconds({"Cache-Control": 'max-age="30"'}, date) == 30
+    assert freshness_seconds({"Expires": "not a date"}, date) is None
 
 
 async def test_conditional_get_and_hints(feed_server: FeedServer) -> None:

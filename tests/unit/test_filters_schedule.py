@@ -59,10 +59,27 @@ def test_interval_with_jitter() -> None:
     assert 600 <= (when - NOW).total_seconds() <= 660
 
 
-def test_backoff_grows_and_is_capped() -> None:
-    delays = [(next_poll(NOW, interval=60, failures=f) - NOW).total_seconds() for f in (1, 2, 3)]
-    assert delays == [120, 240, 480]
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    rng = random.Random(7)
+    for failures, base in ((1, 120), (2, 240), (3, 480)):
+        delays = {
+            (next_poll(NOW, interval=60, failures=failures, rng=rng) - NOW).total_seconds()
+            for _ in range(50)
+        }
+        assert all(base * 0.9 <= d <= base * 1.1 for d in delays)
+        assert len(delays) > 40  # spread, not lockstep
     assert (next_poll(NOW, interval=600, failures=30) - NOW).total_seconds() == MAX_BACKOFF
+    capped = next_poll(NOW, interval=600, failures=30, max_backoff=900) - NOW
+    assert capped.total_seconds() == 900
+
+
+def test_hints_are_capped_by_max_interval() -> None:
+    far = next_poll(NOW, interval=60, min_interval=7 * 86400, rng=random.Random(0))
+    assert (far - NOW).total_seconds() == 86400
+    near = next_poll(
+        NOW, interval=60, retry_after=7200, max_interval=3600, rng=random.Random(0)
+    )
+    assert (near - NOW).total_seconds() == 3600
 
 
 def test_hints_only_slow_down() -> None:

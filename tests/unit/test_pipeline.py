@@ -13,10 +13,13 @@ import pytest
 from aggregator import pipeline, registry
 from aggregator.config import SourceConfig, parse_config
 from aggregator.connector import Connector, ConnectorOptions, PollContext, Resources
-from aggregator.exceptions import FetchError
+from aggregator.exceptions import FetchError, GoneError
+from aggregator.metrics import ALERTS as ALERT_GAUGE
 from aggregator.recorder import Recorder
 from aggregator.store import Store
+from aggregator.store.schema import ALERTS_SOURCE
 from aggregator.types import EventData, JSONObject, PollResult
+from aggregator.visibility import Viewer
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -49,7 +52,41 @@ class Hangs(Works):
         raise AssertionError("unreachable")
 
 
-KINDS: dict[str, Any] = {"works": Works, "crashes": Crashes, "refuses": Refuses, "hangs": Hangs}
+class Gone(Works):
+    async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
+        raise GoneError("HTTP 410 Gone from https://e.org/feed: the feed was removed")
+
+
+class UrlOptions(ConnectorOptions):
+    url: str
+
+
+class Moves(Connector[UrlOptions]):
+    Options = UrlOptions
+
+    async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
+        return PollResult(not_modified=True, permanent_redirect="https://new.example/feed")
+
+
+class Flaky(Works):
+    """Fails while `failing` is set, works otherwise."""
+
+    failing = True
+
+    async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
+        if Flaky.failing:
+            raise FetchError("HTTP 503 Service Unavailable from https://e.org/feed")
+        return await super().poll(state, ctx)
+
+
+KINDS: dict[str, Any] = {
+    "works": Works,
+    "crashes": Crashes,
+    "refuses": Refuses,
+    "hangs": Hangs,
+    "gone": Gone,
+    "flaky": Flaky,
+}
 
 
 def context(source: SourceConfig, now: datetime) -> PollContext:
@@ -69,9 +106,14 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Store, dict[
     return store, {s.id: s for s in cfg.sources}
 
 
-async def poll(store: Store, source: SourceConfig) -> pipeline.PollOutcome:
-    [claim] = store.claim([source.id], NOW, lease=60)
-    return await pipeline.poll_source(source, claim, Recorder(store), context(source, NOW))
+async def poll(
+    store: Store,
+    source: SourceConfig,
+    policy: pipeline.PollPolicy = pipeline.PollPolicy(),  # noqa: B008 - frozen
+    now: datetime = NOW,
+) -> pipeline.PollOutcome:
+    [claim] = store.claim([source.id], now, lease=60)
+    return await pipeline.poll_source(source, claim, Recorder(store), context(source, now), policy)
 
 
 async def test_success_commits_events_and_state(
@@ -92,7 +134,9 @@ async def test_a_crashing_connector_is_recorded_with_its_type(
     assert outcome.error == "KeyError: 'surprise'"
     status = {s.id: s for s in store.source_statuses(viewer=None)}["crashes"]
     assert status.consecutive_failures == 1
-    assert status.next_poll_at == NOW + timedelta(minutes=2)
+    # Twice the interval, give or take the jitter.
+    assert status.next_poll_at is not None
+    assert NOW + timedelta(seconds=108) <= status.next_poll_at <= NOW + timedelta(seconds=132)
     assert (await poll(store, sources["works"])).error is None
 
 
@@ -134,3 +178,86 @@ async def test_a_hanging_poll_is_cut_off_and_recorded(
     outcome = await poll(store, sources["hangs"])
     assert outcome.error == "poll did not finish within 0.05s"
     assert {s.id: s for s in store.source_statuses(viewer=None)}["hangs"].consecutive_failures == 1
+
+
+def alerts(store: Store) -> list[str]:
+    return [e.title for e in store.latest_events(viewer=None) if e.source_id == ALERTS_SOURCE]
+
+
+async def test_failing_past_the_limit_raises_one_alert_for_admins_and_one_on_recovery(
+    setup: tuple[Store, dict[str, SourceConfig]],
+) -> None:
+    store, sources = setup
+    policy = pipeline.PollPolicy(alert_after=3)
+    Flaky.failing = True
+    outcomes = [await poll(store, sources["flaky"], policy) for _ in range(5)]
+    assert [bool(o.alert_ids) for o in outcomes] == [False, False, True, False, False]
+    assert alerts(store) == ["flaky failed 3 polls in a row"]
+    [alert] = store.latest_events(viewer=None, limit=1)
+    assert alert.summary == "HTTP 503 Service Unavailable from https://e.org/feed"
+    assert alert.audience == () and "source-failing" in alert.tags
+    assert ALERT_GAUGE.labels("flaky")._value.get() == 1
+    # Members see nothing of it; the alerts source is never claimed for polling.
+    member = Viewer("member", frozenset(sources))
+    assert store.get_event(alert.id, viewer=member) is None
+    assert ALERTS_SOURCE not in [
+        c.source_id for c in store.claim_due(NOW + timedelta(days=1), 50, 60)
+    ]
+
+    Flaky.failing = False
+    back = await poll(store, sources["flaky"], policy)
+    assert back.error is None and len(back.new_event_ids) == 1 and len(back.alert_ids) == 1
+    assert alerts(store) == ["flaky is polling again", "flaky failed 3 polls in a row"]
+    assert ALERT_GAUGE.labels("flaky")._value.get() == 0
+    assert (await poll(store, sources["flaky"], policy)).alert_ids == []
+
+
+async def test_gone_disables_the_source_until_an_admin_resumes_it(
+    setup: tuple[Store, dict[str, SourceConfig]],
+) -> None:
+    store, sources = setup
+    outcome = await poll(store, sources["gone"])
+    assert outcome.error and "410 Gone" in outcome.error
+    assert alerts(store) == ["gone is gone (HTTP 410) and was disabled"]
+    status = {s.id: s for s in store.source_statuses(viewer=None)}["gone"]
+    assert status.disabled_reason == outcome.error
+    later = NOW + timedelta(days=30)
+    assert "gone" not in [c.source_id for c in store.claim_due(later, 50, 60)]
+    # Restarting with the same config file does not bring it back...
+    store.sync_sources(sources.values(), later)
+    assert "gone" not in [c.source_id for c in store.claim_due(later, 50, 60)]
+    # ...an admin does.
+    store.resume_source("gone", actor="root", now=later)
+    status = {s.id: s for s in store.source_statuses(viewer=None)}["gone"]
+    assert status.disabled_reason is None and status.consecutive_failures == 0
+    assert "gone" in [c.source_id for c in store.claim_due(later, 50, 60)]
+    [entry] = store.people.audit_log(limit=1)
+    assert (entry.actor, entry.action, entry.target) == ("root", "source.resume", "gone")
+
+
+@pytest.mark.parametrize("adopt", [True, False])
+async def test_a_permanent_redirect_is_adopted_for_web_sources_only_when_set(
+    setup: tuple[Store, dict[str, SourceConfig]], monkeypatch: pytest.MonkeyPatch, adopt: bool
+) -> None:
+    store, _ = setup
+    monkeypatch.setattr(registry, "connector_kinds", lambda: {**KINDS, "moves": Moves})
+    made = store.create_source(
+        {"id": "web", "kind": "moves", "url": "https://old.example/feed"}, actor="root", now=NOW
+    )
+    await poll(store, made, pipeline.PollPolicy(adopt_redirects=adopt))
+    _, raw = store.source_table("web") or ("", {})
+    [source] = [s for s in store.db_sources() if s.id == "web"]
+    status = {s.id: s for s in store.source_statuses(viewer=None)}["web"]
+    if adopt:
+        assert raw["url"] == "https://new.example/feed"
+        assert source.options == UrlOptions(url="https://new.example/feed")
+        assert status.permanent_redirect is None
+        [entry] = store.people.audit_log(limit=1)
+        assert (entry.actor, entry.action) == ("poller", "source.redirect")
+        assert entry.detail == {
+            "old": "https://old.example/feed",
+            "new": "https://new.example/feed",
+        }
+    else:
+        assert raw["url"] == "https://old.example/feed"
+        assert status.permanent_redirect == "https://new.example/feed"
