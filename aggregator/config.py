@@ -231,6 +231,11 @@ class Config:
     sources: tuple[SourceConfig, ...] = ()
 
     @property
+    def source_file(self) -> str | None:
+        """How the store tells this file's sources from another file's."""
+        return str(self.path) if self.path else None
+
+    @property
     def base_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
 

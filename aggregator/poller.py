@@ -99,6 +99,13 @@ class Poller:
         self._sources = found
         self._revision = revision
 
+    def _claim_due(self, now: datetime, limit: int) -> list[Claim]:
+        """Due sources of this poller's config file and the web admin. One
+        made in the web admin that no longer loads (db_sources logged why)
+        stays leased and unpolled."""
+        claims = self.store.claim_due(now, limit, LEASE, config_file=self.config.source_file)
+        return [c for c in claims if c.source_id in self._sources]
+
     def source(self, source_id: str) -> SourceConfig | None:
         return self._sources.get(source_id)
 
@@ -139,9 +146,7 @@ class Poller:
                 await asyncio.to_thread(self._refresh_sources)
                 now = datetime.now(UTC)
                 free = limit - len(running)
-                claims = await asyncio.to_thread(
-                    self.store.claim_due, now, free, LEASE, self._sources
-                )
+                claims = await asyncio.to_thread(self._claim_due, now, free)
                 exhausted = len(claims) < free
                 running |= {asyncio.create_task(self._poll(c, now)) for c in claims}
             if not running:
@@ -162,7 +167,7 @@ class Poller:
         free = self.config.poller.concurrency - len(self._running)
         await asyncio.to_thread(self._refresh_sources)
         now = datetime.now(UTC)
-        claims = await asyncio.to_thread(self.store.claim_due, now, free, LEASE, self._sources)
+        claims = await asyncio.to_thread(self._claim_due, now, free)
         if self._closing:  # closed while claiming: hand the claims back
             await asyncio.to_thread(self.store.set_next_poll, [c.source_id for c in claims], now)
             return

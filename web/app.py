@@ -34,7 +34,7 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await asyncio.to_thread(Store, config.store_url)
         await asyncio.to_thread(
-            partial(store.sync_sources, config_file=str(config.path)),
+            partial(store.sync_sources, config_file=config.source_file),
             config.sources,
             datetime.now(UTC),
         )

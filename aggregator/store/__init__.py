@@ -24,12 +24,14 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
+    and_,
     bindparam,
     create_engine,
     delete,
     event,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -52,6 +54,13 @@ from aggregator.visibility import Viewer
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 500
+
+
+class _Any:
+    """The default of claim_due's config_file: sources of any file."""
+
+
+ANY = _Any()
 _WRITER_LOCK = 0x7469646E  # "tidn": the PostgreSQL advisory lock all writers share
 
 _SUCCESS: dict[str, Any] = {
@@ -472,11 +481,15 @@ class Store:
         return row
 
     def claim_due(
-        self, now: datetime, limit: int, lease: float, among: Iterable[str] | None = None
+        self, now: datetime, limit: int, lease: float, *, config_file: str | _Any | None = ANY
     ) -> list[Claim]:
-        """Take up to `limit` due sources (of `among`, when given: the ones this
-        poller knows), pushing their next poll `lease` seconds ahead so no other
-        poller takes them while this one works."""
+        """Take up to `limit` due sources, pushing their next poll `lease`
+        seconds ahead so no other poller takes them while this one works.
+
+        With `config_file`, only the sources a poller of that file polls: the
+        file's own and those made in the web admin, never another file's. A
+        condition on the row, not a list of ids: an IN list of 10,000 ids
+        cost 39 ms a claim."""
         if limit <= 0:
             return []
         query = (
@@ -489,8 +502,12 @@ class Store:
             .order_by(sources.c.next_poll_at)
             .limit(limit)
         )
-        if among is not None:
-            query = query.where(sources.c.id.in_(list(among)))
+        if not isinstance(config_file, _Any):
+            file = sources.c.config["file"].as_string()
+            same_file = file.is_(None) if config_file is None else file == config_file
+            query = query.where(
+                or_(sources.c.origin == "db", and_(sources.c.origin == "file", same_file))
+            )
         if not self.is_sqlite:
             query = query.with_for_update(skip_locked=True)
         with self._writing() as conn:

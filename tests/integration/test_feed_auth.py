@@ -141,7 +141,7 @@ def auth_source(sid: str, url: str, auth: str) -> str:
 async def poll(config_path: Path) -> tuple[Store, PollOutcome]:
     config = load_config(config_path)
     store = Store(config.store_url)
-    store.sync_sources(config.sources, datetime.now(UTC))
+    store.sync_sources(config.sources, datetime.now(UTC), config_file=config.source_file)
     poller = Poller(config, store)
     try:
         [outcome] = await poller.poll_now()

@@ -26,7 +26,7 @@ def feed_source(sid: str, url: str) -> str:
 async def poll_all(config_path: Path) -> tuple[Store, list]:
     config = load_config(config_path)
     store = Store(config.store_url)
-    store.sync_sources(config.sources, datetime.now(UTC))
+    store.sync_sources(config.sources, datetime.now(UTC), config_file=config.source_file)
     poller = Poller(config, store)
     try:
         outcomes = await poller.poll_now()
@@ -140,7 +140,7 @@ async def test_two_pollers_drain_one_store_without_polling_a_source_twice(
         sources += feed_source(f"f{i}", feed_server.url(f"/f{i}.xml"))
     config = load_config(write_config(tmp_path, sources))
     store = Store(config.store_url)
-    store.sync_sources(config.sources, datetime.now(UTC))
+    store.sync_sources(config.sources, datetime.now(UTC), config_file=config.source_file)
     one, two = Poller(config, store), Poller(config, store)
     try:
         a, b = await asyncio.gather(one.drain(), two.drain())

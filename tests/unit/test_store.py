@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from aggregator.config import parse_config
+from aggregator.config import SourceConfig, parse_config
 from aggregator.decide import prepare
 from aggregator.filters import EventFilter
 from aggregator.store import Store
@@ -235,13 +235,21 @@ def test_a_changed_url_forgets_the_old_etag(store: Store) -> None:
     assert store.source_state("blog")[0] is None
 
 
-def test_claims_can_be_limited_to_known_sources(store: Store) -> None:
-    cfg = parse_config({"sources": [
-        {"id": i, "kind": "feed", "url": "https://e.org/f"} for i in ("mine", "theirs")
-    ]})  # fmt: skip
-    store.sync_sources(cfg.sources, NOW)
-    assert [c.source_id for c in store.claim_due(NOW, 10, 60, among=["mine"])] == ["mine"]
-    assert [c.source_id for c in store.claim_due(NOW, 10, 60)] == ["theirs"]  # not leased
+def test_claims_can_be_limited_to_one_files_sources_and_the_web_admins(store: Store) -> None:
+    def sources(*ids: str) -> list[SourceConfig]:
+        raw = [{"id": i, "kind": "feed", "url": "https://e.org/f"} for i in ids]
+        return list(parse_config({"sources": raw}).sources)
+
+    store.sync_sources(sources("mine"), NOW, config_file="/etc/mine.toml")
+    store.sync_sources(sources("theirs"), NOW, config_file="/etc/theirs.toml")
+    store.sync_sources(sources("unnamed"), NOW)  # a config that was never a file
+    store.create_source(
+        {"id": "web", "kind": "feed", "url": "https://e.org/w"}, actor="root", now=NOW
+    )
+    claimed = store.claim_due(NOW, 10, 60, config_file="/etc/mine.toml")
+    assert sorted(c.source_id for c in claimed) == ["mine", "web"]
+    assert [c.source_id for c in store.claim_due(NOW, 10, 60, config_file=None)] == ["unnamed"]
+    assert [c.source_id for c in store.claim_due(NOW, 10, 60)] == ["theirs"]  # any file
 
 
 def test_another_config_files_sources_are_left_alone(store: Store) -> None:
