@@ -29,6 +29,7 @@ import email.utils
 import ipaddress
 import re
 import socket
+import time
 from collections.abc import AsyncIterator, Generator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -48,6 +49,8 @@ _METADATA = frozenset(
     {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known prefix: IPv4 embedded in the low bits
+_RESOLVED_TTL = 60.0  # seconds an address check's lookup is reused
+_RESOLVED_MAX = 10_000
 _GUARD = "tidings.address_guard"  # request extension; httpx2 carries it to every redirect hop
 ALLOW_HINT = (
     "link-local and cloud-metadata addresses are refused unless the source sets "
@@ -212,6 +215,9 @@ class Fetcher:
             settings.read_timeout, connect=settings.connect_timeout, pool=settings.read_timeout
         )
         self._hosts: dict[str, tuple[asyncio.Semaphore, httpx2.AsyncClient]] = {}
+        # The address check's answers, briefly: 10,000 feeds on a few hosts
+        # would otherwise cost 10,000 lookups a round.
+        self._resolved: dict[str, tuple[float, list[str]]] = {}
 
     @classmethod
     @asynccontextmanager
@@ -251,6 +257,7 @@ class Fetcher:
         """Refuse a request whose host is, or resolves to, a link-local or
         cloud-metadata address, before any connection is made.
 
+        A name's addresses are looked up once a minute at most (_RESOLVED_TTL).
         Known limit (DNS rebinding): the name is resolved here and again by
         httpcore2 when it connects, so a name whose answer changes in between
         can still reach a refused address. Closing that gap needs connecting
@@ -264,6 +271,8 @@ class Fetcher:
         literal = _ip_literal(name)
         if literal:
             addresses = [name]
+        elif (cached := self._resolved.get(name)) and cached[0] > time.monotonic():
+            addresses = cached[1]
         else:
             try:
                 addresses = await asyncio.wait_for(resolve(name), self._settings.connect_timeout)
@@ -276,6 +285,9 @@ class Fetcher:
                 raise FetchError(
                     f"cannot fetch {redact(str(url))}: cannot resolve {host}: {reason}"
                 ) from None
+            if len(self._resolved) >= _RESOLVED_MAX:
+                self._resolved.clear()
+            self._resolved[name] = (time.monotonic() + _RESOLVED_TTL, addresses)
         # Any refused address refuses the host: the connection may use any of them.
         for address in addresses:
             kind = refused_address(address)

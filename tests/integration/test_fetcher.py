@@ -312,3 +312,34 @@ async def test_loopback_names_are_allowed(
     async with Fetcher.open(SETTINGS) as fetcher:
         got = await fetcher.get(f"http://meta.test:{feed_server.port}/feed")
     assert got.content == b"<rss/>"
+
+
+async def test_the_address_check_looks_a_name_up_once_a_minute(
+    feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups: list[str] = []
+
+    async def counting(host: str) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.1"]
+
+    real = socket.getaddrinfo
+
+    def to_loopback(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
+        return real(
+            "127.0.0.1" if host in ("feeds.test", b"feeds.test") else host, port, *args, **kw
+        )
+
+    monkeypatch.setattr(connectors.http, "resolve", counting)
+    monkeypatch.setattr(socket, "getaddrinfo", to_loopback)
+    feed_server.put("/a", b"<rss/>")
+    url = f"http://feeds.test:{feed_server.port}/a"
+    async with Fetcher.open(SETTINGS) as fetcher:
+        for _ in range(3):
+            assert (await fetcher.get(url)).content == b"<rss/>"
+        assert lookups == ["feeds.test"]
+    monkeypatch.setattr(connectors.http, "_RESOLVED_TTL", 0.0)  # every answer stale at once
+    async with Fetcher.open(SETTINGS) as fetcher:
+        for _ in range(2):
+            await fetcher.get(url)
+    assert lookups == ["feeds.test"] * 3
