@@ -8,16 +8,23 @@ import getpass
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aggregator import __version__
 from aggregator.accounts import check_password, check_user_name, hash_password, token_hash
 from aggregator.config import Config, default_config_path, load_config
-from aggregator.exceptions import AccountError, TidingsError
+from aggregator.connector import HttpSettings
+from aggregator.exceptions import AccountError, ConfigError, TidingsError
 from aggregator.humanize import relative_time
-from aggregator.store import Store
+from aggregator.opml import OpmlError, audience_problems, export_opml, import_feeds, parse_opml
+from aggregator.store import SourceStatus, Store
+
+if TYPE_CHECKING:
+    from connectors.discover import FoundFeed
 
 
 def _config_arg(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
@@ -35,7 +42,7 @@ def _config_arg(parser: argparse.ArgumentParser, *, nested: bool = False) -> Non
 def _open(args: argparse.Namespace) -> tuple[Config, Store]:
     config = load_config(args.config or default_config_path())
     store = Store(config.store_url)
-    store.sync_sources(config.sources, datetime.now(UTC), config_file=str(config.path))
+    store.sync_sources(config.sources, datetime.now(UTC), config_file=config.source_file)
     return config, store
 
 
@@ -121,12 +128,17 @@ def cmd_poller(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(rows: Sequence[Sequence[str]]) -> None:
-    """Columns padded to their widest cell; the last one is left ragged."""
+def _print_table(
+    rows: Sequence[Sequence[str]], notes: Mapping[int, Sequence[str]] | None = None
+) -> None:
+    """Columns padded to their widest cell; the last one is left ragged.
+    `notes[i]`: lines printed indented under row i."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
+    for index, row in enumerate(rows):
         cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)]
-        print("  ".join([*cells, row[-1]]))
+        print("  ".join([*cells, row[-1]]).rstrip())
+        for line in (notes or {}).get(index, ()):
+            print(f"    {line}")
 
 
 def _ago(when: datetime | None, now: datetime) -> str:
@@ -137,23 +149,127 @@ def _next(when: datetime | None, now: datetime) -> str:
     return "due" if when is not None and when <= now else _ago(when, now)
 
 
+def _state(s: SourceStatus, alert_after: int) -> str:
+    if s.origin == "system":
+        return "built-in"
+    if not s.enabled:
+        return "disabled"
+    if s.disabled_reason:
+        return "stopped"  # by the poller, not by an admin: a 410 Gone
+    if s.consecutive_failures >= alert_after:
+        return f"ALERT failing x{s.consecutive_failures}"
+    return f"failing x{s.consecutive_failures}" if s.consecutive_failures else "ok"
+
+
+def _one_line(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def cmd_sources(args: argparse.Namespace) -> int:
-    _config, store = _open(args)
+    config, store = _open(args)
     now = datetime.now(UTC)
     rows = [("SOURCE", "KIND", "STATE", "LAST POLL", "NEXT POLL", "EVENTS", "LAST ERROR")]
+    notes: dict[int, list[str]] = {}  # row index -> lines printed under it
     for s in store.source_statuses(viewer=None):
-        state = (
-            "disabled"
-            if not s.enabled
-            else (f"failing x{s.consecutive_failures}" if s.consecutive_failures else "ok")
-        )
+        below = []
+        if s.disabled_reason:
+            below.append(
+                f"stopped: {_one_line(s.disabled_reason, 200)}; "
+                "resume it in the web admin (Sources, Resume)"
+            )
+        if s.permanent_redirect:
+            below.append(f"moved permanently to {s.permanent_redirect}")
+        if below:
+            notes[len(rows)] = below
+        polled = s.enabled and not s.disabled_reason
         rows.append((
-            s.id, s.kind, state, _ago(s.last_poll_at, now),
-            _next(s.next_poll_at, now) if s.enabled else "-", str(s.event_count),
-            (s.last_error or "").replace("\n", " ")[:80],
+            s.id, s.kind, _state(s, config.poller.alert_after), _ago(s.last_poll_at, now),
+            _next(s.next_poll_at, now) if polled else "-", str(s.event_count),
+            _one_line(s.last_error or "", 80),
         ))  # fmt: skip
-    _print_table(rows)
+    _print_table(rows, notes)
     store.close()
+    return 0
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from connectors.discover import COMMON_PATHS, discover
+    from connectors.http import Fetcher
+
+    # Settings only when asked for: discovery needs no store and no config file.
+    settings = load_config(args.config).http_settings if args.config else HttpSettings()
+
+    async def run() -> list[FoundFeed]:
+        async with Fetcher.open(settings) as fetcher:
+            return await discover(fetcher, args.url)
+
+    found = asyncio.run(run())
+    if not found:
+        paths = ", ".join(COMMON_PATHS)
+        print(
+            f"no feed found for {args.url}: it is not a feed, declares no "
+            f'<link rel="alternate"> feed, and none of {paths} on its host answers with one',
+            file=sys.stderr,
+        )
+        return 1
+    _print_table([(f.url, f.type, f.title or "-") for f in found])
+    return 0
+
+
+def cmd_import_opml(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as err:
+        raise TidingsError(f"cannot read {args.file}: {err.strerror or err}") from None
+    try:
+        subscriptions = parse_opml(data)
+    except OpmlError as err:
+        raise TidingsError(f"{args.file}: {err}") from None
+    audience = args.audience or None
+    if audience is not None and (problems := audience_problems(audience)):
+        raise ConfigError([f"--audience: {p.removeprefix('audience: ')}" for p in problems])
+    _config, store = _open(args)
+    # The bar goes to stderr, and only to a terminal: stdout stays the summary.
+    bar = tqdm(
+        total=len(subscriptions.feeds), unit="feed", file=sys.stderr,
+        disable=not sys.stderr.isatty(), leave=False,
+    )  # fmt: skip
+    try:
+        result = import_feeds(
+            store, subscriptions, audience=audience, actor=_actor(), now=datetime.now(UTC),
+            progress=bar.update,
+        )  # fmt: skip
+    finally:
+        bar.close()
+        store.close()
+    for problem in result.problems:
+        print(f"{args.file}:{problem.line}: {problem.message}", file=sys.stderr)
+    created, present, invalid = len(result.created), result.present, result.invalid
+    print(f"{created} created, {present} already present, {invalid} invalid")
+    return 0
+
+
+def cmd_export_opml(args: argparse.Namespace) -> int:
+    _config, store = _open(args)
+    try:
+        export = export_opml(store, now=datetime.now(UTC))
+    finally:
+        store.close()
+    if args.output in (None, "-"):
+        sys.stdout.buffer.write(export.document)
+        sys.stdout.flush()
+    else:
+        try:
+            Path(args.output).write_bytes(export.document)
+        except OSError as err:
+            raise TidingsError(f"cannot write {args.output}: {err.strerror or err}") from None
+    where = "" if args.output in (None, "-") else f" to {args.output}"
+    print(f"wrote {export.written} feed sources{where}", file=sys.stderr)
+    if export.left_out:
+        print(f"left out (no feed URL to share): {', '.join(export.left_out)}", file=sys.stderr)
     return 0
 
 
@@ -560,6 +676,48 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sources", help="list sources with their health")
     _config_arg(p)
     p.set_defaults(func=cmd_sources)
+
+    p = sub.add_parser(
+        "discover",
+        help="find the feeds of a web page (or check that an address is one)",
+        description="Print the feeds URL is or offers, one per line: URL, type, title. "
+        'Looks at the page\'s <link rel="alternate"> feeds, and only when it declares none, '
+        "at a few common paths on its host. Exits 1 when none is found.",
+    )
+    p.add_argument("url", metavar="URL")
+    p.add_argument(
+        "--config", metavar="FILE", help="take the [http] settings from FILE (default: built-in)"
+    )
+    p.set_defaults(func=cmd_discover)
+
+    p = sub.add_parser(
+        "import-opml",
+        help="add the feeds of an OPML subscription list as sources",
+        description="Add every feed of an OPML file as a feed source, as the web admin's "
+        "import does: folders and category attributes become tags; feeds already present "
+        "are skipped; each outline that is not a usable feed is reported with its line. "
+        "Exits 0 when the import ran.",
+    )
+    _config_arg(p)
+    p.add_argument("file", metavar="FILE", help="the OPML file")
+    p.add_argument(
+        "--audience", metavar="G", action="append", default=[],
+        help="a group to see the new sources' events; repeat for several "
+        "(default: the feed kind's, everyone)",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_import_opml)
+
+    p = sub.add_parser(
+        "export-opml",
+        help="write every feed source as an OPML subscription list",
+        description="Write every feed source (from the config file and the web admin) as "
+        "OPML 2.0, its tags as category attributes.",
+    )
+    _config_arg(p)
+    p.add_argument(
+        "-o", "--output", metavar="OUT", help="the file to write (default: standard output)"
+    )
+    p.set_defaults(func=cmd_export_opml)
 
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("file", metavar="FILE")

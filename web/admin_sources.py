@@ -1,5 +1,10 @@
-"""The Sources admin: health at a glance, add/edit/disable/delete, "Test"
-(a dry-run poll), "Poll now", and OPML import.
+"""The Sources admin: health at a glance (alerts, retries, redirects, sources
+the poller stopped, with Resume), add/edit/disable/delete, "Test" (a dry-run
+poll, which offers a web page's feeds when the URL is one), "Poll now", and
+OPML import and export (aggregator/opml.py, shared with the CLI).
+
+Test finds feeds but Save never fetches: saving must not depend on the
+network, and a feed behind credentials is only reachable the way a poll is.
 
 The config file bootstraps sources and this page edits the database: sources
 from the file are shown, tested and polled here but never changed (the store
@@ -22,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import re
 import types
-import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,9 +34,8 @@ from datetime import UTC, datetime
 from enum import Enum
 from functools import partial
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
-import listparser
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -44,19 +47,31 @@ from starlette.routing import BaseRoute, Route
 from aggregator.config import SourceCommon, SourceConfig, parse_source
 from aggregator.connector import PollContext, Resources
 from aggregator.decide import Prepared, event_time
-from aggregator.exceptions import ConfigError, ConnectorError, TidingsError
+from aggregator.exceptions import ConfigError, ConnectorError, FetchError, ParseError, TidingsError
 from aggregator.humanize import relative_time
-from aggregator.preview import preview_source
+from aggregator.opml import (
+    ImportResult,
+    OpmlError,
+    audience_problems,
+    export_opml,
+    http_host,
+    import_feeds,
+    parse_opml,
+    slugify,
+    unique_id,
+)
+from aggregator.preview import PREVIEW_TIMEOUT, preview_source
 from aggregator.registry import ConnectorClass, connector_class, connector_kinds
 from aggregator.secrets import REF_MESSAGE, WEB_ENV_PREFIX, is_secret_field, is_secret_ref
 from aggregator.store import SourceStatus
+from connectors.discover import FoundFeed, discover
+from connectors.http import fetcher
 from web.auth import guard, principal_of
 from web.state import AppState, app_state
 from web.templating import render
 
 PREVIEW_LIMIT = 20
 FORM_ERROR = "_form"  # errors[FORM_ERROR]: problems that belong to no single field
-MAX_TITLE = 200
 
 Widget = Literal["text", "number", "checkbox", "list", "mapping", "select", "secret"]
 
@@ -75,6 +90,7 @@ NOTICES = {
     "saved": "Source {source} saved; it is polled again now.",
     "disabled": "Source {source} disabled: it is no longer polled, its events stay.",
     "enabled": "Source {source} enabled; it is polled now.",
+    "resumed": "Source {source} resumed; it is polled now.",
     "deleted": "Source deleted, with its {n} {events}.",
     "polled": "Polled {source}: {n} new {events}.",
     "poll-failed": "Polling {source} failed; the error is shown in its row.",
@@ -271,17 +287,6 @@ def _local(url: str) -> bool:
     return url.lower().startswith("file:")
 
 
-def http_host(url: str) -> str | None:
-    """The host of an http(s) URL; None for anything else (a path, file:, junk)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in ("http", "https"):
-        return None
-    return parts.hostname or None
-
-
 @dataclass
 class Submitted:
     """A posted source form: the table it makes, what to show back, what is wrong."""
@@ -415,20 +420,6 @@ def form_values(fields: Iterable[FormField], raw: Mapping[str, Any]) -> dict[str
 # --- ids --------------------------------------------------------------------------
 
 
-def slugify(text: str) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:56].strip("-")
-
-
-def unique_id(base: str, taken: set[str]) -> str:
-    """`base`, or `base-2`, `base-3`…: the first not in `taken` (compared lowercased)."""
-    base = base or "source"
-    candidate, n = base, 2
-    while candidate.lower() in taken:
-        candidate, n = f"{base}-{n}", n + 1
-    return candidate
-
-
 def _suggested_id(raw: Mapping[str, Any], taken: set[str]) -> str:
     title = raw.get("title")
     url = raw.get("url")
@@ -524,15 +515,44 @@ class Preview:
     items: list[Prepared]
     error: str | None
     now: datetime
+    # When a feed source's URL answered with something else (a web page):
+    # whether its feeds were looked for, and those found.
+    looked: bool = False
+    offers: tuple[FoundFeed, ...] = ()
 
     def when(self, item: Prepared) -> datetime:
         return event_time(item.data, self.now)
 
 
-async def run_preview(state: AppState, source: SourceConfig) -> Preview:
+async def _find_feeds(ctx: PollContext, source: SourceConfig) -> tuple[FoundFeed, ...] | None:
+    """The feeds the page at a feed source's URL offers; None when that is
+    not an http(s) feed source or the page cannot be read again."""
+    url = getattr(source.options, "url", None)
+    if source.kind != "feed" or not isinstance(url, str) or http_host(url) is None:
+        return None
+    try:
+        async with asyncio.timeout(PREVIEW_TIMEOUT):
+            found = await discover(
+                await fetcher(ctx), url, headers=getattr(source.options, "headers", None)
+            )
+    except (FetchError, TimeoutError):
+        return None  # the test's own error already says what is wrong
+    return tuple(found)
+
+
+async def run_preview(
+    state: AppState, source: SourceConfig, *, find_feeds: bool = False
+) -> Preview:
+    """A test poll. `find_feeds`: when a feed source's URL is not a feed,
+    offer the feeds that page declares or that answer at common paths."""
     async with poll_context(state, source) as ctx:
         try:
             items = await preview_source(source, ctx, PREVIEW_LIMIT)
+        except ParseError as err:
+            offers = await _find_feeds(ctx, source) if find_feeds else None
+            if offers is None:
+                return Preview([], str(err), ctx.now)
+            return Preview([], str(err), ctx.now, looked=True, offers=offers)
         except ConnectorError as err:
             return Preview([], str(err), ctx.now)
         return Preview(items, None, ctx.now)
@@ -589,6 +609,7 @@ async def list_sources(request: Request) -> Response:
             "now": now,
             "until": partial(relative_time, now=now),
             "notice": _notice(request, statuses),
+            "alert_after": state.config.poller.alert_after,
         },
     )
 
@@ -660,7 +681,7 @@ async def new_source(request: Request) -> Response:
     if source is None:
         return page(errors=submitted.errors, status_code=400)
     if form.get("action") == "test":
-        return page(preview=await run_preview(state, source))
+        return page(preview=await run_preview(state, source, find_feeds=True))
     try:
         await asyncio.to_thread(
             partial(
@@ -724,7 +745,7 @@ async def edit_source(request: Request) -> Response:
     if source is None:
         return page(errors=submitted.errors, status_code=400)
     if form.get("action") == "test":
-        return page(preview=await run_preview(state, source))
+        return page(preview=await run_preview(state, source, find_feeds=True))
     try:
         await asyncio.to_thread(
             partial(
@@ -773,6 +794,21 @@ async def enable_source(request: Request) -> Response:
 @guard("admin")
 async def disable_source(request: Request) -> Response:
     return await _set_enabled(request, False)
+
+
+@guard("admin")
+async def resume_source(request: Request) -> Response:
+    """Poll again a source the poller stopped (410 Gone). File sources too:
+    the file did not stop it, so the file is not where it is resumed."""
+    state = app_state(request)
+    source_id = request.path_params["source_id"]
+    status = await _status(state, source_id)
+    if status is None or status.origin == "system":
+        return _not_found(request, source_id)
+    await asyncio.to_thread(
+        partial(state.store.resume_source, source_id, actor=_actor(request), now=datetime.now(UTC))
+    )
+    return _done("resumed", source=source_id)
 
 
 @guard("admin")
@@ -843,60 +879,7 @@ async def test_source(request: Request) -> Response:
     )
 
 
-# --- OPML import --------------------------------------------------------------------
-
-
-@dataclass
-class ImportResult:
-    created: int = 0
-    present: int = 0
-    invalid: int = 0
-
-
-def _known_urls(state: AppState, ids: Iterable[str]) -> set[str]:
-    urls = set()
-    for source_id in ids:
-        table = state.store.source_table(source_id)
-        url = table[1].get("url") if table else None
-        if isinstance(url, str):
-            urls.add(url.strip())
-    return urls
-
-
-def _import_feeds(
-    state: AppState,
-    feeds: list[tuple[str, str]],
-    audience: list[str],
-    *,
-    actor: str,
-    now: datetime,
-) -> ImportResult:
-    """Create a `feed` source per (url, title) not present yet. Runs in a thread."""
-    result = ImportResult()
-    ids = [s.id for s in state.store.source_statuses(viewer=None)]
-    taken = {i.lower() for i in ids}
-    known = _known_urls(state, ids)
-    for url, title in feeds:
-        host = http_host(url)
-        if host is None:
-            result.invalid += 1
-            continue
-        if url in known:
-            result.present += 1
-            continue
-        source_id = unique_id(slugify(title) or slugify(host) or "feed", taken)
-        raw: dict[str, Any] = {"id": source_id, "kind": "feed", "url": url, "audience": audience}
-        if title:
-            raw["title"] = title[:MAX_TITLE]
-        try:
-            state.store.create_source(raw, actor=actor, now=now)
-        except ConfigError:
-            result.invalid += 1
-            continue
-        taken.add(source_id.lower())
-        known.add(url)
-        result.created += 1
-    return result
+# --- OPML import and export ----------------------------------------------------------
 
 
 async def _opml_bytes(form: FormData) -> bytes:
@@ -905,18 +888,6 @@ async def _opml_bytes(form: FormData) -> bytes:
         return await upload.read()
     pasted = form.get("opml")
     return pasted.strip().encode() if isinstance(pasted, str) else b""
-
-
-def parse_opml(data: bytes) -> list[tuple[str, str]]:
-    """(url, title) of every feed in an OPML subscription list. Always bytes:
-    given a str that starts with http(s)://, listparser would fetch it."""
-    result = listparser.parse(data)
-    if result.bozo or (not result.version and not result.feeds):
-        raise ValueError("this is not an OPML subscription list")
-    feeds = [(str(f.url).strip(), str(f.get("title") or "").strip()) for f in result.feeds]
-    if not feeds:
-        raise ValueError("the list names no feeds")
-    return feeds
 
 
 @guard("admin")
@@ -936,53 +907,73 @@ async def _import(request: Request, state: AppState, form: FormData) -> Response
     audience_text = audience_text.strip() if isinstance(audience_text, str) else ""
     audience = _split_list(audience_text)
     errors: dict[str, str] = {}
-    feeds: list[tuple[str, str]] = []
     data = await _opml_bytes(form)
+    subscriptions = None
     if not data:
         errors["opml"] = "choose an OPML file or paste one"
     else:
         try:
-            feeds = parse_opml(data)
-        except ValueError as err:
+            subscriptions = await asyncio.to_thread(parse_opml, data)
+        except OpmlError as err:
             errors["opml"] = str(err)
     if not audience:
         errors["audience"] = "name at least one group, or everyone"
-    else:
-        probe = {"id": "opml", "kind": "feed", "url": "https://example.org/", "audience": audience}
-        try:
-            parse_source(probe, "source", "db")
-        except ConfigError as err:
-            for problem in err.problems:
-                _add_error(errors, *_problem_field(problem), {"audience"})
-    if errors:
+    for problem in audience_problems(audience) if audience else ():
+        _add_error(errors, *_problem_field(problem), {"audience"})
+    if errors or subscriptions is None:
         return render(
             request,
             "admin/sources_import.html",
             {"audience": audience_text, "errors": errors},
             status_code=400,
         )
-    result = await asyncio.to_thread(
+    result: ImportResult = await asyncio.to_thread(
         partial(
-            _import_feeds,
-            state,
-            feeds,
-            audience,
+            import_feeds,
+            state.store,
+            subscriptions,
+            audience=audience,
             actor=_actor(request),
             now=datetime.now(UTC),
         )
     )
     if result.created:
         await state.access.reload()
-    return _done("imported", created=result.created, present=result.present, invalid=result.invalid)
+    if result.problems:  # the outlines to fix, by line, with what was made of the rest
+        return render(
+            request,
+            "admin/sources_import.html",
+            {"audience": audience_text, "result": result},
+        )
+    return _done(
+        "imported", created=len(result.created), present=result.present, invalid=result.invalid
+    )
+
+
+@guard("admin")
+async def export_sources_opml(request: Request) -> Response:
+    """Every feed source as OPML 2.0, the same document as `tidings export-opml`."""
+    state = app_state(request)
+    export = await asyncio.to_thread(partial(export_opml, state.store, now=datetime.now(UTC)))
+    return Response(
+        export.document,
+        media_type="text/x-opml",
+        headers={
+            "Content-Disposition": 'attachment; filename="tidings-sources.opml"',
+            "Cache-Control": "private, no-store",
+        },
+    )
 
 
 routes: list[BaseRoute] = [
     Route("/admin/sources", list_sources),
     Route("/admin/sources/new", new_source, methods=["GET", "POST"]),
     Route("/admin/sources/import", import_opml, methods=["GET", "POST"]),
+    Route("/admin/sources/export.opml", export_sources_opml),
     Route("/admin/sources/{source_id}/edit", edit_source, methods=["GET", "POST"]),
     Route("/admin/sources/{source_id}/disable", disable_source, methods=["POST"]),
     Route("/admin/sources/{source_id}/enable", enable_source, methods=["POST"]),
+    Route("/admin/sources/{source_id}/resume", resume_source, methods=["POST"]),
     Route("/admin/sources/{source_id}/delete", delete_source, methods=["GET", "POST"]),
     Route("/admin/sources/{source_id}/poll", poll_source_now, methods=["POST"]),
     Route("/admin/sources/{source_id}/test", test_source, methods=["POST"]),

@@ -4,6 +4,7 @@ Test without storing, secrets as references, OPML import, who may do what."""
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from collections.abc import Iterator
@@ -21,9 +22,10 @@ from aggregator.config import SourceCommon, parse_config, parse_source
 from aggregator.connector import Connector, ConnectorOptions, PollContext, Resources
 from aggregator.decide import prepare
 from aggregator.exceptions import ConnectorError
+from aggregator.opml import parse_opml
 from aggregator.registry import connector_class
 from aggregator.secrets import SecretRef
-from aggregator.store import SourceStatus, Store
+from aggregator.store import FailureRecord, SourceStatus, Store
 from aggregator.types import EventData, JSONObject, PollResult
 from tests.support import FeedServer, rss
 from web.admin_sources import FILE_ONLY_OPTIONS, form_fields, slugify, unique_id
@@ -574,3 +576,155 @@ def test_members_get_403_everywhere_admins_sign_in_and_are_audited(client: TestC
     assert new_feed(client, id="anns", url="https://e.org/a").status_code == 303
     entry = store_of(client).people.audit_log(limit=1)[0]
     assert (entry.actor, entry.action, entry.target) == ("ann", "source.create", "anns")
+
+
+# --- finding a web page's feeds, health, OPML export and import problems ----------------
+
+OFFER = re.compile(r'<li class="offer">\s*<form method="post" action="([^"]+)">(.*?)</form>', re.S)
+HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+def test_test_on_a_web_page_offers_its_feeds_and_using_one_tests_it(
+    client: TestClient, feed_server: FeedServer
+) -> None:
+    feed_server.put(
+        "/team/",
+        '<html><head><title>Team</title><link rel="alternate" type="application/rss+xml" '
+        'href="/team/feed.xml" title="Team &amp; friends"></head><body>hi</body></html>',
+        content_type="text/html",
+    )
+    feed_server.put("/team/feed.xml", rss([{"guid": "t", "title": "Team news"}]))
+    got = new_feed(
+        client, url=feed_server.url("/team/"), action="test", tags="engineering",
+        audience="sales",
+    )  # fmt: skip
+    assert got.status_code == 200
+    page = got.text
+    assert "Test failed" in page and "This is a web page; it offers 1 feed" in page
+    offers = OFFER.findall(page)
+    assert len(offers) == 1
+    action, body = offers[0]
+    assert action == "/admin/sources/new?kind=feed"
+    assert "Team &amp; friends" in body and '<span class="badge">rss</span>' in body
+    fields = {name: html.unescape(value) for name, value in HIDDEN.findall(body)}
+    assert fields["url"] == feed_server.url("/team/feed.xml")
+    assert fields["title"] == "Team & friends"  # none was typed: the feed's own
+    assert (fields["tags"], fields["audience"], fields["action"]) == (
+        "engineering",
+        "sales",
+        "test",
+    )
+    assert fields["csrf_token"] == csrf(client)
+    assert feed_server.hits("/team/feed.xml") == 0  # declared, so not fetched to find it
+
+    used = client.post(action, data=fields)
+    assert used.status_code == 200
+    assert "the events a poll would create" in used.text and "Team news" in used.text
+    assert input_value(used.text, "url") == feed_server.url("/team/feed.xml")
+    assert input_value(used.text, "title") == "Team &amp; friends"
+    assert input_value(used.text, "tags") == "engineering"
+    assert set(statuses(client)) == {"wiki"}  # a test stores nothing
+
+
+def test_test_on_a_page_without_feeds_says_none_was_found(
+    client: TestClient, feed_server: FeedServer
+) -> None:
+    feed_server.put("/plain/", "<html><title>Nothing</title></html>", content_type="text/html")
+    got = new_feed(client, id="plain", url=feed_server.url("/plain/"), action="test")
+    assert got.status_code == 200
+    assert "No feed found on this page" in got.text and 'id="no-offers"' in got.text
+    assert not OFFER.findall(got.text)
+    assert feed_server.hits("/feed.xml") == 1  # common addresses were tried
+    # A feed that fails is not a web page: nothing is looked for.
+    broken = new_feed(client, id="broken", url=feed_server.url("/missing.xml"), action="test")
+    assert "Test failed" in broken.text and 'class="offers"' not in broken.text
+
+
+def test_list_shows_alerts_retries_and_a_stopped_source_to_resume(client: TestClient) -> None:
+    store = store_of(client)
+    retry = NOW + timedelta(hours=3)
+    for _ in range(4):  # five in a row with the fixture's: alert_after's default
+        store.record_failure("wiki", WIKI_ERROR, now=NOW, next_poll_at=retry)
+    db_source(client, "gone", "https://e.org/gone")
+    reason = "HTTP 410 Gone from https://e.org/gone"
+    store.record([FailureRecord("gone", reason, NOW, NOW, gone=True)])
+
+    page = client.get("/admin/sources").text
+    wiki = source_row(page, "wiki")
+    assert '<span class="badge alert"' in wiki and ">alert</span>" in wiki
+    assert "retry <time" in wiki and "(5 in a row)" in wiki
+    gone = source_row(page, "gone")
+    assert ">stopped</span>" in gone and "badge alert" not in gone
+    assert f"Stopped by the poller:</span> {reason} — Resume polls it again." in gone
+    assert gone.count(reason) == 1  # the last error is the same: said once
+    assert "/admin/sources/gone/poll" not in gone and "due now" not in gone
+    assert "/admin/sources/gone/resume" in gone
+
+    assert (
+        client.post("/admin/sources/gone/resume", data={"csrf_token": "forged"}).status_code == 403
+    )
+    got = post(client, "/admin/sources/gone/resume")
+    assert got.status_code == 303
+    assert "Source gone resumed" in client.get(got.headers["location"]).text
+    status = statuses(client)["gone"]
+    assert (status.disabled_reason, status.consecutive_failures) == (None, 0)
+    entry = store.people.audit_log(limit=1)[0]
+    assert (entry.actor, entry.action, entry.target) == ("root", "source.resume", "gone")
+    assert post(client, "/admin/sources/nope/resume").status_code == 404
+
+
+def source_row(page: str, source_id: str) -> str:
+    found = re.search(rf'<tbody class="[^"]*" id="source-{source_id}".*?</tbody>', page, re.S)
+    assert found, f"no row for {source_id}"
+    return found.group(0)
+
+
+def test_export_downloads_every_feed_source_as_opml(client: TestClient) -> None:
+    db_source(client, "team", "https://team.example/feed", tags=["engineering"], title="Team")
+    got = client.get("/admin/sources/export.opml")
+    assert got.status_code == 200
+    assert got.headers["content-type"].startswith("text/x-opml")
+    assert 'filename="tidings-sources.opml"' in got.headers["content-disposition"]
+    feeds = {(f.url, f.title, f.tags) for f in parse_opml(got.content).feeds}
+    assert feeds == {
+        ("https://e.org/w", "The Wiki", ()),
+        ("https://team.example/feed", "Team", ("engineering",)),
+    }
+    assert '/admin/sources/export.opml"' in client.get("/admin/sources").text
+    add_people(client)
+    login(client, "bob", "battery staple")
+    assert client.get("/admin/sources/export.opml").status_code == 403
+
+
+def test_opml_import_with_problems_shows_them_by_line_and_the_tags_made(
+    client: TestClient,
+) -> None:
+    document = """<?xml version="1.0"?>
+<opml version="2.0"><body>
+  <outline text="Clients">
+    <outline text="Acme news" xmlUrl="https://acme.example/feed" category="/Deals,watch"/>
+    <outline text="An empty folder"/>
+  </outline>
+  <outline text="Acme again" xmlUrl="https://ACME.example/feed"/>
+  <outline text="Wiki" xmlUrl="https://e.org/w"/>
+  <outline text="Mail" xmlUrl="mailto:someone@example.org"/>
+</body></opml>"""
+    got = post(client, "/admin/sources/import", {"opml": document, "audience": "everyone"})
+    assert got.status_code == 200
+    page = got.text
+    assert "OPML import: 1 created, 2 already present, 2 invalid." in page
+    problems = re.findall(r'<li class="(\w+)" data-line="(\d+)">(.*?)</li>', page)
+    assert [(kind, line) for kind, line, _ in problems] == [
+        ("invalid", "5"), ("duplicate", "7"), ("invalid", "9"),
+    ]  # fmt: skip
+    assert "&#39;An empty folder&#39; has no xmlUrl" in problems[0][2]
+    assert "already on line 4" in problems[1][2]
+    assert "&#39;mailto:someone@example.org&#39; is not an http(s) URL" in problems[2][2]
+    created = re.search(r'<li data-source="acme-news">(.*?)</li>', page)
+    assert created
+    assert re.findall(r'<span class="badge">([^<]*)</span>', created.group(1)) == [
+        "Clients", "Deals", "watch",
+    ]  # fmt: skip
+    _, raw = store_of(client).source_table("acme-news") or ("", {})
+    assert raw["tags"] == ["Clients", "Deals", "watch"]
+    assert set(statuses(client)) == {"wiki", "acme-news"}

@@ -76,9 +76,7 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
 def test_hints_are_capped_by_max_interval() -> None:
     far = next_poll(NOW, interval=60, min_interval=7 * 86400, rng=random.Random(0))
     assert (far - NOW).total_seconds() == 86400
-    near = next_poll(
-        NOW, interval=60, retry_after=7200, max_interval=3600, rng=random.Random(0)
-    )
+    near = next_poll(NOW, interval=60, retry_after=7200, max_interval=3600, rng=random.Random(0))
     assert (near - NOW).total_seconds() == 3600
 
 
