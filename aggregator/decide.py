@@ -4,22 +4,34 @@ An item's identity is its external id, else its link, else a hash of title
 and date. `(source, identity, content_hash)` names a version: the same version
 again is a no-op, a changed one becomes an `Update` event (unless the source
 ignores updates).
+
+A connector whose ids may be missing, shared or unstable (feeds) settles the
+identity per source instead, with `settle_identities`: one scheme for every
+item, kept in the source's state, that only ever moves to a weaker one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any, Literal, TypeAlias
+from urllib.parse import urlsplit
 
 from aggregator.sanitize import html_to_text, safe_url, sanitize_html
-from aggregator.types import Actor, EventData
+from aggregator.types import Actor, EventData, JSONObject
 
 # A lone surrogate (JSON's "\ud800" decodes to one) is no character: SQLite,
 # nh3 and UTF-8 refuse it, and one such item would fail its source's every poll.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+IdentityScheme: TypeAlias = Literal["guid", "link", "hash"]
+SCHEMES: tuple[IdentityScheme, ...] = ("guid", "link", "hash")  # strongest first
+CARRIED_IDS = 500  # links remembered from the last poll; a feed's window is smaller
+MAX_ATTACHMENTS = 20  # per item: extra is small JSON, and a gallery is not a podcast
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +52,117 @@ def _digest(*parts: object) -> str:
 
 
 def identity(item: EventData) -> str:
+    """One item's own identity: its id, else its link, else a hash."""
     if item.external_id:
         return item.external_id
     if item.url:
         return item.url
+    return _hash_identity(item)
+
+
+def _hash_identity(item: EventData) -> str:
+    """Title and date. The content too, only when both are missing: untitled,
+    undated items would otherwise all be one (editing such an item then makes
+    a new one, as it must: nothing else tells it apart)."""
     when = item.published or item.updated
-    return "hash:" + _digest(item.title, when.isoformat() if when else "")
+    parts: tuple[object, ...] = (item.title, when.isoformat() if when else "")
+    if not item.title and when is None:
+        parts += (item.content_html or item.summary,)
+    return "hash:" + _digest(*parts)
+
+
+def identity_scheme(items: Sequence[EventData]) -> IdentityScheme:
+    """The strongest key some items have and no two items share: "guid",
+    "link", else "hash". An item without that key falls back to its link
+    (when no other item has it), then to the hash."""
+    guids = [i.external_id for i in items if i.external_id]
+    if guids and len(set(guids)) == len(guids):
+        return "guid"
+    links = [i.url for i in items if i.url]
+    if links and len(set(links)) == len(links):
+        return "link"
+    return "hash"
+
+
+def settle_identities(
+    items: Sequence[EventData], state: Mapping[str, Any] | None
+) -> tuple[list[EventData], JSONObject]:
+    """`items` with `external_id` set by their source's identity scheme, and
+    the identity state to keep for the next poll (`identity`, and `ids` when
+    there are any), to merge into the source's state.
+
+    The scheme is the weaker of the last poll's and the strongest these items
+    support (`identity_scheme`); guids that changed for most of the links the
+    last poll saw are unstable, which means "link". So a source only ever
+    moves to a weaker scheme, until an admin clears its state. Moving costs no
+    duplicates: `ids` maps a digest of each link (unique in its poll) to the
+    identity its item was given when that differs from the link, and an item
+    whose link is there keeps that identity under "link" and "hash".
+    """
+    previous, carried = _identity_state(state)
+    if not items:  # nothing to learn from
+        return [], _kept(previous, carried)
+    scheme = max(previous or "guid", identity_scheme(items), key=SCHEMES.index)
+    counts = Counter(i.url for i in items if i.url)
+    keys = [_link_key(i.url) if i.url and counts[i.url] == 1 else None for i in items]
+    if scheme == "guid" and _guids_unstable(items, keys, carried):
+        scheme = "link"
+    out: list[EventData] = []
+    ids: dict[str, str] = {}
+    for item, key in zip(items, keys, strict=True):
+        if scheme != "guid" and key is not None and key in carried:
+            ident = carried[key]
+        else:
+            ident = _scheme_identity(item, scheme, item.url if key is not None else None)
+        out.append(replace(item, external_id=ident))
+        if key is not None and ident != item.url and len(ids) < CARRIED_IDS:
+            ids[key] = _SURROGATE.sub("\ufffd", ident)  # as prepare() stores it
+    return out, _kept(scheme, ids)
+
+
+def _kept(scheme: IdentityScheme | None, ids: dict[str, str]) -> JSONObject:
+    kept: JSONObject = {"identity": scheme} if scheme else {}
+    if ids:
+        kept["ids"] = ids
+    return kept
+
+
+def _identity_state(
+    state: Mapping[str, Any] | None,
+) -> tuple[IdentityScheme | None, dict[str, str]]:
+    """The scheme and carried ids in a stored state, ignoring anything malformed."""
+    state = state or {}
+    scheme, ids = state.get("identity"), state.get("ids")
+    if not isinstance(ids, dict):
+        ids = {}
+    carried = {k: v for k, v in ids.items() if isinstance(k, str) and isinstance(v, str)}
+    return (scheme if scheme in SCHEMES else None), carried
+
+
+def _link_key(url: str) -> str:
+    return _digest(url)[:16]  # 64 bits: no collisions within one feed's links
+
+
+def _scheme_identity(item: EventData, scheme: IdentityScheme, unique_link: str | None) -> str:
+    """`unique_link` is the item's link when no other item in the poll has it."""
+    if scheme == "guid" and item.external_id:
+        return item.external_id
+    if scheme != "hash" and unique_link:
+        return unique_link
+    return _hash_identity(item)
+
+
+def _guids_unstable(
+    items: Sequence[EventData], keys: Sequence[str | None], carried: Mapping[str, str]
+) -> bool:
+    """Most items whose link the last poll saw now carry another guid: a feed
+    that mints its guids afresh on every fetch."""
+    kept = changed = 0
+    for item, key in zip(items, keys, strict=True):
+        if key is not None and key in carried:
+            kept += 1
+            changed += carried[key] != item.external_id
+    return changed * 2 > kept
 
 
 def content_hash(item: EventData) -> str:
@@ -61,7 +178,10 @@ def prepare(items: Iterable[EventData], source_tags: Iterable[str] = ()) -> list
     """Normalise and sanitise a poll's items; the first of duplicate ids wins.
 
     Links that are not http(s)/mailto (javascript:, data:) are dropped here,
-    once, so no read path has to remember to check them."""
+    once, so no read path has to remember to check them; attachments
+    (`extra["attachments"]`) keep http(s) URLs only. `extra["content_base"]`,
+    when a connector sets it, is what relative URLs in the content resolve
+    against instead of the item's link; it is used here and not stored."""
     extra_tags = tuple(source_tags)
     seen: set[str] = set()
     out: list[Prepared] = []
@@ -72,18 +192,53 @@ def prepare(items: Iterable[EventData], source_tags: Iterable[str] = ()) -> list
             continue
         seen.add(key)
         url = safe_url(item.url)
-        content = sanitize_html(item.content_html, url)
+        extra = dict(item.extra)
+        base = extra.pop("content_base", None)
+        content = sanitize_html(item.content_html, base if isinstance(base, str) else url)
+        if "attachments" in extra:
+            extra["attachments"] = _attachments(extra["attachments"])
         summary = html_to_text(item.summary or item.content_html)
         tags = tuple(dict.fromkeys((*item.tags, *extra_tags)))
         actor = replace(item.actor, url=safe_url(item.actor.url))
         clean = replace(
             item, external_id=key, url=url, actor=actor, content_html=content,
-            summary=summary, tags=tags,
+            summary=summary, tags=tags, extra=extra,
         )  # fmt: skip
         # Hash what the source sent, not what we made of it: editing a source's
         # tags or upgrading the sanitiser must not turn every item into an Update.
         out.append(Prepared(key, content_hash(item), clean))
     return out
+
+
+def _attachments(value: object) -> list[JSONObject]:
+    """Attachments fit to store and show: `{"url", "type", "length"}` with an
+    absolute http(s) URL, the first of each URL, at most MAX_ATTACHMENTS."""
+    found: dict[str, JSONObject] = {}
+    for entry in value if isinstance(value, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        url = _web_url(entry.get("url"))
+        if url is None or url in found:
+            continue
+        kind, length = entry.get("type"), entry.get("length")
+        kind = _SURROGATE.sub("\ufffd", kind.strip()) if isinstance(kind, str) else ""
+        found[url] = {
+            "url": url,
+            "type": kind or None,
+            "length": length if type(length) is int and length >= 0 else None,  # not a bool
+        }
+        if len(found) == MAX_ATTACHMENTS:
+            break
+    return list(found.values())
+
+
+def _web_url(url: object) -> str | None:
+    """An absolute http(s) URL, made safe as safe_url does; else None."""
+    safe = safe_url(_SURROGATE.sub("\ufffd", url)) if isinstance(url, str) else None
+    if safe is None:
+        return None
+    parts = urlsplit(safe)
+    return safe if parts.scheme.lower() in ("http", "https") and parts.netloc else None
 
 
 def _characters_only(item: EventData) -> EventData:

@@ -29,6 +29,13 @@ class EventData:
     `external_id` is the source's own id for the item (RSS guid, Atom id,
     Message-ID, API id); the pipeline falls back to the link, then to a hash of
     title and date, when it is missing. `content_html` is raw, foreign HTML.
+
+    `extra` is small JSON stored with the event. Keys the pipeline knows:
+    `attachments`, a list of `{"url", "type", "length"}` (enclosures, media;
+    `type` a MIME type or None, `length` bytes or None), of which only
+    absolute http(s) URLs are kept; and `content_base`, where relative URLs
+    in `content_html` resolve when that is not `url` (an XML `xml:base`),
+    used while sanitising and not stored.
     """
 
     external_id: str | None
@@ -87,6 +94,7 @@ class Event:
             "published": self.published.isoformat(),
             "updated": self.updated.isoformat() if self.updated else None,
             "tags": list(self.tags),
+            "attachments": [dict(a) for a in self.extra.get("attachments") or ()],
             "thread_id": self.thread_id,
             "ingested_at": self.ingested_at.isoformat(),
         }

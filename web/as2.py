@@ -48,6 +48,10 @@ def activity(event: Event, self_url: str) -> dict[str, Any]:
         published=event.published.isoformat(),
         updated=event.updated.isoformat() if event.updated else None,
         tag=[{"type": "Object", "name": tag} for tag in event.tags],
+        attachment=[
+            _present(type="Link", href=a["url"], mediaType=a.get("type"))
+            for a in event.to_json()["attachments"]
+        ],
     )
     when = event.updated if event.verb == "Update" and event.updated else event.published
     return {

@@ -27,7 +27,9 @@ from email.utils import format_datetime, parsedate_to_datetime
 from functools import partial
 from typing import Any
 
+from feedgen.ext.base import BaseEntryExtension  # type: ignore[import-untyped]
 from feedgen.feed import FeedGenerator  # type: ignore[import-untyped]
+from feedgen.util import xml_elem  # type: ignore[import-untyped]
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -50,6 +52,7 @@ MEDIA_TYPES = {
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 CACHE_CONTROL = "private, no-cache"  # keep it, but ask again (a 304 is cheap)
 GENERATOR = "Tidings"
+UNKNOWN_TYPE = "application/octet-stream"  # RSS and JSON Feed require a type
 # Characters XML 1.0 cannot carry at all (lxml refuses them): mail subjects
 # and scraped pages do contain them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -114,6 +117,30 @@ def author_name(event: Event) -> str:
     return event.actor.name or event.source_id
 
 
+def attachments(event: Event) -> list[dict[str, Any]]:
+    """The event's enclosures and media ({"url", "type", "length"})."""
+    found: list[dict[str, Any]] = event.to_json()["attachments"]
+    return found
+
+
+class _AtomEnclosures(BaseEntryExtension):  # type: ignore[misc]
+    """Atom `<link rel="enclosure">`s. Written here because feedgen 1.0 writes
+    an entry's links without rel, type or length: an enclosure would read as
+    a second alternate link."""
+
+    def __init__(self) -> None:
+        self.attachments: list[dict[str, Any]] = []
+
+    def extend_atom(self, entry: Any) -> Any:
+        for a in self.attachments:
+            link = xml_elem("link", entry, rel="enclosure", href=_x(a["url"]))
+            if a["type"]:
+                link.set("type", _x(a["type"]))
+            if a["length"]:
+                link.set("length", str(a["length"]))
+        return entry
+
+
 def render_atom(spec: FeedSpec) -> bytes:
     fg = _generator(spec, "atom")
     for event in spec.events:
@@ -121,6 +148,9 @@ def render_atom(spec: FeedSpec) -> bytes:
         fe.id(event_url(spec.base, event))
         _common_entry(fe, spec, event, html_summary=False)
         fe.published(event.published)
+        if found := attachments(event):
+            fe.register_extension("tidings", _AtomEnclosures, atom=True, rss=False)
+            fe.tidings.attachments = found
     body: bytes = fg.atom_str(pretty=False)
     return body
 
@@ -135,6 +165,11 @@ def render_rss(spec: FeedSpec) -> bytes:
         fe.pubDate(event.published)
         # RSS <author> must be an e-mail address; a name goes in dc:creator.
         fe.dc.dc_creator(_x(author_name(event)))
+        if found := attachments(event):  # RSS has room for one enclosure
+            first = found[0]
+            fe.enclosure(
+                _x(first["url"]), str(first["length"] or 0), _x(first["type"]) or UNKNOWN_TYPE
+            )
     body: bytes = fg.rss_str(pretty=False)
     return body
 
@@ -192,6 +227,12 @@ def render_json(spec: FeedSpec) -> bytes:
             item["summary"] = event.summary
         if event.updated:
             item["date_modified"] = event.updated.isoformat()
+        if found := attachments(event):
+            item["attachments"] = [
+                {"url": a["url"], "mime_type": a["type"] or UNKNOWN_TYPE}
+                | ({"size_in_bytes": a["length"]} if a["length"] else {})
+                for a in found
+            ]
         items.append(item)
     feed = {
         "version": JSON_FEED_VERSION,

@@ -133,6 +133,20 @@ SCHEMAS: dict[str, Schema] = {
             "tags": {"type": "array", "items": {"type": "string"}},
             "thread_id": {"type": ["string", "null"]},
             "ingested_at": {"type": "string", "format": "date-time"},
+            "attachments": {
+                "type": "array",
+                "description": "enclosures and media: files the item links to",
+                "items": _ref("Attachment"),
+            },
+        },
+    },
+    "Attachment": {
+        "type": "object",
+        "required": ["url"],
+        "properties": {
+            "url": {"type": "string", "format": "uri", "description": "http(s) only"},
+            "type": {"type": ["string", "null"], "description": "media type, e.g. audio/mpeg"},
+            "length": {"type": ["integer", "null"], "description": "size in bytes"},
         },
     },
     "EventPage": {

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from aggregator import __version__
-from aggregator.humanize import relative_time
+from aggregator.humanize import file_name, file_size, relative_time
 from web.auth import csrf_token, principal_of
 
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
@@ -22,6 +22,8 @@ def ago(when: datetime) -> str:
 
 
 templates.env.filters["ago"] = ago
+templates.env.filters["file_size"] = file_size
+templates.env.filters["file_name"] = file_name
 
 
 def render(

@@ -27,6 +27,7 @@ ARTICLE = EventData(
     actor=Actor(name="Jane Doe", email="jane@e.org", url="https://e.org/~jane"),
     published=datetime(2026, 11, 20, 8, 0, tzinfo=UTC),
     tags=("merger", "legal"),
+    extra={"attachments": [{"url": "https://e.org/deck.pdf", "type": "application/pdf"}]},
 )
 
 
@@ -49,6 +50,9 @@ def test_an_event_as_activity_streams(world: World) -> None:
     assert obj["content"] == "<p>Yes.</p>" and obj["mediaType"] == "text/html"
     assert obj["published"] == doc["published"] == "2026-11-20T08:00:00+00:00"
     assert obj["tag"] == [{"type": "Object", "name": "merger"}, {"type": "Object", "name": "legal"}]
+    assert obj["attachment"] == [
+        {"type": "Link", "href": "https://e.org/deck.pdf", "mediaType": "application/pdf"}
+    ]
     # The plain event route still answers for the same id.
     plain = world.get(f"/api/events/{event_id}", "zoe")
     assert plain.headers["content-type"] == "application/json" and plain.json()["id"] == event_id

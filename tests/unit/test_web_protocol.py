@@ -42,6 +42,18 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
             )
             for i in range(30)
         ]
+        if src.id == "wiki":  # the newest item carries a podcast episode and a bad link
+            files = [
+                {
+                    "url": "https://e.org/media/ep%201.mp3",
+                    "type": "audio/mpeg",
+                    "length": 28_000_000,
+                },
+                {"url": "javascript:alert(1)", "type": "text/html", "length": None},
+            ]
+            items[-1] = EventData(
+                external_id="wiki-29", title="Episode", extra={"attachments": files}
+            )
         store.record_poll(src, prepare(items), state=None, now=NOW, next_poll_at=NOW)
     store.close()
     with TestClient(create_app(config), client=("127.0.0.1", 50000)) as c:
@@ -87,6 +99,17 @@ def test_dashboard_renders_escaped_with_source_names(client: TestClient) -> None
     page = client.get("/", params={"q": "source:wiki"})
     assert "The Wiki" in page.text and "jira item" not in page.text
     assert client.get("/", params={"q": "bogus:1"}).status_code == 400
+
+
+def test_attachments_in_the_first_page_and_the_api(client: TestClient) -> None:
+    page = client.get("/", params={"q": "source:wiki"}).text
+    assert '<a href="https://e.org/media/ep%201.mp3" rel="noopener noreferrer">ep 1.mp3</a>' in page
+    assert '<span class="attachment-about">audio/mpeg, 28 MB</span>' in page
+    assert "javascript:" not in page
+    [event] = client.get("/api/events", params={"q": "Episode", "limit": 1}).json()["events"]
+    assert event["attachments"] == [
+        {"url": "https://e.org/media/ep%201.mp3", "type": "audio/mpeg", "length": 28_000_000}
+    ]
 
 
 def test_websocket_protocol_errors_keep_the_connection(client: TestClient) -> None:

@@ -205,8 +205,52 @@
     }
     li.append(meta, h);
     if (e.summary) li.append(el("p", "summary", e.summary));
+    const files = attachmentList(e.attachments);
+    if (files) li.append(files);
     paint(li);
     return li;
+  }
+
+  // Enclosures and media (a podcast's episode, a photo): one link per file,
+  // named by the file, with its type and size when the feed gave them.
+  function attachmentList(attachments) {
+    const ul = el("ul", "attachments");
+    for (const a of Array.isArray(attachments) ? attachments : []) {
+      const href = a && typeof a.url === "string" && safeUrl(a.url);
+      if (!href) continue;
+      const li = el("li");
+      const link = el("a", null, fileName(href));
+      link.href = href;
+      link.rel = "noopener noreferrer";
+      li.append(link);
+      const about = [typeof a.type === "string" ? a.type : "", humanSize(a.length)].filter(Boolean);
+      if (about.length) li.append(el("span", "attachment-about", about.join(", ")));
+      ul.append(li);
+    }
+    return ul.childElementCount ? ul : null;
+  }
+
+  function fileName(href) {
+    const u = new URL(href);
+    const last = u.pathname.split("/").filter(Boolean).pop();
+    if (!last) return u.host;
+    try {
+      return decodeURIComponent(last);
+    } catch (_) {
+      return last; // not percent-encoded UTF-8: shown as it is
+    }
+  }
+
+  function humanSize(bytes) {
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) return "";
+    const units = ["B", "kB", "MB", "GB", "TB"];
+    let size = bytes;
+    let unit = 0;
+    while (size >= 1000 && unit < units.length - 1) {
+      size /= 1000;
+      unit += 1;
+    }
+    return (unit && size < 10 ? size.toFixed(1) : String(Math.round(size))) + " " + units[unit];
   }
 
   function items() {
