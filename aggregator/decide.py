@@ -27,6 +27,8 @@ from aggregator.types import Actor, EventData, JSONObject
 # A lone surrogate (JSON's "\ud800" decodes to one) is no character: SQLite,
 # nh3 and UTF-8 refuse it, and one such item would fail its source's every poll.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_TITLE = 1_000  # characters
+MAX_CONTENT = 1_000_000  # characters of HTML (and of a connector's own summary)
 
 IdentityScheme: TypeAlias = Literal["guid", "link", "hash"]
 SCHEMES: tuple[IdentityScheme, ...] = ("guid", "link", "hash")  # strongest first
@@ -186,7 +188,7 @@ def prepare(items: Iterable[EventData], source_tags: Iterable[str] = ()) -> list
     seen: set[str] = set()
     out: list[Prepared] = []
     for raw in items:
-        item = _characters_only(raw)
+        item = _bounded(_characters_only(raw))
         key = identity(item)
         if key in seen:
             continue
@@ -208,6 +210,25 @@ def prepare(items: Iterable[EventData], source_tags: Iterable[str] = ()) -> list
         # tags or upgrading the sanitiser must not turn every item into an Update.
         out.append(Prepared(key, content_hash(item), clean))
     return out
+
+
+def _bounded(item: EventData) -> EventData:
+    """`item` with its text cut to sizes a stream can show: whatever a source
+    sends (an entity its parser expanded, a runaway page), one item never
+    costs the store or a reader more than about a megabyte."""
+    if (
+        len(item.title) <= MAX_TITLE
+        and len(item.summary) <= MAX_CONTENT
+        and len(item.content_html) <= MAX_CONTENT
+    ):
+        return item
+    title = item.title if len(item.title) <= MAX_TITLE else item.title[: MAX_TITLE - 1] + "…"
+    return replace(
+        item,
+        title=title,
+        summary=item.summary[:MAX_CONTENT],
+        content_html=item.content_html[:MAX_CONTENT],  # nh3 closes what the cut leaves open
+    )
 
 
 def _attachments(value: object) -> list[JSONObject]:

@@ -30,7 +30,7 @@ import feedparser
 from selectolax.lexbor import LexborHTMLParser
 
 from aggregator.exceptions import FetchError
-from connectors.feed import strip_internal_subset
+from connectors.feed import defuse_prolog
 from connectors.http import Fetcher
 
 FeedType = Literal["rss", "atom", "json"]
@@ -83,7 +83,7 @@ def sniff_feed(body: bytes) -> tuple[FeedType, str] | None:
     if not _XML_FEED_ROOT.match(body[:4096]):
         return None
     parsed = feedparser.parse(
-        strip_internal_subset(body), sanitize_html=False, resolve_relative_uris=False
+        defuse_prolog(body), sanitize_html=False, resolve_relative_uris=False
     )
     version = str(parsed.get("version") or "")
     if not version:

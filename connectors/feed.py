@@ -44,7 +44,22 @@ from aggregator.types import Actor, EventData, JSONObject, PollResult
 from connectors.files import local_path, read_local
 from connectors.http import BasicAuth, BearerAuth, Credentials, fetcher, redact
 
-_DOCTYPE = re.compile(rb"<!doctype", re.IGNORECASE)
+_ELEMENT = re.compile(rb"<\w")  # where feedparser's prolog ends
+_PROLOG_KEEP = re.compile(rb"<\?xml\b[^>]*\?>|<!DOCTYPE[^\[>]*>", re.IGNORECASE)
+# UTF-32 LE's byte-order mark starts with UTF-16 LE's: longest first.
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_WIDE_STARTS = {  # "<?" (or "<?xm") without a byte-order mark, as XML 1.0's appendix F
+    b"\x00\x00\x00<": "utf-32-be",
+    b"<\x00\x00\x00": "utf-32-le",
+    b"\x00<\x00?": "utf-16-be",
+    b"<\x00?\x00": "utf-16-le",
+    b"\x4c\x6f\xa7\x94": "cp037",  # EBCDIC
+}
 _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
 _JSON_START = re.compile(rb"^\s*(?:\xef\xbb\xbf)?\s*\{")
 # UTF-32 LE's byte-order mark starts with UTF-16 LE's.
@@ -216,18 +231,39 @@ class FeedConnector(Connector[FeedOptions]):
         )
 
 
-def strip_internal_subset(body: bytes) -> bytes:
-    """Drop a DOCTYPE's internal subset (where entity bombs live), in linear time."""
-    doctype = _DOCTYPE.search(body, 0, 4096)  # it must come before the root element
-    if doctype is None:
-        return body
-    start = doctype.start()
-    bracket, close = body.find(b"[", start), body.find(b">", start)
-    if bracket < 0 or 0 <= close < bracket:
-        return body  # no internal subset
-    end = body.find(b"]", bracket)
-    close = body.find(b">", end) if end >= 0 else -1
-    return body[:start] + (body[close + 1 :] if close >= 0 else b"")
+def defuse_prolog(body: bytes) -> bytes:
+    """The document with its prolog (what comes before the first element)
+    cut down to the XML declaration and a DOCTYPE without internal subset.
+
+    feedparser re-declares every entity it finds there whose value has no
+    `&` ("safe") and expands it: one 10,000-character entity referenced
+    10,000 times is 100 MB of title (a quadratic blow-up), wherever in the
+    prolog it hides (after a long comment, say). Nothing else in a prolog
+    matters to a feed. The prolog ends where feedparser's does: at the first
+    `<` followed by a word character. Linear in the size of the prolog."""
+    root = _ELEMENT.search(body)
+    end = root.start() if root else len(body)
+    if b"<!" not in body[:end]:
+        return body  # no DOCTYPE, entity or comment: nothing to cut
+    kept = _PROLOG_KEEP.findall(body, 0, end)
+    return b"\n".join(kept) + b"\n" + body[end:]
+
+
+def _ascii_compatible(body: bytes) -> bytes:
+    """UTF-16, UTF-32 and EBCDIC documents as UTF-8, so that their prolog
+    reads as bytes (defuse_prolog) the way feedparser will read it."""
+    for bom, codec in _WIDE_BOMS:
+        if body.startswith(bom):
+            return _as_utf8(body.decode(codec, "replace"))
+    sniffed = _WIDE_STARTS.get(body[:4])
+    return _as_utf8(body.decode(sniffed, "replace")) if sniffed else body
+
+
+def _as_utf8(text: str) -> bytes:
+    """`text` as UTF-8, its XML declaration saying so."""
+    data = text.removeprefix("\ufeff").encode("utf-8")
+    declared = _XML_ENCODING.match(data)
+    return data[: declared.start(1)] + b"utf-8" + data[declared.end(1) :] if declared else data
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +279,7 @@ def parse_feed(body: bytes, url: str, content_type: str | None = None) -> Parsed
     process pool can run it."""
     if _JSON_START.match(body):
         return ParsedFeed(parse_json_feed(body, url))
-    body = _settle_encoding(strip_internal_subset(body), content_type)
+    body = _settle_encoding(defuse_prolog(_ascii_compatible(body)), content_type)
     # No content-location: feedparser would urljoin every link of every entry
     # against it; element links come back resolved against xml:base only, and
     # _absolute resolves the rare relative one that is left.

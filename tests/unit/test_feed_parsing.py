@@ -19,7 +19,7 @@ from aggregator.decide import decide, event_time, prepare, settle_identities
 from aggregator.exceptions import ParseError
 from aggregator.store import Store
 from aggregator.types import EventData
-from connectors.feed import FeedConnector, FeedOptions, parse_feed
+from connectors.feed import FeedConnector, FeedOptions, defuse_prolog, parse_feed
 from tests.corpus import corpus, files
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -593,6 +593,49 @@ def test_entity_expansion_is_defused() -> None:
     parsed = parse_feed(bomb, "https://example.org/")
     assert len(parsed.events) == 1
     assert "aaaaaaaaaa" * 100 not in parsed.events[0].title
+
+
+QUADRATIC_ITEM = (
+    b'<rss version="2.0"><channel><title>t</title><item><guid>1</guid><title>'
+    + b"&big;" * 10_000
+    + b"</title></item></channel></rss>"
+)
+
+
+@pytest.mark.parametrize(
+    "prolog",
+    [
+        # feedparser re-declares "safe" entities (no & in the value) and expands them.
+        b'<?xml version="1.0"?>\n<!DOCTYPE rss [\n<!ENTITY big "' + b"x" * 10_000 + b'">\n]>\n',
+        # ...wherever they hide before the first element: after a long comment,
+        b'<?xml version="1.0"?><!--'
+        + b"c" * 5_000
+        + b'-->\n<!DOCTYPE rss [\n<!ENTITY big "'
+        + b"x" * 10_000
+        + b'">\n]>\n',
+        # or with no DOCTYPE around them at all.
+        b'<?xml version="1.0"?>\n<!ENTITY big "' + b"x" * 10_000 + b'">\n',
+    ],
+    ids=["doctype", "after-a-comment", "bare"],
+)
+def test_a_quadratic_entity_bomb_is_not_expanded(prolog: bytes) -> None:
+    for body in (prolog + QUADRATIC_ITEM, (prolog + QUADRATIC_ITEM).decode().encode("utf-16")):
+        try:
+            events = parse_feed(body, "https://example.org/").events
+        except ParseError:
+            continue
+        assert all(len(e.title) < 100_000 for e in events)
+
+
+def test_a_doctype_without_internal_subset_is_kept() -> None:
+    netscape = (
+        b'<?xml version="1.0"?>\n<!DOCTYPE rss PUBLIC'
+        b' "-//Netscape Communications//DTD RSS 0.91//EN"'
+        b' "http://my.netscape.com/publish/formats/rss-0.91.dtd">\n'
+    )
+    assert defuse_prolog(netscape + b"<!-- hi --><rss/>") == netscape + b"<rss/>"
+    plain = b'<?xml version="1.0"?><rss version="2.0"/>'
+    assert defuse_prolog(plain) is plain  # nothing to cut: not even copied
 
 
 def test_doctype_bombs_are_stripped_in_linear_time() -> None:

@@ -3,6 +3,8 @@ from datetime import UTC, datetime
 
 from aggregator.decide import (
     CARRIED_IDS,
+    MAX_CONTENT,
+    MAX_TITLE,
     content_hash,
     decide,
     event_time,
@@ -270,3 +272,15 @@ def test_carried_ids_are_bounded() -> None:
     items = [entry(f"g{n}", f"https://e.org/{n}") for n in range(CARRIED_IDS + 50)]
     _, state = settle_identities(items, None)
     assert len(state["ids"]) == CARRIED_IDS
+
+
+def test_an_item_is_bounded_in_size() -> None:
+    huge = EventData(
+        external_id="x", title="t" * 5_000, content_html="<p>" + "<b>x</b>" * 300_000 + "</p>"
+    )
+    [item] = prepare([huge])
+    assert len(item.data.title) == MAX_TITLE and item.data.title.endswith("…")
+    assert len(item.data.content_html) <= MAX_CONTENT + 100  # nh3 may close what the cut opened
+    assert item.data.content_html.endswith("</b>") or item.data.content_html.endswith("</p>")
+    small = EventData(external_id="y", title="fine", content_html="<p>fine</p>")
+    assert prepare([small])[0].data.title == "fine"
