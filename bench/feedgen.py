@@ -11,7 +11,10 @@ the server never shares a GIL with whatever is being measured:
 The server is a bare asyncio Protocol answering HTTP/1.1 with keep-alive from
 responses rendered once at start-up, so it costs a few microseconds a request.
 `GET /feed/N.xml` with a matching If-None-Match gets a 304; `GET /_stats` returns
-the counters as JSON. `python -m bench.feedgen --feeds 5` serves them by hand.
+the counters as JSON (and the server's CPU seconds and peak RSS).
+`render_feeds(n, items=(3, 5))` makes small feeds, for rounds of 10,000 sources
+that must not hold gigabytes. `python -m bench.feedgen --feeds 5` serves them
+by hand.
 """
 
 from __future__ import annotations
@@ -103,16 +106,30 @@ def _description(rng: random.Random, feed: int, item: int) -> str:
     return "\n".join(parts)
 
 
-def render_feed(index: int, seed: str = SEED) -> bytes:
-    """Feed `index` as RSS 2.0 bytes: 20-50 items, newest first, 1-3 KB of HTML each."""
+Items = tuple[int, int]  # the least and most items a feed has
+ITEMS: Items = (MIN_ITEMS, MAX_ITEMS)
+
+
+def parse_items(text: str) -> Items:
+    """ "3-5" or "4" -> (3, 5) or (4, 4): the command-line form of `Items`."""
+    low, _, high = text.partition("-")
+    items = (int(low), int(high or low))
+    if not 1 <= items[0] <= items[1]:
+        raise ValueError(f"items must be N or MIN-MAX with 1 <= MIN <= MAX, not {text!r}")
+    return items
+
+
+def render_feed(index: int, seed: str = SEED, items: Items = ITEMS) -> bytes:
+    """Feed `index` as RSS 2.0 bytes: 20-50 items (or `items`), newest first,
+    1-3 KB of HTML each."""
     rng = random.Random(f"{seed}:{index}")  # str seeds go through SHA-512: stable everywhere
-    items = []
+    parts = []
     when = _BASE_DATE - timedelta(minutes=rng.randrange(600))
-    for k in range(rng.randint(MIN_ITEMS, MAX_ITEMS)):
+    for k in range(rng.randint(*items)):
         name = rng.choice(_NAMES)
         title = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 10))).capitalize()
         cats = rng.sample(_CATEGORIES, rng.randint(1, 3))
-        items.append(
+        parts.append(
             "<item>"
             f'<guid isPermaLink="false">tag:feeds.example.org,2026:{index}/{k}</guid>'
             f"<title>{escape(title)}</title>"
@@ -129,14 +146,14 @@ def render_feed(index: int, seed: str = SEED) -> bytes:
         f"<title>Feed {index}</title><link>https://news{index % 7}.example.org/feed{index}/</link>"
         f"<description>Generated feed {index}</description><language>en</language>"
         f"<lastBuildDate>{format_datetime(_BASE_DATE, usegmt=True)}</lastBuildDate>\n"
-        + "\n".join(items)
+        + "\n".join(parts)
         + "</channel></rss>\n"
     )
     return doc.encode("utf-8")
 
 
-def render_feeds(n: int, seed: str = SEED) -> list[bytes]:
-    return [render_feed(i, seed) for i in range(n)]
+def render_feeds(n: int, seed: str = SEED, items: Items = ITEMS) -> list[bytes]:
+    return [render_feed(i, seed, items) for i in range(n)]
 
 
 def etag_of(body: bytes) -> str:
@@ -153,7 +170,16 @@ class _Counters:
     def as_json(self) -> bytes:
         names = ("requests", "ok", "not_modified", "conditional", "connections")
         fields = {k: getattr(self, k) for k in names}
-        return json.dumps({**fields, "cpu": time.process_time()}).encode()
+        return json.dumps({**fields, "cpu": time.process_time(), "rss_mb": _peak_rss_mb()}).encode()
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM): shows what serving N feeds holds."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _response(status: str, headers: dict[str, str], body: bytes = b"") -> bytes:
@@ -221,9 +247,10 @@ class _Http(asyncio.Protocol):
         return True
 
 
-def _build_site(n: int, seed: str) -> _Site:
+def _build_site(n: int, seed: str, items: Items) -> _Site:
     site = _Site({}, {}, {})
-    for i, body in enumerate(render_feeds(n, seed)):
+    for i in range(n):
+        body = render_feed(i, seed, items)  # one at a time: only the responses are kept
         path = f"/feed/{i}.xml".encode()
         tag = etag_of(body)
         site.etags[path] = tag.encode()
@@ -234,8 +261,8 @@ def _build_site(n: int, seed: str) -> _Site:
     return site
 
 
-def _serve(n: int, seed: str, port: int) -> None:
-    site = _build_site(n, seed)  # everything rendered before the port is announced
+def _serve(n: int, seed: str, port: int, items: Items) -> None:
+    site = _build_site(n, seed, items)  # everything rendered before the port is announced
     counters = _Counters()
 
     async def run() -> None:
@@ -272,14 +299,20 @@ def fetch_stats(port: int, host: str = "127.0.0.1") -> dict[str, float]:
 
 @contextlib.contextmanager
 def serve_feeds(
-    n_feeds: int, *, seed: str = SEED, port: int = 0, timeout: float = 120.0
+    n_feeds: int,
+    *,
+    seed: str = SEED,
+    port: int = 0,
+    items: Items = ITEMS,
+    timeout: float = 300.0,
 ) -> Iterator[FeedServer]:
-    """Serve `n_feeds` generated feeds on 127.0.0.1 from a child process."""
+    """Serve `n_feeds` generated feeds on 127.0.0.1 from a child process
+    (10,000 feeds of 3-5 items take about 15 s to render and hold ~150 MB)."""
     # A plain subprocess rather than multiprocessing: a fresh interpreter whatever
     # the caller's __main__ is (stdin, pytest), sharing nothing but the import path.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([_ROOT, *filter(None, sys.path)])}
     cmd = [sys.executable, "-m", "bench.feedgen", "--child", "--feeds", str(n_feeds),
-           "--port", str(port), "--seed", seed]  # fmt: skip
+           "--port", str(port), "--seed", seed, "--items", f"{items[0]}-{items[1]}"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
     assert proc.stdout is not None
     try:
@@ -303,12 +336,15 @@ def main() -> None:
     parser.add_argument("--feeds", type=int, default=500)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--seed", default=SEED)
+    parser.add_argument(
+        "--items", type=parse_items, default=ITEMS, help="items per feed, N or MIN-MAX (20-50)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # started by serve_feeds: print the port once listening
-        _serve(args.feeds, args.seed, args.port)
+        _serve(args.feeds, args.seed, args.port, args.items)
         return
-    with serve_feeds(args.feeds, seed=args.seed, port=args.port) as server:
+    with serve_feeds(args.feeds, seed=args.seed, port=args.port, items=args.items) as server:
         print(f"serving {args.feeds} feeds at {server.url(0)} ... (Ctrl-C stops)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             server.process.wait()
