@@ -106,6 +106,15 @@ class Connector(ABC, Generic[OptionsT]):
     def __init__(self, options: OptionsT) -> None:
         self.options = options
 
+    @classmethod
+    def carry_state(cls, state: JSONObject | None) -> JSONObject | None:
+        """What of a source's state survives a change of its options (a new
+        URL, new credentials): by default nothing, so nothing cached for the
+        old options (an ETag, a cursor) applies to the new ones. A kind that
+        keeps something that must outlive such a change (how it identifies
+        items) returns it here."""
+        return None
+
     @abstractmethod
     async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
         """Fetch and parse what is new since `state`. Raise ConnectorError on failure."""

@@ -94,7 +94,9 @@ async def poll_source(
     if moved and not adopt:
         log.warning("source %s: permanently redirected to %s", source.id, moved)
     ids = await recorder.record(
-        PollRecord(source, items, result.state, now, when, moved, recovered, adopt)
+        PollRecord(
+            source, items, result.state, now, when, moved, recovered, adopt, result.rebaseline
+        )
     )
     new_ids, alert_ids = (ids[:-1], ids[-1:]) if recovered else (ids, [])
     if recovered:

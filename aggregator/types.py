@@ -108,7 +108,7 @@ class PollResult:
     `not_modified` says the upstream answered "nothing changed" (HTTP 304).
     `min_interval` is a hint in seconds (Cache-Control max-age, a feed's TTL)
     the scheduler honours; a Retry-After travels on the ConnectorError
-    instead. `permanent_redirect` is shown to admins.
+    instead. `permanent_redirect` is shown to admins. `rebaseline`: see below.
     """
 
     events: list[EventData] = field(default_factory=list)
@@ -116,3 +116,7 @@ class PollResult:
     not_modified: bool = False
     min_interval: float | None = None
     permanent_redirect: str | None = None
+    # The connector reads items differently than when it made the stored
+    # versions (an upgrade): changed items update what is stored, silently,
+    # instead of becoming Update events. New items are still events.
+    rebaseline: bool = False

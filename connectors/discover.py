@@ -48,7 +48,10 @@ COMMON_PATHS = ("/feed", "/rss", "/atom.xml", "/feed.xml", "/index.xml", "/rss.x
 PROBES_AT_ONCE = 3
 
 _XML_FEED_ROOT = re.compile(
-    rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*|<\?[^>]*>\s*|<!DOCTYPE[^>]*>\s*)*"
+    # Each alternative starts with its own token and a comment cannot end
+    # early (`-(?!->)`), so a run of comments splits one way only: linear.
+    rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?"
+    rb"(?:<!--(?:[^-]|-(?!->))*-->\s*|<\?[^>]*>\s*|<!DOCTYPE[^>]*>\s*)*"
     rb"<(?:[\w.-]+:)?(?:rss|feed|RDF)\b",
     re.DOTALL,
 )
@@ -82,9 +85,7 @@ def sniff_feed(body: bytes) -> tuple[FeedType, str] | None:
     # feedparser reads HTML too, slowly and leniently: only a feed's root element gets it.
     if not _XML_FEED_ROOT.match(body[:4096]):
         return None
-    parsed = feedparser.parse(
-        defuse_prolog(body), sanitize_html=False, resolve_relative_uris=False
-    )
+    parsed = feedparser.parse(defuse_prolog(body), sanitize_html=False, resolve_relative_uris=False)
     version = str(parsed.get("version") or "")
     if not version:
         return None

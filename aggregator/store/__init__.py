@@ -43,6 +43,7 @@ from aggregator.connector import ConnectorOptions
 from aggregator.decide import Prepared, decide, event_time
 from aggregator.exceptions import ConfigError, TidingsError
 from aggregator.filters import EventFilter
+from aggregator.registry import connector_class
 from aggregator.search import TextSearch, text_search_for
 from aggregator.store.conditions import matching, newest_id
 from aggregator.store.people import People, audit, bump_revision
@@ -141,6 +142,7 @@ class PollRecord:
     permanent_redirect: str | None = None
     alert: Prepared | None = None  # "recovered", for the alerts source
     adopt_url: str | None = None  # a web-made source's new URL (a permanent redirect)
+    rebaseline: bool = False  # changed items update `entries` silently (PollResult)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +294,13 @@ class Store:
             existing = {
                 r.id: r
                 for r in conn.execute(
-                    select(sources.c.id, sources.c.origin, sources.c.config, sources.c.enabled)
+                    select(
+                        sources.c.id,
+                        sources.c.origin,
+                        sources.c.config,
+                        sources.c.enabled,
+                        sources.c.state,
+                    )
                 )
             }
             changed_access = False
@@ -313,8 +321,8 @@ class Store:
                         values["next_poll_at"] = now  # changed settings take effect at once
                     if old.config.get("options") != values["config"]["options"]:
                         # An ETag of the old URL must not make the new one answer 304;
-                        # dedupe is by item id, so starting afresh duplicates nothing.
-                        values["state"] = None
+                        # what identifies items survives (Connector.carry_state).
+                        values["state"] = _carried(src.kind, old.state)
                         values["disabled_reason"] = None  # a new URL may not be gone
                     if old.config.get("audience") != values["config"]["audience"]:
                         self._set_audience(conn, src.id, src.audience)
@@ -424,7 +432,9 @@ class Store:
                 "next_poll_at": now,
             }
             if old.config.get("options") != config["options"] or old.kind != source.kind:
-                values["state"] = None
+                values["state"] = (
+                    _carried(source.kind, old.state) if old.kind == source.kind else None
+                )
                 values["disabled_reason"] = None
             if old.config.get("audience") != config["audience"]:
                 self._set_audience(conn, source_id, source.audience)
@@ -466,7 +476,7 @@ class Store:
     @staticmethod
     def _editable(conn: Connection, source_id: str) -> Any:
         row = conn.execute(
-            select(sources.c.origin, sources.c.config, sources.c.kind).where(
+            select(sources.c.origin, sources.c.config, sources.c.kind, sources.c.state).where(
                 sources.c.id == source_id
             )
         ).first()
@@ -661,7 +671,23 @@ class Store:
                 )
             )
             known.update((r.external_id, r.content_hash) for r in found)
-        fresh = decide(rec.items, known, track_updates=source.track_updates)
+        fresh = decide(rec.items, known, track_updates=source.track_updates and not rec.rebaseline)
+        if rec.rebaseline:
+            stale = [
+                {"s": source.id, "x": i.external_id, "h": i.content_hash}
+                for i in rec.items
+                if known.get(i.external_id, i.content_hash) != i.content_hash
+            ]
+            if stale:
+                conn.execute(
+                    update(entries)
+                    .where(
+                        entries.c.source_id == bindparam("s"),
+                        entries.c.external_id == bindparam("x"),
+                    )
+                    .values(content_hash=bindparam("h")),
+                    stale,
+                )
         # Oldest first, so ids follow the order things happened upstream.
         fresh.sort(key=lambda p: event_time(p.data, rec.now))
         new_ids: list[int] = []
@@ -875,6 +901,14 @@ class Store:
         with self._read.connect() as conn:
             row = conn.execute(query).mappings().first()
             return _row_to_event(row) if row else None
+
+
+def _carried(kind: str, state: JSONObject | None) -> JSONObject | None:
+    """The part of a source's state its kind keeps across new options."""
+    try:
+        return connector_class(kind).carry_state(state)
+    except TidingsError:  # the kind is gone: nothing to keep
+        return None
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:

@@ -7,8 +7,9 @@ from sqlalchemy import text
 from aggregator.config import SourceConfig, parse_config
 from aggregator.decide import prepare
 from aggregator.filters import EventFilter
-from aggregator.store import Store
+from aggregator.store import PollRecord, Store
 from aggregator.types import Actor, EventData
+from connectors.feed import FeedConnector
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -258,3 +259,31 @@ def test_another_config_files_sources_are_left_alone(store: Store) -> None:
     assert store.source_statuses(viewer=None)[0].enabled is True
     store.sync_sources([], NOW, config_file="/etc/main.toml")
     assert store.source_statuses(viewer=None)[0].enabled is False
+
+
+def test_a_rebaseline_updates_changed_items_silently_and_keeps_new_ones(store: Store) -> None:
+    src = config().sources[0]
+    store.sync_sources([src], NOW)
+    store.record_poll(src, items(("a", "A"), ("b", "B")), state=None, now=NOW, next_poll_at=NOW)
+    changed = items(("a", "A, read differently"), ("b", "B"), ("c", "C"))
+    [ids] = store.record([PollRecord(src, changed, None, NOW, NOW, rebaseline=True)])
+    assert [store.get_event(i, viewer=None).external_id for i in ids] == ["c"]  # type: ignore[union-attr]
+    # The next ordinary poll of the same items finds nothing new or changed.
+    assert store.record_poll(src, changed, state=None, now=NOW, next_poll_at=NOW) == []
+
+
+def test_new_options_keep_only_what_the_kind_carries(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = config().sources[0]
+    store.sync_sources([src], NOW)
+    store.record_poll(
+        src, items(("a", "A")), state={"etag": "e", "identity": "link"}, now=NOW, next_poll_at=NOW
+    )
+    monkeypatch.setattr(
+        FeedConnector,
+        "carry_state",
+        classmethod(lambda cls, s: {"identity": (s or {})["identity"]}),
+    )
+    store.sync_sources(config(url="https://e.org/moved").sources, NOW)
+    assert store.source_state("blog")[0] == {"identity": "link"}
