@@ -36,6 +36,9 @@ from aggregator.schedule import cron_trigger
 from aggregator.secrets import WEB_REF_MESSAGE, SecretRef, is_secret_field, web_ref_allowed
 
 SOURCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# The admins-only source failing sources raise alerts in (migration 0006): no
+# config file or admin may define a source of that id and see its events.
+ALERTS_SOURCE = "tidings-alerts"
 MIN_INTERVAL = 5.0
 
 
@@ -171,6 +174,7 @@ class SourceCommon(BaseModel):
     tags: list[str] = Field(default_factory=list)
     enabled: bool = True
     track_updates: bool = True
+    obey_hints: bool = True
 
     @field_validator("interval")
     @classmethod
@@ -212,6 +216,10 @@ class SourceConfig:
     tags: tuple[str, ...] = ()
     enabled: bool = True
     track_updates: bool = True
+    # The source's own pacing (TTL, sy:updatePeriod, max-age, Expires) slows
+    # polling down; off for a system whose feed says "hourly" but changes
+    # by the minute. Retry-After is obeyed either way.
+    obey_hints: bool = True
     origin: Literal["file", "db", "system"] = "file"
 
     @property
@@ -291,6 +299,8 @@ def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db
         common = SourceCommon.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_describe(err, where)) from None
+    if common.id == ALERTS_SOURCE:
+        raise ConfigError([f"{where}.id: {ALERTS_SOURCE!r} is reserved for Tidings' own alerts"])
     if common.interval and common.cron:
         raise ConfigError([f"{where}: give either interval or cron, not both"])
     try:
@@ -328,6 +338,7 @@ def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db
         tags=tuple(common.tags),
         enabled=common.enabled,
         track_updates=common.track_updates,
+        obey_hints=common.obey_hints,
         origin=origin,
     )
 

@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from aggregator import metrics
 from aggregator.config import PollerConfig, SourceConfig
@@ -83,24 +84,21 @@ async def poll_source(
         now,
         interval=source.interval,
         cron=source.cron,
-        min_interval=result.min_interval,
+        min_interval=result.min_interval if source.obey_hints else None,
         max_interval=policy.max_interval,
     )
     recovered = None
     if claim.failures >= policy.alert_after:
         recovered = _alert(source, now, f"{source.name} is polling again", "", "source-recovered")
     moved = result.permanent_redirect
-    adopt = moved if moved and policy.adopt_redirects and source.origin == "db" else None
-    if moved and not adopt:
-        log.warning("source %s: permanently redirected to %s", source.id, moved)
+    adopt = moved if moved and policy.adopt_redirects and _adoptable(source, moved) else None
     ids = await recorder.record(
         PollRecord(
             source, items, result.state, now, when, moved, recovered, adopt, result.rebaseline
         )
     )
     new_ids, alert_ids = (ids[:-1], ids[-1:]) if recovered else (ids, [])
-    if recovered:
-        metrics.ALERTS.labels(source.id).set(0)
+    metrics.ALERTS.labels(source.id).set(0)
     metrics.POLLS.labels(source.id, "not_modified" if result.not_modified else "ok").inc()
     metrics.EVENTS.labels(source.id).inc(len(new_ids))
     metrics.POLL_SECONDS.labels(source.id).observe(time.perf_counter() - started)
@@ -132,16 +130,41 @@ async def _record_failure(
     )
     gone = isinstance(err, GoneError)
     alert = None
-    if failures == policy.alert_after or gone:  # once, when it crosses the line
+    if failures == policy.alert_after or gone:  # once: a stopped source is not polled again
         what = (
             "is gone (HTTP 410) and was disabled" if gone else f"failed {failures} polls in a row"
         )
         alert = _alert(source, now, f"{source.name} {what}", message, "source-failing")
-        metrics.ALERTS.labels(source.id).set(1)
+    # Set at every poll, so a resumed or recovered source reads 0 again.
+    metrics.ALERTS.labels(source.id).set(1 if gone or failures >= policy.alert_after else 0)
     ids = await recorder.record(FailureRecord(source.id, message, now, when, alert, gone))
     metrics.POLLS.labels(source.id, "error").inc()
     metrics.POLL_ERRORS.labels(source.id).inc()
     return PollOutcome(source.id, [], error=message, alert_ids=ids)
+
+
+def _adoptable(source: SourceConfig, new: str) -> bool:
+    """Whether a web-made source may move to `new` on its own: only within
+    its origin, or from http to https on the same host, so the source's
+    credentials never follow a redirect to another server or to plain text;
+    and never to a URL with credentials in it. Anything else is reported."""
+    old = getattr(source.options, "url", None)
+    if source.origin != "db" or not isinstance(old, str):
+        return False
+    try:
+        was, now = urlsplit(old), urlsplit(new)
+        ports = (was.port, now.port)
+    except ValueError:
+        return False
+    if now.username is not None or now.password is not None or was.hostname != now.hostname:
+        return False
+    if was.scheme == now.scheme:
+        return ports[0] == ports[1]
+    return (
+        (was.scheme, now.scheme) == ("http", "https")
+        and ports[0] in (None, 80)
+        and ports[1] in (None, 443)
+    )
 
 
 def _alert(source: SourceConfig, now: datetime, title: str, detail: str, tag: str) -> Prepared:

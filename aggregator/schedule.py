@@ -42,10 +42,9 @@ def next_poll(
     """
     rnd = rng or random
     if failures:
-        # Up to JITTER either side: many sources failing together (one host
-        # down) must not all come back in the same second.
-        backoff = interval * 2 ** min(failures, 16)
-        delay = min(backoff * (1 + JITTER * (2 * rnd.random() - 1)), max_backoff)
+        # Up to JITTER less: many sources failing together (one host down)
+        # must not all come back in the same second, at the cap included.
+        delay = min(interval * 2 ** min(failures, 16), max_backoff) * (1 - JITTER * rnd.random())
     elif cron:
         # Strictly after now: a trigger returns `now` itself when it matches.
         fire: datetime | None = cron_trigger(cron).get_next_fire_time(

@@ -21,9 +21,9 @@ import asyncio
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import feedparser
@@ -141,7 +141,16 @@ def _read_page(body: bytes, url: str) -> FoundFeed | list[FoundFeed]:
     return feed_links(body, url)
 
 
-async def _probe(fetcher: Fetcher, page_url: str, headers: Mapping[str, str]) -> list[FoundFeed]:
+RunCpu = Callable[..., Awaitable[Any]]
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.to_thread(fn, *args)
+
+
+async def _probe(
+    fetcher: Fetcher, page_url: str, headers: Mapping[str, str], run_cpu: RunCpu
+) -> list[FoundFeed]:
     parts = urlsplit(page_url)
     origin = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], "", "", ""))
     slots = asyncio.Semaphore(PROBES_AT_ONCE)
@@ -152,7 +161,7 @@ async def _probe(fetcher: Fetcher, page_url: str, headers: Mapping[str, str]) ->
                 got = await fetcher.get(origin + path, headers=headers)
             except FetchError:
                 return None  # a 404 is the usual answer: not a finding
-        sniffed = await asyncio.to_thread(sniff_feed, got.content)
+        sniffed = await run_cpu(sniff_feed, got.content)
         if sniffed is None:
             return None
         return FoundFeed(got.url, sniffed[0], sniffed[1], "guess"), got.content
@@ -174,15 +183,21 @@ async def _probe(fetcher: Fetcher, page_url: str, headers: Mapping[str, str]) ->
 
 
 async def discover(
-    fetcher: Fetcher, url: str, *, headers: Mapping[str, str] | None = None
+    fetcher: Fetcher,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    run_cpu: RunCpu = _in_thread,
 ) -> list[FoundFeed]:
     """The feeds `url` is or offers; [] when none. Raises FetchError when
-    `url` itself cannot be fetched (the message names it and why)."""
+    `url` itself cannot be fetched (the message names it and why). Parsing
+    runs through `run_cpu` (a thread by default; a server passes its parser
+    pool, whose tasks have a time budget: feedparser has quadratic corners)."""
     headers = dict(headers or {})
     page = await fetcher.get(url, headers=headers)
-    read = await asyncio.to_thread(_read_page, page.content, page.url)
+    read: FoundFeed | list[FoundFeed] = await run_cpu(_read_page, page.content, page.url)
     if isinstance(read, FoundFeed):
         return [read]
     if read:
         return read
-    return await _probe(fetcher, page.url, headers)
+    return await _probe(fetcher, page.url, headers, run_cpu)

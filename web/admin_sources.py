@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import re
 import types
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +46,7 @@ from starlette.routing import BaseRoute, Route
 
 from aggregator.config import SourceCommon, SourceConfig, parse_source
 from aggregator.connector import PollContext, Resources
+from aggregator.cpu import PARSE_BUDGET, process_pool, run_within
 from aggregator.decide import Prepared, event_time
 from aggregator.exceptions import ConfigError, ConnectorError, FetchError, ParseError, TidingsError
 from aggregator.humanize import relative_time
@@ -233,6 +234,11 @@ def _common_fields(cls: ConnectorClass) -> dict[str, FormField]:
         "track_updates": FormField(
             "track_updates", "Track updates", "checkbox", default=True,
             help="An item that changes upstream becomes an Update event.", is_option=False,
+        ),
+        "obey_hints": FormField(
+            "obey_hints", "Follow the feed's pace", "checkbox", default=True,
+            help="Its TTL, update period and caching headers may slow polling below the "
+            "interval (Retry-After always does).", is_option=False,
         ),
         "enabled": FormField(
             "enabled", "Enabled", "checkbox", default=True, help="Polled on its schedule.",
@@ -481,8 +487,16 @@ def _kind_class(kind: str) -> ConnectorClass | None:
         return None
 
 
-async def _run_cpu_in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.to_thread(fn, *args)
+def _preview_cpu(state: AppState) -> Callable[..., Awaitable[Any]]:
+    """run_cpu for a test poll in a process without a poller: a pool of one
+    parser process of the app's own, with the poller's time budget."""
+
+    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+        if state.preview_pool is None:
+            state.preview_pool = process_pool(1)
+        return await run_within(state.preview_pool, PARSE_BUDGET, fn, *args)
+
+    return run
 
 
 @asynccontextmanager
@@ -500,7 +514,7 @@ async def poll_context(state: AppState, source: SourceConfig) -> AsyncIterator[P
             source_id=source.id,
             now=now,
             resources=resources,
-            run_cpu=_run_cpu_in_thread,
+            run_cpu=_preview_cpu(state),
             http=config.http_settings,
             local_dirs=config.allowed_dirs if source.origin == "file" else (),
             base_dir=config.base_dir,
@@ -533,7 +547,10 @@ async def _find_feeds(ctx: PollContext, source: SourceConfig) -> tuple[FoundFeed
     try:
         async with asyncio.timeout(PREVIEW_TIMEOUT):
             found = await discover(
-                await fetcher(ctx), url, headers=getattr(source.options, "headers", None)
+                await fetcher(ctx),
+                url,
+                headers=getattr(source.options, "headers", None),
+                run_cpu=ctx.run_cpu,
             )
     except (FetchError, TimeoutError):
         return None  # the test's own error already says what is wrong

@@ -68,6 +68,9 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
         finally:
             if poller:
                 await poller.aclose()
+            state = app.state.tidings
+            if state.preview_pool is not None:
+                state.preview_pool.shutdown(wait=True, cancel_futures=True)
             await tail.stop()
             store.close()
 

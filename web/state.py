@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
@@ -43,6 +44,9 @@ class AppState:
     access: Access
     session_secret: str = field(repr=False)
     event_json: EventJsonCache = field(default_factory=EventJsonCache)
+    # Parses the admin's test polls when no poller runs here (one process,
+    # made on first use): a hostile page must not hold the web process.
+    preview_pool: Executor | None = None
 
 
 def app_state(conn: HTTPConnection) -> AppState:

@@ -24,14 +24,12 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
-    and_,
     bindparam,
     create_engine,
     delete,
     event,
     func,
     insert,
-    or_,
     select,
     text,
     update,
@@ -57,11 +55,6 @@ log = logging.getLogger(__name__)
 MAX_PAGE = 500
 
 
-class _Any:
-    """The default of claim_due's config_file: sources of any file."""
-
-
-ANY = _Any()
 _WRITER_LOCK = 0x7469646E  # "tidn": the PostgreSQL advisory lock all writers share
 
 _SUCCESS: dict[str, Any] = {
@@ -212,6 +205,7 @@ def source_config_json(source: SourceConfig, raw: Mapping[str, Any] | None = Non
         "audience": list(source.audience),
         "tags": list(source.tags),
         "track_updates": source.track_updates,
+        "obey_hints": source.obey_hints,
         "options": source.options.model_dump(mode="json"),
     }
 
@@ -490,16 +484,10 @@ class Store:
             raise TidingsError(f"source {source_id!r} belongs to Tidings itself")
         return row
 
-    def claim_due(
-        self, now: datetime, limit: int, lease: float, *, config_file: str | _Any | None = ANY
-    ) -> list[Claim]:
+    def claim_due(self, now: datetime, limit: int, lease: float) -> list[Claim]:
         """Take up to `limit` due sources, pushing their next poll `lease`
         seconds ahead so no other poller takes them while this one works.
-
-        With `config_file`, only the sources a poller of that file polls: the
-        file's own and those made in the web admin, never another file's. A
-        condition on the row, not a list of ids: an IN list of 10,000 ids
-        cost 39 ms a claim."""
+        Sources the poller stopped (410 Gone) are never due."""
         if limit <= 0:
             return []
         query = (
@@ -512,21 +500,26 @@ class Store:
             .order_by(sources.c.next_poll_at)
             .limit(limit)
         )
-        if not isinstance(config_file, _Any):
-            file = sources.c.config["file"].as_string()
-            same_file = file.is_(None) if config_file is None else file == config_file
-            query = query.where(
-                or_(sources.c.origin == "db", and_(sources.c.origin == "file", same_file))
-            )
         if not self.is_sqlite:
             query = query.with_for_update(skip_locked=True)
         with self._writing() as conn:
             return self._claim(conn, list(conn.scalars(query)), now + timedelta(seconds=lease))
 
     def claim(self, source_ids: Sequence[str], now: datetime, lease: float) -> list[Claim]:
-        """Take these sources now, whatever their schedule (`tidings poll`)."""
+        """Take these sources now, whatever their schedule (`tidings poll`),
+        but those the poller stopped (410 Gone): an admin resumes them first."""
         with self._writing() as conn:
-            return self._claim(conn, source_ids, now + timedelta(seconds=lease))
+            stopped = {
+                r
+                for chunk in _chunks(source_ids, 500)
+                for r in conn.scalars(
+                    select(sources.c.id).where(
+                        sources.c.id.in_(chunk), sources.c.disabled_reason.is_not(None)
+                    )
+                )
+            }
+            wanted = [i for i in source_ids if i not in stopped]
+            return self._claim(conn, wanted, now + timedelta(seconds=lease))
 
     @staticmethod
     def _claim(conn: Connection, source_ids: Sequence[str], until: datetime) -> list[Claim]:
@@ -612,6 +605,10 @@ class Store:
         ).first()
         if row is None or row.origin != "db":
             return  # the config file is the authority over its own sources
+        try:  # the new URL must pass what an admin's edit would
+            parse_source({**row.config["raw"], "url": url}, "source", "db")
+        except ConfigError:
+            return  # left reported, for an admin to judge
         old = row.config["raw"].get("url")
         config = {
             **row.config,

@@ -21,6 +21,10 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
+from aggregator.config import ALERTS_SOURCE
+
+__all__ = ["ALERTS_SOURCE"]  # where the store's users look for it
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in, aware UTC datetimes out, on every backend."""
@@ -40,9 +44,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 metadata = MetaData()
-
-# The admins-only source that failing sources raise alerts in (migration 0006).
-ALERTS_SOURCE = "tidings-alerts"
 
 sources = Table(
     "sources",

@@ -111,7 +111,7 @@ def post(client: TestClient, path: str, data: dict[str, Any] | None = None) -> h
 
 
 def new_feed(client: TestClient, **fields: str) -> httpx2.Response:
-    form = {"action": "save", "enabled": "on", "track_updates": "on", **fields}
+    form = {"action": "save", "enabled": "on", "track_updates": "on", "obey_hints": "on", **fields}
     return post(client, "/admin/sources/new?kind=feed", form)
 
 
@@ -253,7 +253,7 @@ def test_create_then_edit_disable_enable_delete(client: TestClient) -> None:
     got = post(
         client, "/admin/sources/team-blog/edit",
         {"action": "save", "title": "The team blog", "url": "https://blog.example/feed.xml",
-         "audience": "sales", "enabled": "on", "track_updates": "on"},
+         "audience": "sales", "enabled": "on", "track_updates": "on", "obey_hints": "on"},
     )  # fmt: skip
     assert got.status_code == 303 and "notice=saved" in got.headers["location"]
     status = statuses(client)["team-blog"]
@@ -262,7 +262,7 @@ def test_create_then_edit_disable_enable_delete(client: TestClient) -> None:
     got = post(
         client, "/admin/sources/team-blog/edit",
         {"action": "save", "url": "https://blog.example/feed.xml", "audience": "Admins only",
-         "enabled": "on", "track_updates": "on"},
+         "enabled": "on", "track_updates": "on", "obey_hints": "on"},
     )  # fmt: skip
     assert got.status_code == 303 and statuses(client)["team-blog"].audience == ()
     form = client.get("/admin/sources/team-blog/edit").text
@@ -398,7 +398,8 @@ def test_a_secret_is_shown_as_its_reference_never_its_value(
     tested = post(
         client, "/admin/sources/private/edit",
         {"action": "test", "url": feed_server.url(FEED), "username": "tidings",
-         "password": "env:TIDINGS_SECRET_TEST_PASSWORD", "enabled": "on", "track_updates": "on"},
+         "password": "env:TIDINGS_SECRET_TEST_PASSWORD", "enabled": "on",
+         "track_updates": "on", "obey_hints": "on"},
     )  # fmt: skip
     assert tested.status_code == 200 and "Behind a password" in tested.text
     sent = [h for path, h in feed_server.requests if path == FEED][-1]

@@ -66,11 +66,15 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
             (next_poll(NOW, interval=60, failures=failures, rng=rng) - NOW).total_seconds()
             for _ in range(50)
         }
-        assert all(base * 0.9 <= d <= base * 1.1 for d in delays)
+        assert all(base * 0.9 <= d <= base for d in delays)
         assert len(delays) > 40  # spread, not lockstep
-    assert (next_poll(NOW, interval=600, failures=30) - NOW).total_seconds() == MAX_BACKOFF
-    capped = next_poll(NOW, interval=600, failures=30, max_backoff=900) - NOW
-    assert capped.total_seconds() == 900
+    capped = {
+        (next_poll(NOW, interval=600, failures=30, rng=rng) - NOW).total_seconds()
+        for _ in range(50)
+    }
+    assert all(MAX_BACKOFF * 0.9 <= d <= MAX_BACKOFF for d in capped) and len(capped) > 40
+    lower = next_poll(NOW, interval=600, failures=30, max_backoff=900, rng=rng) - NOW
+    assert 810 <= lower.total_seconds() <= 900
 
 
 def test_hints_are_capped_by_max_interval() -> None:

@@ -4,6 +4,7 @@ and when the store refuses the write."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,13 @@ class Hangs(Works):
         raise AssertionError("unreachable")
 
 
+class Slow(Works):
+    """A feed that asks to be polled daily (a TTL of a day)."""
+
+    async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
+        return PollResult(not_modified=True, min_interval=86400)
+
+
 class Gone(Works):
     async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
         raise GoneError("HTTP 410 Gone from https://e.org/feed: the feed was removed")
@@ -63,9 +71,10 @@ class UrlOptions(ConnectorOptions):
 
 class Moves(Connector[UrlOptions]):
     Options = UrlOptions
+    target = "https://e.org/new"
 
     async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
-        return PollResult(not_modified=True, permanent_redirect="https://new.example/feed")
+        return PollResult(not_modified=True, permanent_redirect=self.target)
 
 
 class Flaky(Works):
@@ -86,6 +95,7 @@ KINDS: dict[str, Any] = {
     "hangs": Hangs,
     "gone": Gone,
     "flaky": Flaky,
+    "slow": Slow,
 }
 
 
@@ -136,7 +146,7 @@ async def test_a_crashing_connector_is_recorded_with_its_type(
     assert status.consecutive_failures == 1
     # Twice the interval, give or take the jitter.
     assert status.next_poll_at is not None
-    assert NOW + timedelta(seconds=108) <= status.next_poll_at <= NOW + timedelta(seconds=132)
+    assert NOW + timedelta(seconds=108) <= status.next_poll_at <= NOW + timedelta(seconds=120)
     assert (await poll(store, sources["works"])).error is None
 
 
@@ -235,29 +245,52 @@ async def test_gone_disables_the_source_until_an_admin_resumes_it(
     assert (entry.actor, entry.action, entry.target) == ("root", "source.resume", "gone")
 
 
-@pytest.mark.parametrize("adopt", [True, False])
-async def test_a_permanent_redirect_is_adopted_for_web_sources_only_when_set(
-    setup: tuple[Store, dict[str, SourceConfig]], monkeypatch: pytest.MonkeyPatch, adopt: bool
+@pytest.mark.parametrize(
+    ("setting", "old", "new", "adopted"),
+    [
+        (True, "https://e.org/feed", "https://e.org/feed.xml", True),  # within its origin
+        (True, "http://e.org/feed", "https://e.org/feed", True),  # an upgrade to https
+        (True, "https://e.org/feed", "https://other.example/feed", False),  # another server
+        (True, "https://e.org/feed", "http://e.org/feed", False),  # a downgrade
+        (True, "https://e.org/feed", "https://bob:pw@e.org/feed", False),  # credentials
+        (False, "https://e.org/feed", "https://e.org/feed.xml", False),  # not asked to
+    ],
+)
+async def test_a_permanent_redirect_is_adopted_only_when_safe_and_set(
+    setup: tuple[Store, dict[str, SourceConfig]],
+    monkeypatch: pytest.MonkeyPatch,
+    setting: bool,
+    old: str,
+    new: str,
+    adopted: bool,
 ) -> None:
     store, _ = setup
     monkeypatch.setattr(registry, "connector_kinds", lambda: {**KINDS, "moves": Moves})
-    made = store.create_source(
-        {"id": "web", "kind": "moves", "url": "https://old.example/feed"}, actor="root", now=NOW
-    )
-    await poll(store, made, pipeline.PollPolicy(adopt_redirects=adopt))
+    monkeypatch.setattr(Moves, "target", new)
+    made = store.create_source({"id": "web", "kind": "moves", "url": old}, actor="root", now=NOW)
+    await poll(store, made, pipeline.PollPolicy(adopt_redirects=setting))
     _, raw = store.source_table("web") or ("", {})
     [source] = [s for s in store.db_sources() if s.id == "web"]
     status = {s.id: s for s in store.source_statuses(viewer=None)}["web"]
-    if adopt:
-        assert raw["url"] == "https://new.example/feed"
-        assert source.options == UrlOptions(url="https://new.example/feed")
+    if adopted:
+        assert raw["url"] == new and source.options == UrlOptions(url=new)
         assert status.permanent_redirect is None
         [entry] = store.people.audit_log(limit=1)
         assert (entry.actor, entry.action) == ("poller", "source.redirect")
-        assert entry.detail == {
-            "old": "https://old.example/feed",
-            "new": "https://new.example/feed",
-        }
+        assert entry.detail == {"old": old, "new": new}
     else:
-        assert raw["url"] == "https://old.example/feed"
-        assert status.permanent_redirect == "https://new.example/feed"
+        assert raw["url"] == old
+        assert status.permanent_redirect == new
+
+
+@pytest.mark.parametrize(("obey", "hours"), [(True, 24), (False, 0)])
+async def test_a_source_may_ignore_the_feeds_own_pace(
+    setup: tuple[Store, dict[str, SourceConfig]], obey: bool, hours: int
+) -> None:
+    store, sources = setup
+    source = dataclasses.replace(sources["slow"], obey_hints=obey)
+    await poll(store, source)
+    status = {s.id: s for s in store.source_statuses(viewer=None)}["slow"]
+    assert status.next_poll_at is not None
+    delay = (status.next_poll_at - NOW).total_seconds()
+    assert (delay == 86400) if obey else (60 <= delay <= 66), delay  # 1m and its jitter

@@ -6,10 +6,11 @@ from sqlalchemy import text
 
 from aggregator.config import SourceConfig, parse_config
 from aggregator.decide import prepare
+from aggregator.exceptions import ConfigError
 from aggregator.filters import EventFilter
 from aggregator.store import PollRecord, Store
 from aggregator.types import Actor, EventData
-from connectors.feed import FeedConnector
+from connectors.feed import FeedConnector, FeedOptions
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -236,21 +237,22 @@ def test_a_changed_url_forgets_the_old_etag(store: Store) -> None:
     assert store.source_state("blog")[0] is None
 
 
-def test_claims_can_be_limited_to_one_files_sources_and_the_web_admins(store: Store) -> None:
+def test_a_poller_hands_back_what_it_does_not_know(store: Store) -> None:
+    from aggregator.poller import UNKNOWN_RETRY, Poller
+
     def sources(*ids: str) -> list[SourceConfig]:
         raw = [{"id": i, "kind": "feed", "url": "https://e.org/f"} for i in ids]
         return list(parse_config({"sources": raw}).sources)
 
-    store.sync_sources(sources("mine"), NOW, config_file="/etc/mine.toml")
+    mine = parse_config({"sources": [{"id": "mine", "kind": "feed", "url": "https://e.org/f"}]})
+    store.sync_sources(mine.sources, NOW, config_file="/etc/mine.toml")
     store.sync_sources(sources("theirs"), NOW, config_file="/etc/theirs.toml")
-    store.sync_sources(sources("unnamed"), NOW)  # a config that was never a file
-    store.create_source(
-        {"id": "web", "kind": "feed", "url": "https://e.org/w"}, actor="root", now=NOW
-    )
-    claimed = store.claim_due(NOW, 10, 60, config_file="/etc/mine.toml")
-    assert sorted(c.source_id for c in claimed) == ["mine", "web"]
-    assert [c.source_id for c in store.claim_due(NOW, 10, 60, config_file=None)] == ["unnamed"]
-    assert [c.source_id for c in store.claim_due(NOW, 10, 60)] == ["theirs"]  # any file
+    poller = Poller(mine, store)
+    assert [c.source_id for c in poller._claim_due(NOW, 10)] == ["mine"]
+    # "theirs" is due again soon, for a poller of its own file; until then nobody takes it.
+    assert store.claim_due(NOW, 10, 60) == []
+    later = NOW + timedelta(seconds=UNKNOWN_RETRY)
+    assert [c.source_id for c in store.claim_due(later, 10, 60)] == ["theirs"]
 
 
 def test_another_config_files_sources_are_left_alone(store: Store) -> None:
@@ -287,3 +289,50 @@ def test_new_options_keep_only_what_the_kind_carries(
     )
     store.sync_sources(config(url="https://e.org/moved").sources, NOW)
     assert store.source_state("blog")[0] == {"identity": "link"}
+
+
+def test_migration_0006_frees_the_alerts_id_and_goes_back_down(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from sqlalchemy import create_engine
+
+    import aggregator.store
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    cfg = AlembicConfig(str(Path(aggregator.store.__file__).with_name("alembic.ini")))
+    engine = create_engine(url)
+
+    def migrate(step: str, target: str) -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            cfg.attributes["connection"] = conn
+            getattr(command, step)(cfg, target)
+
+    migrate("upgrade", "0005")
+    with engine.begin() as conn:  # someone's own source, made before the id was reserved
+        conn.exec_driver_sql(
+            "INSERT INTO sources (id, kind, origin, config, enabled, consecutive_failures,"
+            " created_at) VALUES ('tidings-alerts', 'feed', 'db', '{\"audience\": [\"everyone\"]}',"
+            " 1, 0, '2026-01-01 00:00:00')"
+        )
+    store = Store(url)  # upgrades to the head
+    src = SourceConfig(
+        id="tidings-alerts-renamed", kind="feed", options=FeedOptions(url="https://e.org/f")
+    )
+    store.record_poll(src, items(("x", "X")), state=None, now=NOW, next_poll_at=NOW)
+    with store._read.connect() as conn:
+        rows = dict(conn.execute(text("SELECT id, origin FROM sources")).all())
+    assert rows == {"tidings-alerts": "system", "tidings-alerts-renamed": "db"}
+    store.close()
+    migrate("downgrade", "0005")  # a store with events goes back down
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT id FROM sources").scalars().all() == [
+            "tidings-alerts-renamed"
+        ]
+        assert conn.exec_driver_sql("SELECT count(*) FROM events").scalar() == 1
+    engine.dispose()
+
+
+def test_the_alerts_id_is_reserved() -> None:
+    with pytest.raises(ConfigError, match="'tidings-alerts' is reserved"):
+        config(id="tidings-alerts")
