@@ -33,6 +33,9 @@ MAX_CONTENT = 1_000_000  # characters of HTML (and of a connector's own summary)
 IdentityScheme: TypeAlias = Literal["guid", "link", "hash"]
 SCHEMES: tuple[IdentityScheme, ...] = ("guid", "link", "hash")  # strongest first
 CARRIED_IDS = 500  # links remembered from the last poll; a feed's window is smaller
+# Guid changes on fewer kept links prove nothing: a one-item "last build" feed
+# mints a guid per build under one link, and is no feed of unstable guids.
+MIN_KEPT = 3
 MAX_ATTACHMENTS = 20  # per item: extra is small JSON, and a gallery is not a podcast
 
 
@@ -93,15 +96,19 @@ def settle_identities(
     the identity state to keep for the next poll (`identity`, and `ids` when
     there are any), to merge into the source's state.
 
-    The scheme is the weaker of the last poll's and the strongest these items
-    support (`identity_scheme`); guids that changed for most of the links the
-    last poll saw are unstable, which means "link". So a source only ever
-    moves to a weaker scheme, until an admin clears its state. Moving costs no
+    An entry listed twice (same guid, link, title and date: one identity under
+    every scheme) counts once, so the repeat costs no scheme. The scheme is
+    the weaker of the last poll's and the strongest these items support
+    (`identity_scheme`); guids that changed for most of the links the last
+    poll saw (`_guids_unstable`) are unstable, which means "link". So a
+    source only ever moves to a weaker scheme: new options keep it
+    (`carried_identity`), deleting the source forgets it. Moving costs no
     duplicates: `ids` maps a digest of each link (unique in its poll) to the
     identity its item was given when that differs from the link, and an item
     whose link is there keeps that identity under "link" and "hash".
     """
     previous, carried = _identity_state(state)
+    items = _listed_once(items)
     if not items:  # nothing to learn from
         return [], _kept(previous, carried)
     scheme = max(previous or "guid", identity_scheme(items), key=SCHEMES.index)
@@ -120,6 +127,26 @@ def settle_identities(
         if key is not None and ident != item.url and len(ids) < CARRIED_IDS:
             ids[key] = _SURROGATE.sub("\ufffd", ident)  # as prepare() stores it
     return out, _kept(scheme, ids)
+
+
+def carried_identity(state: Mapping[str, Any] | None) -> JSONObject:
+    """The identity part of a source's state (`identity`, `ids`), junk
+    dropped: what must outlive new options for settle_identities to go on."""
+    return _kept(*_identity_state(state))
+
+
+def _listed_once(items: Sequence[EventData]) -> list[EventData]:
+    """`items` less repeats of one listing (the first wins, as in prepare).
+    Guid and link alone are not enough: feeds give distinct entries one guid
+    and one link (a proxy's), and only title or date tell those apart."""
+    seen: set[tuple[str | None, str | None, str]] = set()
+    out = []
+    for item in items:
+        key = (item.external_id, item.url, _hash_identity(item))
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
 
 
 def _kept(scheme: IdentityScheme | None, ids: dict[str, str]) -> JSONObject:
@@ -157,14 +184,18 @@ def _scheme_identity(item: EventData, scheme: IdentityScheme, unique_link: str |
 def _guids_unstable(
     items: Sequence[EventData], keys: Sequence[str | None], carried: Mapping[str, str]
 ) -> bool:
-    """Most items whose link the last poll saw now carry another guid: a feed
-    that mints its guids afresh on every fetch."""
+    """Most of at least MIN_KEPT items whose link the last poll saw now carry
+    another guid, and their old guids are gone: a feed that mints its guids
+    afresh on every fetch. (An old guid still in the poll moved to another
+    link: that is no new guid.)"""
+    guids = {i.external_id for i in items if i.external_id}
     kept = changed = 0
     for item, key in zip(items, keys, strict=True):
         if key is not None and key in carried:
             kept += 1
-            changed += carried[key] != item.external_id
-    return changed * 2 > kept
+            old = carried[key]
+            changed += old != item.external_id and old not in guids
+    return kept >= MIN_KEPT and changed * 2 > kept
 
 
 def content_hash(item: EventData) -> str:

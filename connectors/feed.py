@@ -36,7 +36,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from aggregator.connector import Connector, ConnectorOptions, PollContext
-from aggregator.decide import settle_identities
+from aggregator.decide import carried_identity, settle_identities
 from aggregator.exceptions import FetchError, ParseError
 from aggregator.sanitize import html_to_text
 from aggregator.secrets import SecretError, SecretRef
@@ -79,6 +79,13 @@ _NAME_PUNCTUATION = " \t<>()[]\"',;:"  # left around a name once its address is 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
 _BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters but tab
 _BEARER_TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces
+# The rules items are read by, kept in each poll's state as "rules" (a state
+# without it was written under rules 1). Bump it with every change to parsing
+# that alters what content_hash covers (title, summary, content, link, author,
+# tags): the first poll under new rules then rebaselines (PollResult) instead
+# of announcing each changed item as an Update. 2: the feed's author for an
+# entry without one, addresses moved out of names.
+RULES = 2
 _CREDENTIAL_HEADERS = {
     "authorization": "use token, or username and password, with an env: or file: reference",
     "proxy-authorization": "proxies are not configured per source",
@@ -197,21 +204,31 @@ class FeedConnector(Connector[FeedOptions]):
                 "allow_link_local: sources made in the web admin may not reach "
                 "link-local addresses; define the source in the config file"
             )
+        # Items stored under older rules hash differently now (a new source
+        # has none stored): this poll takes the new hashes in without Updates.
+        rebaseline = state is not None and _rules(state) != RULES
         state = state or {}
+        # A rebaseline fetches afresh: a 304 would put it off until the feed
+        # changes, and edits made by then would be taken in silently.
+        cached = {} if rebaseline else state
         path = local_path(self.options.url)
         if path is not None:
-            version, body = await read_local(path, state.get("version"), ctx)
+            version, body = await read_local(path, cached.get("version"), ctx)
             if body is None:
                 return PollResult(not_modified=True)
             parsed = await ctx.run_cpu(parse_feed, body, (ctx.base_dir / path).resolve().as_uri())
             events, identity = settle_identities(parsed.events, state)
-            return PollResult(events=events, state={"version": version, **identity})
+            return PollResult(
+                events=events,
+                state={"version": version, **identity, "rules": RULES},
+                rebaseline=rebaseline,
+            )
 
         http = await fetcher(ctx)
         got = await http.get(
             self.options.url,
-            etag=state.get("etag"),
-            last_modified=state.get("last_modified"),
+            etag=cached.get("etag"),
+            last_modified=cached.get("last_modified"),
             headers=self.options.headers,
             auth=await self._credentials(ctx),
             allow_link_local=self.options.allow_link_local,
@@ -226,10 +243,33 @@ class FeedConnector(Connector[FeedOptions]):
         events, identity = settle_identities(parsed.events, state)
         return PollResult(
             events=events,
-            state={"etag": got.etag, "last_modified": got.last_modified, **identity},
+            state={
+                "etag": got.etag,
+                "last_modified": got.last_modified,
+                **identity,
+                "rules": RULES,
+            },
             min_interval=max(got.max_age or 0, parsed.min_interval or 0) or None,
             permanent_redirect=got.permanent_redirect,
+            rebaseline=rebaseline,
         )
+
+    @classmethod
+    def carry_state(cls, state: JSONObject | None) -> JSONObject | None:
+        """The identity scheme and carried ids, or a source on "link" or "hash"
+        would announce its window again under guids after a new URL; and the
+        rules marker, whose absence from a state carried from an older
+        connector still means a rebaseline: a state from an older connector
+        carries its (older) rules number, so its next poll still rebaselines."""
+        if state is None:
+            return None
+        return {**carried_identity(state), "rules": _rules(state)}
+
+
+def _rules(state: JSONObject) -> int:
+    """The parsing rules a source's stored items were read by (RULES)."""
+    rules = state.get("rules", 1)
+    return rules if type(rules) is int else 1
 
 
 def defuse_prolog(body: bytes) -> bytes:

@@ -7,6 +7,7 @@ import html
 import json
 import os
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,9 @@ from aggregator.config import parse_config
 from aggregator.connector import PollContext, Resources
 from aggregator.decide import decide, event_time, prepare, settle_identities
 from aggregator.exceptions import ParseError
-from aggregator.store import Store
-from aggregator.types import EventData
-from connectors.feed import FeedConnector, FeedOptions, defuse_prolog, parse_feed
+from aggregator.store import PollRecord, Store
+from aggregator.types import Actor, EventData, PollResult
+from connectors.feed import RULES, FeedConnector, FeedOptions, defuse_prolog, parse_feed
 from tests.corpus import corpus, files
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -453,17 +454,22 @@ def local_context(tmp_path: Path, now: datetime) -> PollContext:
     )  # fmt: skip
 
 
-async def poll_file(
-    tmp_path: Path, body: bytes, state: dict[str, Any] | None, now: datetime
-) -> tuple[list[EventData], dict[str, Any]]:
-    """One poll of a local feed file; a rewrite makes the file new to the poll."""
-    path = tmp_path / "feed.xml"
+async def poll_once(
+    tmp_path: Path, body: bytes, state: dict[str, Any] | None, now: datetime, name: str = "feed.xml"
+) -> PollResult:
+    """One poll of a local feed file, written with `now` as its time: the
+    same body at the same time is a file the poll has seen."""
+    path = tmp_path / name
     path.write_bytes(body)
     stamp = (now - datetime(2020, 1, 1, tzinfo=UTC)).total_seconds()
     os.utime(path, (stamp, stamp))
-    result = await FeedConnector(FeedOptions(url="feed.xml")).poll(
-        state, local_context(tmp_path, now)
-    )
+    return await FeedConnector(FeedOptions(url=name)).poll(state, local_context(tmp_path, now))
+
+
+async def poll_file(
+    tmp_path: Path, body: bytes, state: dict[str, Any] | None, now: datetime
+) -> tuple[list[EventData], dict[str, Any]]:
+    result = await poll_once(tmp_path, body, state, now)
     assert result.state is not None
     return result.events, result.state
 
@@ -512,6 +518,111 @@ async def test_the_identity_scheme_lives_in_the_source_state(tmp_path: Path) -> 
     assert state["identity"] == "link"
     events, state = await poll_file(tmp_path, unique, state, NOW + timedelta(hours=2))
     assert [e.external_id for e in events] == ["g-a", "g-b"] and state["identity"] == "link"
+
+
+def rss(*items: str) -> bytes:
+    return (
+        '<rss version="2.0"><channel><title>t</title>'
+        f"<managingEditor>Jane Doe &lt;jane@e.org&gt;</managingEditor>{''.join(items)}"
+        "</channel></rss>"
+    ).encode()
+
+
+def rss_item(
+    slug: str, title: str | None = None, link: str | None = None, guid: bool = True
+) -> str:
+    guid_element = f"<guid>g-{slug}</guid>" if guid else ""
+    return (
+        f"<item><title>{title or slug}</title><link>{link or f'https://e.org/{slug}'}</link>"
+        f"<pubDate>Fri, 27 Nov 2026 10:00:00 GMT</pubDate>{guid_element}</item>"
+    )
+
+
+def feed_source(url: str) -> Any:
+    return parse_config({"sources": [{"id": "blog", "kind": "feed", "url": url}]}).sources[0]
+
+
+async def test_the_first_poll_under_new_rules_rebaselines(tmp_path: Path) -> None:
+    """Rules 2 let the feed's author stand in for entries without one: the
+    items an older connector stored hash otherwise now. Without a rebaseline
+    every one of them would come back as an Update."""
+    src, body = feed_source("feed.xml"), rss(rss_item("a"), rss_item("b"))
+    store = Store(f"sqlite:///{tmp_path}/t.db")
+    try:
+        store.sync_sources([src], NOW)
+        fresh = await poll_once(tmp_path, body, None, NOW)
+        assert not fresh.rebaseline and fresh.state is not None  # nothing stored to rebaseline
+        assert fresh.state["rules"] == RULES
+        # What the connector before rules 2 stored: no actor, no marker.
+        legacy = {k: v for k, v in fresh.state.items() if k != "rules"}
+        old_items = prepare([replace(e, actor=Actor()) for e in fresh.events])
+        assert len(store.record_poll(src, old_items, state=legacy, now=NOW, next_poll_at=NOW)) == 2
+
+        state, _ = store.source_state("blog")
+        upgraded = await poll_once(tmp_path, body, state, NOW)  # the file has not changed
+        assert upgraded.rebaseline and upgraded.state is not None
+        assert upgraded.state["rules"] == RULES
+        assert [e.actor for e in upgraded.events] == [Actor("Jane Doe", "jane@e.org")] * 2
+        record = PollRecord(
+            src, prepare(upgraded.events), upgraded.state, NOW, NOW, rebaseline=True
+        )
+        assert store.record([record]) == [[]]
+
+        # After it, polls are ordinary: an edit is an Update, a new item an event.
+        later = NOW + timedelta(hours=1)
+        edited = rss(rss_item("a", "A, corrected"), rss_item("b"), rss_item("c"))
+        state, _ = store.source_state("blog")
+        ordinary = await poll_once(tmp_path, edited, state, later)
+        assert not ordinary.rebaseline
+        ids = store.record_poll(src, prepare(ordinary.events), state=ordinary.state, now=later,
+                                next_poll_at=later)  # fmt: skip
+        stored = [store.get_event(i, viewer=None) for i in ids]
+        assert sorted((e.verb, e.title) for e in stored if e) == [
+            ("Create", "c"),
+            ("Update", "A, corrected"),
+        ]
+    finally:
+        store.close()
+
+
+async def test_new_options_keep_how_the_source_identifies_items(tmp_path: Path) -> None:
+    """The feed moved to a new address, where its entries carry guids now.
+    Its source stays on the scheme it had, so nothing is announced again."""
+    home = "https://e.org/"
+    before = [rss_item("a", guid=False), *(rss_item(s, link=home, guid=False) for s in "bc")]
+    after = [rss_item("a"), *(rss_item(s, link=home) for s in "bc")]
+    store = Store(f"sqlite:///{tmp_path}/t.db")
+    try:
+        store.sync_sources([feed_source("feed.xml")], NOW)
+        first = await poll_once(tmp_path, rss(*before), None, NOW)
+        assert first.state is not None and first.state["identity"] == "hash"
+        assert len(first.state["ids"]) == 1  # a's link is unique; its hash identity is carried
+        ids = store.record_poll(feed_source("feed.xml"), prepare(first.events), state=first.state,
+                                now=NOW, next_poll_at=NOW)  # fmt: skip
+        assert len(ids) == 3
+
+        moved = feed_source("moved.xml")
+        store.sync_sources([moved], NOW)
+        carried, _ = store.source_state("blog")
+        # The old file's version is dropped: it says nothing of the new one.
+        assert carried == {"identity": "hash", "ids": first.state["ids"], "rules": RULES}
+        later = NOW + timedelta(hours=1)
+        second = await poll_once(tmp_path, rss(*after), carried, later, name="moved.xml")
+        assert not second.rebaseline
+        assert [e.external_id for e in second.events] == [e.external_id for e in first.events]
+        assert store.record_poll(moved, prepare(second.events), state=second.state, now=later,
+                                 next_poll_at=later) == []  # fmt: skip
+    finally:
+        store.close()
+
+
+async def test_a_carried_state_from_older_rules_still_rebaselines(tmp_path: Path) -> None:
+    legacy = {"etag": '"e"', "last_modified": "x", "identity": "link", "ids": {"k": "g"}}
+    carried = FeedConnector.carry_state(legacy)
+    assert carried == {"identity": "link", "ids": {"k": "g"}, "rules": 1}  # the older rules
+    assert FeedConnector.carry_state(None) is None
+    assert FeedConnector.carry_state({"rules": RULES, "version": "v"}) == {"rules": RULES}
+    assert (await poll_once(tmp_path, rss(rss_item("a")), carried, NOW)).rebaseline
 
 
 # --- edits --------------------------------------------------------------------

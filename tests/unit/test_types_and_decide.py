@@ -1,10 +1,14 @@
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
+
 from aggregator.decide import (
     CARRIED_IDS,
     MAX_CONTENT,
     MAX_TITLE,
+    MIN_KEPT,
+    carried_identity,
     content_hash,
     decide,
     event_time,
@@ -257,6 +261,53 @@ def test_one_changed_guid_among_many_is_a_new_item_not_instability() -> None:
         [entry("fixed", links[0]), *(entry(f"g{n}", lk) for n, lk in enumerate(links) if n)], state
     )
     assert state["identity"] == "guid" and ids_of(out) == ["fixed", "g1", "g2", "g3"]
+
+
+@pytest.mark.parametrize("window", range(1, MIN_KEPT))
+def test_a_small_window_whose_guids_change_stays_on_guids(window: int) -> None:
+    """A CI "last build" feed: one link, a guid per build. Taking that for
+    minted guids would make every later build an Update of the first."""
+    links = [f"https://ci.e.org/job/{n}/lastBuild" for n in range(window)]
+    _, state = settle_identities([entry(f"build-1-{n}", lk) for n, lk in enumerate(links)], None)
+    for build in (2, 3):
+        out, state = settle_identities(
+            [entry(f"build-{build}-{n}", lk) for n, lk in enumerate(links)], state
+        )
+        assert state["identity"] == "guid"
+        assert ids_of(out) == [f"build-{build}-{n}" for n in range(window)]
+
+
+def test_guids_that_move_to_other_links_are_not_unstable() -> None:
+    """Links by position ("the top story"): each guid moves down a link as a
+    new item arrives. The old guids are still there, so none was minted."""
+    links = [f"https://e.org/top/{n}" for n in range(4)]
+    _, state = settle_identities([entry(f"g{n}", lk) for n, lk in enumerate(links)], None)
+    shifted = [entry(f"g{n - 1}", lk) for n, lk in enumerate(links)]  # g-1 is new
+    out, state = settle_identities(shifted, state)
+    assert state["identity"] == "guid" and ids_of(out) == ["g-1", "g0", "g1", "g2"]
+
+
+def test_an_entry_listed_twice_costs_no_scheme() -> None:
+    twice = entry("g1", "https://e.org/1", published=NOW)
+    out, state = settle_identities([twice, entry("g2", "https://e.org/2"), twice], None)
+    assert state["identity"] == "guid" and ids_of(out) == ["g1", "g2"]
+    assert len(state["ids"]) == 2  # the repeated link is unique again, so carried
+
+
+def test_distinct_entries_sharing_guid_and_link_stay_apart() -> None:
+    """A proxy giving every entry one guid and one link: only the title and
+    date tell the entries apart, so they are not repeats of one listing."""
+    proxy = "https://feedproxy.e.org/~r/x"
+    out, state = settle_identities(
+        [entry("https://e.org/", proxy, "A"), entry("https://e.org/", proxy, "B")], None
+    )
+    assert state["identity"] == "hash" and len(set(ids_of(out))) == 2
+
+
+def test_the_identity_part_of_a_state_is_what_carries() -> None:
+    state = {"etag": "e", "version": "v", "identity": "link", "ids": {"k": "g", "bad": 1}}
+    assert carried_identity(state) == {"identity": "link", "ids": {"k": "g"}}
+    assert carried_identity({"identity": "bogus"}) == {} == carried_identity(None)
 
 
 def test_identity_state_survives_empty_polls_and_junk() -> None:
