@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from urllib.parse import unquote, urlsplit
 
@@ -35,8 +36,18 @@ def file_size(length: object) -> str:
     return f"{number} {_SIZES[unit]}"
 
 
+def _visible(text: str) -> str:
+    """`text` without format (Cf) and control (Cc) characters. A decoded name
+    could otherwise carry a bidi override ("invoice" U+202E "gpj.exe" reads
+    as "invoiceexe.jpg"), an isolate, a zero-width or another invisible mark
+    that spoofs what the link is. app.js `fileName` drops the same."""
+    return "".join(c for c in text if unicodedata.category(c) not in ("Cf", "Cc"))
+
+
 def file_name(url: str) -> str:
-    """The last path segment of a URL, decoded, else its host."""
+    """The last path segment of a URL, decoded and stripped of invisible
+    characters (see _visible), else its host."""
     parts = urlsplit(url)
     last = next((p for p in reversed(parts.path.split("/")) if p), "")
-    return unquote(last) if last else parts.hostname or url
+    name = _visible(unquote(last))
+    return name or parts.hostname or _visible(url)

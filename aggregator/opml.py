@@ -13,10 +13,17 @@ Folders become tags: an outline with outlines inside and no xmlUrl is a
 folder, and its title is a tag of every feed below it, as is each part of a
 feed's `category` attribute ("/News/Tax,law" -> "News", "Tax", "law"). Export
 writes a source's tags back as `category`, which an import reads again.
+
+Messages show URLs redacted (no user:password, no query string): they go to
+the admin page and to the CLI's stderr, where a pasted token must not. Export
+writes the URLs whole, since the list must work in another reader, and says
+which ones carry a query string or userinfo (`Export.exposed`, and a warning
+in the log) so nobody passes the file around unawares.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 import xml.etree.ElementTree as ET
@@ -31,6 +38,10 @@ from xml.parsers import expat
 from aggregator.config import parse_source
 from aggregator.exceptions import ConfigError, TidingsError
 from aggregator.store import Store
+from aggregator.store.schema import ALERTS_SOURCE
+from aggregator.urls import carries_secrets, redact
+
+log = logging.getLogger(__name__)
 
 MAX_TITLE = 200
 MAX_DEPTH = 64  # folders in folders: readers nest a few; thousands would exhaust the stack
@@ -206,9 +217,9 @@ def parse_opml(data: bytes) -> SubscriptionList:
                     problems.append(Problem(node.line, f"{name} has no xmlUrl: not a feed"))
                 continue
             if http_host(url) is None:
-                problems.append(Problem(node.line, f"xmlUrl {url!r} is not an http(s) URL"))
+                problems.append(Problem(node.line, f"xmlUrl {redact(url)!r} is not an http(s) URL"))
             elif (seen := first_line.get(url_key(url))) is not None:
-                message = f"{url} is already on line {seen}; skipped"
+                message = f"{redact(url)} is already on line {seen}; skipped"
                 problems.append(Problem(node.line, message, duplicate=True))
             else:
                 first_line[url_key(url)] = node.line
@@ -269,7 +280,8 @@ def import_feeds(
         else:
             result.invalid += 1
     ids = [s.id for s in store.source_statuses(viewer=None)]
-    taken = {i.lower() for i in ids}
+    # source_statuses leaves out Tidings' own alerts source; its id is taken all the same.
+    taken = {i.lower() for i in (*ids, ALERTS_SOURCE)}
     known = _known_urls(store, ids)
     for outline in subscriptions.feeds:
         if url_key(outline.url) in known:
@@ -287,7 +299,8 @@ def import_feeds(
                 store.create_source(raw, actor=actor, now=now)
             except ConfigError as err:
                 reasons = "; ".join(p.removeprefix("source.") for p in err.problems)
-                result.problems.append(Problem(outline.line, f"{outline.url}: {reasons}"))
+                message = f"{redact(outline.url)}: {reasons}"
+                result.problems.append(Problem(outline.line, message))
                 result.invalid += 1
             else:
                 taken.add(raw["id"].lower())
@@ -307,18 +320,23 @@ class Export:
     document: bytes
     written: int
     left_out: list[str]  # "id (why)" of each source that is not an http(s) feed
+    # Ids of the sources written with a query string or user:password in their
+    # URL: often a token, exported as it is because the list must work elsewhere.
+    exposed: list[str] = field(default_factory=list)
 
 
 def export_opml(store: Store, *, now: datetime, title: str = "Tidings sources") -> Export:
     """Every feed source, from the config file and the web admin, as OPML 2.0
     with its tags as `category`. Other kinds, and feeds read from local files,
-    have no xmlUrl another reader could use: they are left out, and named."""
+    have no xmlUrl another reader could use: they are left out, and named.
+    URLs are written whole; those with a query string or userinfo are named
+    in `exposed` and in a logged warning (the CLI's stderr, the server log)."""
     root = ET.Element("opml", version="2.0")
     head = ET.SubElement(root, "head")
     ET.SubElement(head, "title").text = title
     ET.SubElement(head, "dateCreated").text = format_datetime(now, usegmt=True)
     body = ET.SubElement(root, "body")
-    written, left_out = 0, []
+    written, left_out, exposed = 0, [], []
     for status in store.source_statuses(viewer=None):
         if status.origin == "system":  # Tidings' own alerts: nobody subscribed to them
             continue
@@ -339,7 +357,16 @@ def export_opml(store: Store, *, now: datetime, title: str = "Tidings sources") 
             attrs["category"] = ",".join(tags)
         ET.SubElement(body, "outline", attrs)
         written += 1
+        if carries_secrets(url):
+            exposed.append(status.id)
     ET.indent(root)
     text = ET.tostring(root, encoding="unicode")
     document = f'<?xml version="1.0" encoding="UTF-8"?>\n{text}\n'.encode()
-    return Export(document, written, left_out)
+    if exposed:  # names the sources, never the URLs: the log is no place for tokens
+        log.warning(
+            "OPML export: the URLs of %d sources carry a query string or user:password, "
+            "possibly a token, and are written whole (%s); keep the file private",
+            len(exposed),
+            ", ".join(exposed),
+        )
+    return Export(document, written, left_out, exposed)

@@ -58,6 +58,7 @@ class Poller:
         self._http = config.http_settings
         self._policy = PollPolicy.of(config.poller)
         self._local_dirs = config.allowed_dirs
+        self._base_dir = config.base_dir
 
     # --- the pieces a poll needs ------------------------------------------
 
@@ -81,7 +82,7 @@ class Poller:
             run_cpu=self._run_cpu,
             http=self._http,
             local_dirs=self._local_dirs if source.origin == "file" else (),
-            base_dir=self.config.base_dir,
+            base_dir=self._base_dir,
             web_made=source.origin != "file",
         )
 

@@ -9,6 +9,7 @@ file costs one stat() and stores nothing.
 from __future__ import annotations
 
 import asyncio
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -16,6 +17,7 @@ from aggregator.connector import PollContext
 from aggregator.exceptions import FetchError
 
 
+@lru_cache(maxsize=4096)  # asked at every poll of every source
 def local_path(location: str) -> Path | None:
     """The path a `file:` URL or plain path names; None for network URLs."""
     parts = urlsplit(location)

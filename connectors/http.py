@@ -34,12 +34,12 @@ from collections.abc import AsyncIterator, Generator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 
 from aggregator.connector import HttpSettings, PollContext
 from aggregator.exceptions import FetchError, GoneError
+from aggregator.urls import redact as redact  # re-exported: connectors.feed imports it here
 
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
 PERMANENT = {301, 308}
@@ -105,20 +105,6 @@ def _auth(credentials: Credentials | None) -> httpx2.Auth | None:
     if isinstance(credentials, BearerAuth):
         return _Bearer(credentials.token)
     return None
-
-
-def redact(url: str) -> str:
-    """A URL fit for error messages, logs and the admin UI: no userinfo, no
-    query string (intranet feeds often carry tokens in either)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(malformed URL)"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    query = "?…" if parts.query else ""
-    return urlunsplit((parts.scheme, host, parts.path, "", "")) + query
 
 
 def refused_address(address: str) -> str | None:

@@ -124,7 +124,11 @@ async def get_event(request: Request) -> Response:
 
 @guard("user")
 async def list_sources(request: Request) -> Response:
-    """The sources the viewer may see. Health details are for admins."""
+    """The sources the viewer may see. Members get id, kind and title only:
+    health (errors above all) is for admins, and the setup-mode viewer who
+    also reads /metrics. An error or stop reason quotes the source's address,
+    resolver and server answers and the like, which members are not shown,
+    as they are not shown the source's URL or audience."""
     store = app_state(request).store
     principal = viewer_principal(request)
     rows = await run_in_threadpool(
@@ -148,6 +152,7 @@ async def list_sources(request: Request) -> Response:
                     "next_poll_at": when(s.next_poll_at),
                     "last_error": s.last_error,
                     "consecutive_failures": s.consecutive_failures,
+                    "disabled_reason": s.disabled_reason,  # null unless a 410 stopped it
                     "permanent_redirect": s.permanent_redirect,
                     "event_count": s.event_count,
                     "events_last_week": s.events_last_week,

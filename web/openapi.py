@@ -208,23 +208,42 @@ SCHEMAS: dict[str, Schema] = {
     "Source": {
         "type": "object",
         "required": ["id", "kind", "title"],
-        "description": "members get id, kind and title; admins also the health fields",
+        "description": "Members get id, kind and title. Admins (and the setup-mode viewer) "
+        "also get the health and configuration fields: errors quote the source's address "
+        "and what its server answered, which members are not shown.",
         "properties": {
             "id": {"type": "string"},
             "kind": {"type": "string"},
             "title": {"type": ["string", "null"]},
-            "enabled": {"type": "boolean"},
+            "enabled": {"type": "boolean", "description": "false: an admin turned it off"},
             "last_poll_at": {"type": ["string", "null"], "format": "date-time"},
             "last_success_at": {"type": ["string", "null"], "format": "date-time"},
-            "next_poll_at": {"type": ["string", "null"], "format": "date-time"},
-            "last_error": {"type": ["string", "null"]},
-            "consecutive_failures": {"type": "integer"},
+            "next_poll_at": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "when it is due; after failures, the retry",
+            },
+            "last_error": {
+                "type": ["string", "null"],
+                "description": "the last poll's error, URLs redacted; null after a success",
+            },
+            "consecutive_failures": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "polls failed in a row; [poller] alert_after of them raise an alert",
+            },
+            "disabled_reason": {
+                "type": ["string", "null"],
+                "description": "why the poller stopped the source (410 Gone): null unless "
+                "stopped; it is not polled until an admin resumes it",
+            },
             "permanent_redirect": {"type": ["string", "null"]},
             "event_count": {"type": "integer"},
             "events_last_week": {"type": "integer"},
             "audience": {"type": "array", "items": {"type": "string"}},
             "origin": {"enum": ["file", "db"]},
         },
+        "additionalProperties": False,  # a new field must be described here first
     },
     "Feeds": {
         "type": "object",

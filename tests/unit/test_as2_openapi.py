@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
+from aggregator import metrics
 from aggregator.config import parse_config
+from aggregator.store import FailureRecord
+from aggregator.store.schema import ALERTS_SOURCE
 from aggregator.types import Actor, EventData
-from tests.unit.test_streams import BASE, World, make_world, world
+from tests.unit.test_streams import BASE, NOW, World, make_world, world
 from web.app import create_app
 from web.openapi import DOCUMENT
 
@@ -140,3 +144,50 @@ def test_the_description_is_served_to_signed_in_users(world: World) -> None:
     assert res.status_code == 200 and res.json() == DOCUMENT
     # Like all of /api: 401 without credentials (the public contract).
     assert world.client.get("/api/openapi.json").status_code == 401
+
+
+def test_sources_answer_as_described_with_health_for_admins_only(world: World) -> None:
+    world.add("pub", "one")
+    later = NOW + timedelta(hours=1)
+    world.store.record(
+        [
+            FailureRecord("sec", "HTTP 503 from https://e.org/s", NOW, later),
+            FailureRecord("ops", "HTTP 410 Gone from https://e.org/o", NOW, later, gone=True),
+        ]
+    )
+    schema = Draft202012Validator(DOCUMENT["components"]["schemas"]["Source"])
+
+    admin = {s["id"]: s for s in world.get("/api/sources", "ada").json()["sources"]}
+    assert set(admin) == {"pub", "sec", "ops"}  # not Tidings' own alerts source
+    for source in admin.values():
+        schema.validate(source)  # no field the description does not name
+    assert admin["pub"]["disabled_reason"] is None
+    assert admin["sec"]["disabled_reason"] is None
+    assert admin["sec"]["last_error"] == "HTTP 503 from https://e.org/s"
+    assert admin["sec"]["consecutive_failures"] == 1
+    assert admin["sec"]["next_poll_at"] == later.isoformat()
+    assert admin["ops"]["disabled_reason"] == "HTTP 410 Gone from https://e.org/o"
+    health = {"disabled_reason", "consecutive_failures", "next_poll_at", "last_error"}
+    assert health <= set(schema.schema["properties"])
+
+    # Members see the sources their groups admit, and no health: errors and
+    # stop reasons quote the source's address, which members are not shown.
+    member = world.get("/api/sources", "max").json()["sources"]
+    assert [s["id"] for s in member] == ["pub", "sec"]
+    for source in member:
+        schema.validate(source)
+        assert set(source) == {"id", "kind", "title"}
+
+
+# --- /metrics and alerts, as docs/operations.md describes them ---------------------------
+
+
+def test_every_metric_and_the_alerts_source_are_in_operations_md() -> None:
+    # Here beside the description of /metrics; tests/unit/test_docs.py is the
+    # natural home for checks of the docs.
+    text = (Path(__file__).resolve().parents[2] / "docs/operations.md").read_text()
+    for family in metrics.REGISTRY.collect():
+        suffix = "_total" if family.type == "counter" else ""
+        row = f"| `{family.name}{suffix}` | {family.type} |"
+        assert row in text, f"{family.name} is not in the metrics table of docs/operations.md"
+    assert f"`source:{ALERTS_SOURCE}`" in text

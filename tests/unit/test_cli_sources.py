@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import getpass
 import io
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -151,6 +153,26 @@ def test_import_opml_creates_tagged_web_sources_and_reports_lines(
     assert tidings.out == "0 created, 4 already present, 1 invalid\n"
 
 
+def test_import_opml_never_prints_a_password_or_token(
+    tidings: Run, store: Store, tmp_path: Path
+) -> None:
+    path = tmp_path / "secret.opml"
+    path.write_bytes(
+        b"""<opml version="2.0"><body>
+<outline text="a" xmlUrl="https://host.example/feed?token=x"/>
+<outline text="b" xmlUrl="https://bob:s3cret@host.example/feed?token=x"/>
+<outline text="c" xmlUrl="https://bob:s3cret@other.example/feed?token=x"/>
+</body></opml>"""
+    )
+    assert tidings("import-opml", str(path)) == 0
+    assert tidings.out == "1 created, 1 already present, 1 invalid\n"
+    assert tidings.err.splitlines() == [
+        f"{path}:3: https://host.example/feed?… is already on line 2; skipped",
+        f"{path}:4: https://other.example/feed?…: url: credentials do not belong in the URL: "
+        "use username and password",
+    ]
+
+
 def test_import_opml_shows_progress_on_a_terminal(
     tidings: Run, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -205,3 +227,24 @@ def test_export_opml_writes_file_and_web_sources(
     assert tidings.out.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<opml version="2.0">')
     assert {(f.url, f.title, f.tags) for f in parse_opml(tidings.out.encode()).feeds} == feeds
     assert tidings.err == "wrote 2 feed sources\n"
+
+
+def test_export_opml_warns_on_stderr_when_a_url_carries_a_token(
+    tidings: Run, store: Store, tmp_path: Path
+) -> None:
+    url = "https://blog.example/feed?token=s3cret"
+    store.create_source({"id": "blog", "kind": "feed", "url": url}, actor="t", now=NOW)
+    out = tmp_path / "out.opml"
+    # A real process: pytest's log capture would otherwise take the warning
+    # away from stderr, which is where it must show.
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys; from aggregator.cli import main; sys.exit(main())",
+         "export-opml", "-o", str(out), "--config", str(tidings.config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert url in {f.url for f in parse_opml(out.read_bytes()).feeds}  # written whole
+    warning, wrote = run.stderr.splitlines()
+    assert "WARNING" in warning and "(blog)" in warning and "s3cret" not in warning
+    assert "query string or user:password" in warning
+    assert wrote == f"wrote 2 feed sources to {out}"

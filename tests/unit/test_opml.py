@@ -3,6 +3,7 @@ duplicates, the import through the store, and an export that imports again."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -155,10 +156,39 @@ def test_a_feed_the_store_refuses_is_invalid_with_its_line_and_reason(store: Sto
     assert [c.source_id for c in result.created] == ["ok"]
     assert result.invalid == 1
     assert result.problems == [
-        Problem(3, "https://user:pw@e.org/secret: url: credentials do not belong in the URL: "
-                   "use username and password"),
+        Problem(3, "https://e.org/secret: url: credentials do not belong in the URL: "
+                   "use username and password"),  # the password is not echoed
     ]  # fmt: skip
     assert store.source_table("ok") is not None
+
+
+SECRETS = b"""<opml version="2.0"><body>
+<outline text="ok" xmlUrl="https://host.example/feed?token=x"/>
+<outline text="twice" xmlUrl="https://bob:s3cret@host.example/feed?token=x"/>
+<outline text="ftp" xmlUrl="ftp://bob:s3cret@host.example/feed?token=x"/>
+<outline text="creds" xmlUrl="https://bob:s3cret@other.example:8443/f?token=x#frag"/>
+</body></opml>"""
+
+
+def test_problems_never_echo_passwords_or_query_strings(store: Store) -> None:
+    result = import_feeds(store, parse_opml(SECRETS), audience=None, actor="t", now=NOW)
+    assert [c.source_id for c in result.created] == ["ok"]
+    assert [p.message for p in result.problems] == [
+        "https://host.example/feed?… is already on line 2; skipped",
+        "xmlUrl 'ftp://host.example/feed?…' is not an http(s) URL",
+        "https://other.example:8443/f?…: url: credentials do not belong in the URL: "
+        "use username and password",
+    ]
+    assert not any("s3cret" in p.message or "token" in p.message for p in result.problems)
+
+
+def test_an_outline_named_like_the_alerts_source_gets_another_id(store: Store) -> None:
+    document = b"""<opml version="2.0"><body>
+<outline text="Tidings alerts" xmlUrl="https://e.org/alerts.xml"/>
+</body></opml>"""
+    result = import_feeds(store, parse_opml(document), audience=None, actor="t", now=NOW)
+    assert result.problems == []
+    assert [c.source_id for c in result.created] == ["tidings-alerts-2"]
 
 
 def test_audience_problems_name_the_bad_group() -> None:
@@ -195,3 +225,28 @@ def test_export_writes_every_http_feed_with_tags_and_imports_again(
         assert sorted(c.source_id for c in result.created) == ["ben", "web-co"]
     finally:
         fresh.close()
+
+
+def test_export_keeps_a_token_in_a_url_and_says_so(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = "https://e.org/private.xml?token=s3cret&x=1"
+    store.create_source({"id": "priv", "kind": "feed", "url": url}, actor="t", now=NOW)
+    with caplog.at_level(logging.WARNING, logger="aggregator.opml"):
+        export = export_opml(store, now=NOW)
+    assert export.exposed == ["priv"]
+    # Written whole (the list must work in another reader, and import again)...
+    assert url in {f.url for f in parse_opml(export.document).feeds}
+    # ...and said, naming the source, never the URL.
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "priv" in record.getMessage() and "s3cret" not in record.getMessage()
+    assert "query string or user:password" in record.getMessage()
+
+
+def test_export_without_secrets_warns_nothing(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="aggregator.opml"):
+        assert export_opml(store, now=NOW).exposed == []
+    assert caplog.records == []

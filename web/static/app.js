@@ -230,15 +230,21 @@
     return ul.childElementCount ? ul : null;
   }
 
+  // Format (Cf) and control (Cc) characters: a decoded name could carry a bidi
+  // override ("invoice" U+202E "gpj.exe" reads as "invoiceexe.jpg") or another
+  // invisible mark that spoofs it. aggregator/humanize.file_name drops the same.
+  const INVISIBLE = /[\p{Cc}\p{Cf}]/gu;
+
   function fileName(href) {
     const u = new URL(href);
     const last = u.pathname.split("/").filter(Boolean).pop();
-    if (!last) return u.host;
+    let name = last || "";
     try {
-      return decodeURIComponent(last);
+      name = decodeURIComponent(name);
     } catch (_) {
-      return last; // not percent-encoded UTF-8: shown as it is
+      // not percent-encoded UTF-8: shown as it is
     }
+    return name.replace(INVISIBLE, "") || u.host;
   }
 
   function humanSize(bytes) {
