@@ -733,7 +733,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("alembic", "apscheduler"):
+    # httpx2 logs every request's full URL at INFO: query-string tokens
+    # included. Our own messages name URLs through redact().
+    for noisy in ("alembic", "apscheduler", "httpx2", "httpcore2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         code: int = args.func(args)

@@ -193,3 +193,20 @@ def test_poller_processes_share_the_due_list_and_stop_cleanly(
         codes = [proc.wait(20) for proc in procs]
         log.close()
     assert codes == [0, 0], (tmp_path / "pollers.log").read_text()
+
+
+def test_the_poll_log_never_shows_a_urls_token(feed_server: FeedServer, tmp_path: Path) -> None:
+    feed_server.put("/t.xml?token=s3cret-t0ken", rss([{"guid": "1", "title": "Tokened"}]))
+    feed_server.put("/bad.xml?token=s3cret-t0ken", b"nope", status=500)
+    config = write_config(
+        tmp_path,
+        feed_source("t", feed_server.url("/t.xml?token=s3cret-t0ken"))
+        + feed_source("bad", feed_server.url("/bad.xml?token=s3cret-t0ken")),
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "aggregator.cli", "poll", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0 and "t: 1 new" in run.stdout
+    assert "bad: error: HTTP 500" in run.stdout
+    assert "s3cret-t0ken" not in run.stdout + run.stderr
