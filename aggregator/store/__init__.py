@@ -487,10 +487,11 @@ class Store:
     def claim_due(self, now: datetime, limit: int, lease: float) -> list[Claim]:
         """Take up to `limit` due sources, pushing their next poll `lease`
         seconds ahead so no other poller takes them while this one works.
-        Sources the poller stopped (410 Gone) are never due."""
+        Sources the poller stopped (410 Gone) are never due. One statement
+        (UPDATE ... RETURNING): three cost twice as much per claim."""
         if limit <= 0:
             return []
-        query = (
+        due = (
             select(sources.c.id)
             .where(
                 sources.c.enabled,
@@ -501,9 +502,15 @@ class Store:
             .limit(limit)
         )
         if not self.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
+            due = due.with_for_update(skip_locked=True)
+        claim = (
+            update(sources)
+            .where(sources.c.id.in_(due.scalar_subquery()))
+            .values(next_poll_at=now + timedelta(seconds=lease))
+            .returning(sources.c.id, sources.c.state, sources.c.consecutive_failures)
+        )
         with self._writing() as conn:
-            return self._claim(conn, list(conn.scalars(query)), now + timedelta(seconds=lease))
+            return [Claim(r.id, r.state, r.consecutive_failures) for r in conn.execute(claim)]
 
     def claim(self, source_ids: Sequence[str], now: datetime, lease: float) -> list[Claim]:
         """Take these sources now, whatever their schedule (`tidings poll`),
