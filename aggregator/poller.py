@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from aggregator.store import Claim, Store
 log = logging.getLogger(__name__)
 
 LEASE = POLL_TIMEOUT + 60  # a claimed source is not claimed again for this long
+REFRESH = 1.0  # seconds between looks for sources made in the web admin, when claiming
 UNKNOWN_RETRY = 30.0  # a claimed source this poller does not know is due again after
 
 
@@ -45,6 +47,7 @@ class Poller:
         self._on_commit = on_commit
         self._sources = {s.id: s for s in config.sources}
         self._revision: int | None = None  # of the store, when _sources was read
+        self._refreshed = float("-inf")  # time.monotonic() of the last look at the revision
         self._resources = Resources()
         self._slots = asyncio.Semaphore(config.poller.concurrency)
         self._running: dict[asyncio.Task[PollOutcome], str] = {}
@@ -90,6 +93,7 @@ class Poller:
         """Add the sources made in the web admin (re-read when the store's
         revision moves). The config file's own sources always win."""
         revision = self.store.people.revision()
+        self._refreshed = time.monotonic()
         if revision == self._revision:
             return
         found = {s.id: s for s in self.store.db_sources()}
@@ -103,7 +107,11 @@ class Poller:
         installed here) go back, due again in UNKNOWN_RETRY seconds, for
         whichever poller knows them. The claim is a condition on the row, not
         a list of known ids: an IN list of 10,000 ids cost 39 ms a claim."""
+        if time.monotonic() - self._refreshed >= REFRESH:
+            self._refresh_sources()
         claims = self.store.claim_due(now, limit, LEASE)
+        if any(c.source_id not in self._sources for c in claims):
+            self._refresh_sources()  # made in the web admin a moment ago, perhaps
         mine = [c for c in claims if c.source_id in self._sources]
         if len(mine) < len(claims):
             others = [c.source_id for c in claims if c.source_id not in self._sources]
@@ -147,7 +155,6 @@ class Poller:
         while True:
             # Claim in batches (half the slots at least): a claim is a write.
             if not exhausted and len(running) <= limit // 2:
-                await asyncio.to_thread(self._refresh_sources)
                 now = datetime.now(UTC)
                 free = limit - len(running)
                 claims = await asyncio.to_thread(self._claim_due, now, free)
@@ -169,7 +176,6 @@ class Poller:
         if self._closing:
             return
         free = self.config.poller.concurrency - len(self._running)
-        await asyncio.to_thread(self._refresh_sources)
         now = datetime.now(UTC)
         claims = await asyncio.to_thread(self._claim_due, now, free)
         if self._closing:  # closed while claiming: hand the claims back

@@ -254,6 +254,11 @@ def test_a_poller_hands_back_what_it_does_not_know(store: Store) -> None:
     assert store.claim_due(NOW, 10, 60) == []
     later = NOW + timedelta(seconds=UNKNOWN_RETRY)
     assert [c.source_id for c in store.claim_due(later, 10, 60)] == ["theirs"]
+    # One made in the web admin since the poller's last look is its own, not handed back.
+    store.create_source(
+        {"id": "web", "kind": "feed", "url": "https://e.org/w"}, actor="a", now=later
+    )
+    assert [c.source_id for c in poller._claim_due(later, 10)] == ["web"]
 
 
 def test_another_config_files_sources_are_left_alone(store: Store) -> None:
