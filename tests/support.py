@@ -18,6 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx2
+import pytest
+
+from aggregator.cli import main
+from aggregator.store import Store
 
 
 @dataclass
@@ -201,6 +205,24 @@ def write_config(directory: Path, sources: str, *, port: int = 0, extra: str = "
         + textwrap.dedent(sources)
     )
     return path
+
+
+class CliRun:
+    """Runs `tidings ...` in this process against one config file, keeping
+    what it printed; its store is `t.db` beside the config."""
+
+    def __init__(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.config = config
+        self.capsys = capsys
+        self.out = self.err = ""
+
+    def __call__(self, *args: str) -> int:
+        code = main([*args, "--config", str(self.config)])
+        self.out, self.err = self.capsys.readouterr()
+        return code
+
+    def store(self) -> Store:
+        return Store(f"sqlite:///{self.config.parent}/t.db")
 
 
 class TidingsProcess:

@@ -79,6 +79,10 @@ _FAILED = (
     )
 )
 _GONE = _FAILED.values(disabled_reason=bindparam("err"))
+# One item's latest version, by (source, external id): values added per use.
+_ENTRY_UPDATE = update(entries).where(
+    entries.c.source_id == bindparam("s"), entries.c.external_id == bindparam("x")
+)
 
 # Where alerts about failing sources go: admins only, never polled.
 ALERTS = SourceConfig(
@@ -683,15 +687,7 @@ class Store:
                 if known.get(i.external_id, i.content_hash) != i.content_hash
             ]
             if stale:
-                conn.execute(
-                    update(entries)
-                    .where(
-                        entries.c.source_id == bindparam("s"),
-                        entries.c.external_id == bindparam("x"),
-                    )
-                    .values(content_hash=bindparam("h")),
-                    stale,
-                )
+                conn.execute(_ENTRY_UPDATE.values(content_hash=bindparam("h")), stale)
         # Oldest first, so ids follow the order things happened upstream.
         fresh.sort(key=lambda p: event_time(p.data, rec.now))
         new_ids: list[int] = []
@@ -719,12 +715,7 @@ class Store:
                 )
             if changed:
                 conn.execute(
-                    update(entries)
-                    .where(
-                        entries.c.source_id == bindparam("s"),
-                        entries.c.external_id == bindparam("x"),
-                    )
-                    .values(content_hash=bindparam("h"), event_id=bindparam("e")),
+                    _ENTRY_UPDATE.values(content_hash=bindparam("h"), event_id=bindparam("e")),
                     changed,
                 )
         return new_ids

@@ -13,26 +13,10 @@ import pytest
 from aggregator.accounts import token_hash, verify_password
 from aggregator.cli import main
 from aggregator.store import Store
+from tests.support import CliRun as Run
 from tests.support import FeedServer, rss, write_config
 
 PASSWORD = "correct horse battery"
-
-
-class Run:
-    """Runs `tidings ...` in this process against one config file."""
-
-    def __init__(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        self.config = config
-        self.capsys = capsys
-        self.out = self.err = ""
-
-    def __call__(self, *args: str) -> int:
-        code = main([*args, "--config", str(self.config)])
-        self.out, self.err = self.capsys.readouterr()
-        return code
-
-    def store(self) -> Store:
-        return Store(f"sqlite:///{self.config.parent}/t.db")
 
 
 @pytest.fixture

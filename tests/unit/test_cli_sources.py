@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.cli import main
 from aggregator.decide import prepare
 from aggregator.opml import parse_opml
 from aggregator.store import FailureRecord, Store
 from aggregator.types import EventData
+from tests.support import CliRun as Run
 from tests.support import feed_source
 
 OPML = b"""<?xml version="1.0" encoding="UTF-8"?>
@@ -32,23 +32,6 @@ OPML = b"""<?xml version="1.0" encoding="UTF-8"?>
   </body>
 </opml>
 """
-
-
-class Run:
-    """Runs `tidings ...` in this process against one config file."""
-
-    def __init__(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        self.config = config
-        self.capsys = capsys
-        self.out = self.err = ""
-
-    def __call__(self, *args: str) -> int:
-        code = main([*args, "--config", str(self.config)])
-        self.out, self.err = self.capsys.readouterr()
-        return code
-
-    def store(self) -> Store:
-        return Store(f"sqlite:///{self.config.parent}/t.db")
 
 
 @pytest.fixture
