@@ -102,6 +102,8 @@ class Connector(ABC, Generic[OptionsT]):
     # Who sees a source's events when its config names no audience; mailbox
     # kinds override it with () (admins only).
     default_audience: ClassVar[tuple[str, ...]] = ("everyone",)
+    # Push kinds (webhooks) receive their events; the poller never claims them.
+    push: ClassVar[bool] = False
 
     def __init__(self, options: OptionsT) -> None:
         self.options = options

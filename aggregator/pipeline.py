@@ -94,7 +94,16 @@ async def poll_source(
     adopt = moved if moved and policy.adopt_redirects and _adoptable(source, moved) else None
     ids = await recorder.record(
         PollRecord(
-            source, items, result.state, now, when, moved, recovered, adopt, result.rebaseline
+            source,
+            items,
+            result.state,
+            now,
+            when,
+            moved,
+            recovered,
+            adopt,
+            result.rebaseline,
+            result.warning,
         )
     )
     new_ids, alert_ids = (ids[:-1], ids[-1:]) if recovered else (ids, [])

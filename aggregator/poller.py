@@ -24,6 +24,7 @@ from aggregator.connector import PollContext, Resources
 from aggregator.cpu import PARSE_BUDGET, process_pool, run_within
 from aggregator.pipeline import POLL_TIMEOUT, PollOutcome, PollPolicy, poll_source
 from aggregator.recorder import Recorder
+from aggregator.registry import first_poll
 from aggregator.store import Claim, Store
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class Poller:
             if source_ids is not None
             else [s.id for s in self._sources.values() if s.enabled]
         )
+        ids = [i for i in ids if first_poll(self._sources[i].kind, datetime.min) is not None]
         now = datetime.now(UTC)
         claims = await asyncio.to_thread(self.store.claim, ids, now, LEASE)
         return list(await asyncio.gather(*(self._poll(c, now) for c in claims)))

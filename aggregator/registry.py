@@ -8,6 +8,7 @@ so an unrelated installed plugin cannot change results.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
@@ -41,3 +42,10 @@ def connector_class(kind: str) -> ConnectorClass:
     except KeyError:
         known = ", ".join(sorted(connector_kinds())) or "none installed"
         raise TidingsError(f"unknown source kind {kind!r} (known: {known})") from None
+
+
+def first_poll(kind: str, now: datetime) -> datetime | None:
+    """When a new or changed source of `kind` is due: now, or never for a
+    push kind (and for one not installed here, which the poller hands back)."""
+    cls = connector_kinds().get(kind)
+    return None if cls is not None and cls.push else now

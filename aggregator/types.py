@@ -109,6 +109,8 @@ class PollResult:
     `min_interval` is a hint in seconds (Cache-Control max-age, a feed's TTL)
     the scheduler honours; a Retry-After travels on the ConnectorError
     instead. `permanent_redirect` is shown to admins. `rebaseline`: see below.
+    `warning` is shown to admins when the poll succeeded but not all of it
+    (items a mapping could not read; the others are stored).
     """
 
     events: list[EventData] = field(default_factory=list)
@@ -120,3 +122,4 @@ class PollResult:
     # versions (an upgrade): changed items update what is stored, silently,
     # instead of becoming Update events. New items are still events.
     rebaseline: bool = False
+    warning: str | None = None

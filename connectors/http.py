@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Generator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx2
 
@@ -68,6 +69,7 @@ class FetchResult:
     not_modified: bool = False
     permanent_redirect: str | None = None
     max_age: float | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # the final response's
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +302,31 @@ class Fetcher:
         """GET `url`. `auth` is sent to the URL's origin only, never after a
         redirect to another one. Link-local and cloud-metadata hosts are
         refused, at every hop, unless `allow_link_local`."""
+        return await self.request(
+            "GET",
+            url,
+            etag=etag,
+            last_modified=last_modified,
+            headers=headers,
+            auth=auth,
+            allow_link_local=allow_link_local,
+        )
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: Credentials | None = None,
+        allow_link_local: bool = False,
+    ) -> FetchResult:
+        """`method` `url` (with query `params` added, and a `json` body when
+        not None), under the rules of `get`."""
         request_headers = dict(headers or {})
         if etag:
             request_headers["If-None-Match"] = etag
@@ -317,8 +344,10 @@ class Fetcher:
                 async with (
                     deadline,
                     client.stream(
-                        "GET",
+                        method,
                         target,
+                        params=params,
+                        json=json,
                         headers=request_headers,
                         auth=_auth(auth),
                         extensions={_GUARD: _Guard(allow_link_local, target)},
@@ -364,6 +393,7 @@ class Fetcher:
             not_modified=resp.status_code == 304,
             permanent_redirect=moved,
             max_age=freshness_seconds(resp.headers, now),
+            headers=resp.headers,
         )
         if head.not_modified:
             await resp.aread()  # an unread (empty) body would cost the keep-alive connection

@@ -41,7 +41,7 @@ from aggregator.connector import ConnectorOptions
 from aggregator.decide import Prepared, decide, event_time
 from aggregator.exceptions import ConfigError, TidingsError
 from aggregator.filters import EventFilter
-from aggregator.registry import connector_class
+from aggregator.registry import connector_class, first_poll
 from aggregator.search import TextSearch, text_search_for
 from aggregator.store.conditions import matching, newest_id
 from aggregator.store.people import People, audit, bump_revision
@@ -61,6 +61,7 @@ _SUCCESS: dict[str, Any] = {
     "last_poll_at": bindparam("now"),
     "last_success_at": bindparam("now"),
     "last_error": None,
+    "last_warning": bindparam("warn"),
     "consecutive_failures": 0,
     "next_poll_at": bindparam("next"),
     "permanent_redirect": bindparam("moved"),
@@ -116,6 +117,7 @@ class SourceStatus:
     audience: tuple[str, ...] = ()
     events_last_week: int = 0
     disabled_reason: str | None = None  # why the poller stopped it (410 Gone)
+    last_warning: str | None = None  # what the last successful poll could not read
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,7 @@ class PollRecord:
     alert: Prepared | None = None  # "recovered", for the alerts source
     adopt_url: str | None = None  # a web-made source's new URL (a permanent redirect)
     rebaseline: bool = False  # changed items update `entries` silently (PollResult)
+    warning: str | None = None  # shown to admins: what of the poll failed (PollResult)
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +319,8 @@ class Store:
                         log.warning("source %s: the config file takes it over", src.id)
                         audit(conn, actor, "source.takeover", src.id, now)
                     if (old.config, old.enabled) != (values["config"], values["enabled"]):
-                        values["next_poll_at"] = now  # changed settings take effect at once
+                        # changed settings take effect at once
+                        values["next_poll_at"] = first_poll(src.kind, now)
                     if old.config.get("options") != values["config"]["options"]:
                         # An ETag of the old URL must not make the new one answer 304;
                         # what identifies items survives (Connector.carry_state).
@@ -331,7 +335,7 @@ class Store:
                     conn.execute(
                         insert(sources).values(
                             id=src.id,
-                            next_poll_at=now,
+                            next_poll_at=first_poll(src.kind, now),
                             consecutive_failures=0,
                             created_at=now,
                             **values,
@@ -406,7 +410,7 @@ class Store:
                     origin="db",
                     config=source_config_json(source, raw),
                     enabled=source.enabled,
-                    next_poll_at=now,
+                    next_poll_at=first_poll(source.kind, now),
                     consecutive_failures=0,
                     created_at=now,
                 )
@@ -427,7 +431,7 @@ class Store:
                 "title": source.title,
                 "config": config,
                 "enabled": source.enabled,
-                "next_poll_at": now,
+                "next_poll_at": first_poll(source.kind, now),
             }
             if old.config.get("options") != config["options"] or old.kind != source.kind:
                 values["state"] = (
@@ -453,7 +457,7 @@ class Store:
                 .values(
                     enabled=enabled,
                     config={**old.config, "raw": raw},
-                    next_poll_at=now,
+                    next_poll_at=first_poll(old.kind, now),
                     disabled_reason=None,
                 )
             )
@@ -593,6 +597,7 @@ class Store:
                     "now": r.now,
                     "next": r.next_poll_at,
                     "moved": r.permanent_redirect,
+                    "warn": r.warning,
                 }
                 if r.state is not None:
                     row["state"] = r.state

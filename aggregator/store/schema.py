@@ -66,6 +66,17 @@ sources = Table(
     Column("created_at", UTCDateTime, nullable=False),
     # Set by the poller (410 Gone): not polled until an admin resumes it (0006).
     Column("disabled_reason", Text),
+    # The last successful poll's problems (items it could not map), or None (0007).
+    Column("last_warning", Text),
+)
+
+# Webhook deliveries received, by the sender's delivery id: a replay stores nothing (0007).
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("source_id", String(64), ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
+    Column("delivery_id", String(200), primary_key=True),
+    Column("received_at", UTCDateTime, nullable=False, index=True),
 )
 
 events = Table(
