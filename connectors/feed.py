@@ -40,7 +40,7 @@ from aggregator.sanitize import html_to_text
 from aggregator.types import Actor, EventData, JSONObject, PollResult
 from connectors.files import local_path, read_local
 from connectors.http import fetcher, redact
-from connectors.httpsource import HttpSourceOptions, credentials
+from connectors.httpsource import HttpSourceOptions, request_args
 
 _ELEMENT = re.compile(rb"<\w")  # where feedparser's prolog ends
 _PROLOG_KEEP = re.compile(rb"<\?xml\b[^>]*\?>|<!DOCTYPE[^\[>]*>", re.IGNORECASE)
@@ -123,9 +123,7 @@ class FeedConnector(Connector[FeedOptions]):
             self.options.url,
             etag=cached.get("etag"),
             last_modified=cached.get("last_modified"),
-            headers=self.options.headers,
-            auth=await credentials(self.options, ctx),
-            allow_link_local=self.options.allow_link_local,
+            **await request_args(self.options, ctx),
         )
         if got.not_modified:
             return PollResult(

@@ -10,6 +10,7 @@ or file, and the value itself never reaches a log or an error.
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
@@ -131,3 +132,13 @@ async def credentials(opts: HttpSourceOptions, ctx: PollContext) -> Credentials 
         password = await ctx.secret(opts.password)
         return BasicAuth(opts.username, password)
     return None
+
+
+async def request_args(opts: HttpSourceOptions, ctx: PollContext) -> dict[str, Any]:
+    """The keyword arguments of Fetcher.request that come from the source's
+    options: its headers, credentials and address rules."""
+    return {
+        "headers": opts.headers,
+        "auth": await credentials(opts, ctx),
+        "allow_link_local": opts.allow_link_local,
+    }
