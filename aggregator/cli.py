@@ -180,6 +180,8 @@ def cmd_sources(args: argparse.Namespace) -> int:
             )
         if s.permanent_redirect:
             below.append(f"moved permanently to {s.permanent_redirect}")
+        if s.last_warning and not s.last_error:
+            below.append(f"last poll, partly: {_one_line(s.last_warning, 200)}")
         if below:
             notes[len(rows)] = below
         polled = s.enabled and not s.disabled_reason

@@ -25,11 +25,12 @@ URLs and paths up front, with a message saying why.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
 from functools import partial
@@ -47,7 +48,7 @@ from starlette.routing import BaseRoute, Route
 from aggregator.config import SourceCommon, SourceConfig, parse_source
 from aggregator.connector import PollContext, Resources
 from aggregator.cpu import PARSE_BUDGET, process_pool, run_within
-from aggregator.decide import Prepared, event_time
+from aggregator.decide import Prepared, event_time, prepare
 from aggregator.exceptions import ConfigError, ConnectorError, FetchError, ParseError, TidingsError
 from aggregator.humanize import relative_time
 from aggregator.opml import (
@@ -67,6 +68,14 @@ from aggregator.secrets import REF_MESSAGE, WEB_ENV_PREFIX, is_secret_field, is_
 from aggregator.store import SourceStatus
 from connectors.discover import FoundFeed, discover
 from connectors.http import fetcher
+from connectors.mapping import (
+    MappedOptions,
+    MappingError,
+    Preset,
+    describe_problems,
+    load_preset,
+    preset_names,
+)
 from web.auth import guard, principal_of
 from web.state import AppState, app_state
 from web.templating import render
@@ -74,7 +83,7 @@ from web.templating import render
 PREVIEW_LIMIT = 20
 FORM_ERROR = "_form"  # errors[FORM_ERROR]: problems that belong to no single field
 
-Widget = Literal["text", "number", "checkbox", "list", "mapping", "select", "secret"]
+Widget = Literal["text", "number", "checkbox", "list", "mapping", "fieldmap", "select", "secret"]
 
 NOT_LOCAL = (
     "a source made in the web admin cannot read the server's files: "
@@ -156,7 +165,9 @@ def _widget(annotation: Any) -> tuple[Widget, tuple[str, ...], str]:
     if origin in (list, tuple, set, frozenset):
         return "list", (), "1"
     if origin is dict:
-        return "mapping", (), "1"
+        # Values other than text (a field mapping's templates) get their own syntax.
+        value = get_args(base)[1] if len(get_args(base)) == 2 else str
+        return ("mapping" if value is str else "fieldmap"), (), "1"
     return "text", (), "1"
 
 
@@ -247,20 +258,38 @@ def _common_fields(cls: ConnectorClass) -> dict[str, FormField]:
     }  # fmt: skip
 
 
-# Options only a config-file source may set (parse_source refuses them otherwise).
-FILE_ONLY_OPTIONS = frozenset({"allow_link_local"})
+# Options only a config-file source may set (parse_source refuses them otherwise):
+# the address rule's escape hatch, and paths on the server's disk.
+FILE_ONLY_OPTIONS = frozenset({"allow_link_local", "client_cert", "client_key", "ca_bundle"})
+
+
+def _option_fields(cls: ConnectorClass) -> Iterator[FormField]:
+    """A kind's options as inputs. A nested table (`[sources.pagination]`)
+    becomes one input per key, named with a dot ("pagination.type"); a
+    mapping kind's `preset` is a choice among the presets shipped for it."""
+    for name, info in cls.Options.model_fields.items():
+        if name in FILE_ONLY_OPTIONS:
+            continue
+        base = _unwrap(info.annotation)
+        if isinstance(base, type) and issubclass(base, BaseModel):
+            for sub, sub_info in base.model_fields.items():
+                f = _model_field(base, sub, sub_info)
+                yield replace(
+                    f, name=f"{name}.{sub}", label=f"{_label(name)}: {f.label.lower()}",
+                    required=False,
+                )  # fmt: skip
+        elif name == "preset" and issubclass(cls.Options, MappedOptions):
+            choices = tuple(preset_names(cls.Options.preset_kind))
+            yield replace(_model_field(cls.Options, name, info), widget="select", choices=choices)
+        else:
+            yield _model_field(cls.Options, name, info)
 
 
 def form_fields(cls: ConnectorClass) -> list[FormField]:
     """The inputs of a source form for kind `cls`, in display order."""
     common = _common_fields(cls)
-    options = [
-        _model_field(cls.Options, n, i)
-        for n, i in cls.Options.model_fields.items()
-        if n not in FILE_ONLY_OPTIONS
-    ]
     head = [common.pop("id"), common.pop("title")]
-    return [*head, *options, *common.values()]
+    return [*head, *_option_fields(cls), *common.values()]
 
 
 ADMINS_ONLY = "admins only"  # what the audience field says for [] (admins see every source)
@@ -280,6 +309,44 @@ def _parse_mapping(text: str) -> dict[str, str]:
             raise ValueError(f"line {number}: write one “Name: value” per line")
         found[key.strip()] = value.strip()
     return found
+
+
+_SPEC_PREFIXES = ("template", "value")  # "title: template: {user} did {what}"
+
+
+def _parse_fieldmap(text: str) -> dict[str, Any]:
+    """A field mapping, one "field: spec" per line: a JMESPath expression,
+    or "template: ..." / "value: ..." (which no JMESPath expression starts with)."""
+    found: dict[str, Any] = {}
+    for name, spec in _parse_mapping(text).items():
+        prefix, colon, rest = spec.partition(":")
+        found[name] = {prefix: rest.strip()} if colon and prefix in _SPEC_PREFIXES else spec
+    return found
+
+
+def _fieldmap_text(value: Mapping[str, Any]) -> str:
+    lines = []
+    for name, spec in value.items():
+        if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in _SPEC_PREFIXES:
+            [(prefix, text)] = spec.items()
+            spec = f"{prefix}: {text}"
+        lines.append(f"{name}: {spec}")
+    return "\n".join(lines)
+
+
+def _put(raw: dict[str, Any], name: str, value: Any) -> None:
+    """raw[name] = value, a dotted name going into a nested table."""
+    *tables, key = name.split(".")
+    for table in tables:
+        raw = raw.setdefault(table, {})
+    raw[key] = value
+
+
+def _get(raw: Mapping[str, Any], name: str) -> Any:
+    value: Any = raw
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
 
 
 def _number(text: str, step: str) -> int | float | str:
@@ -314,7 +381,7 @@ def read_form(fields: Iterable[FormField], form: FormData) -> Submitted:
             checked = form.get(f.name) is not None
             values[f.name] = checked
             if checked != f.default:
-                raw[f.name] = checked
+                _put(raw, f.name, checked)
             continue
         given = form.get(f.name)
         text = given.strip() if isinstance(given, str) else ""
@@ -324,16 +391,17 @@ def read_form(fields: Iterable[FormField], form: FormData) -> Submitted:
         if f.name == "audience" and text.lower() == ADMINS_ONLY:
             raw[f.name] = []
         elif f.widget == "list":
-            raw[f.name] = _split_list(text)
-        elif f.widget == "mapping":
+            _put(raw, f.name, _split_list(text))
+        elif f.widget in ("mapping", "fieldmap"):
             try:
-                raw[f.name] = _parse_mapping(text)
+                parse = _parse_mapping if f.widget == "mapping" else _parse_fieldmap
+                _put(raw, f.name, parse(text))
             except ValueError as err:
                 errors[f.name] = str(err)
         elif f.widget == "number":
-            raw[f.name] = _number(text, f.step)
+            _put(raw, f.name, _number(text, f.step))
         else:
-            raw[f.name] = text
+            _put(raw, f.name, text)
         if f.widget == "secret":
             if not is_secret_ref(text):
                 values[f.name] = ""  # maybe a pasted secret: never sent back
@@ -358,7 +426,7 @@ def _problem_field(problem: str) -> tuple[str, str]:
     key = key.removeprefix("source").lstrip(".")
     if not key and "interval or cron" in reason:
         return "cron", reason
-    match = re.match(r"[A-Za-z_][A-Za-z0-9_]*", key)
+    match = re.match(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*", key)
     if match is None:
         return FORM_ERROR, _tidy(reason)
     rest = key[match.end() :]
@@ -368,6 +436,9 @@ def _problem_field(problem: str) -> tuple[str, str]:
 def _add_error(errors: dict[str, str], name: str, message: str, known: set[str]) -> None:
     if name == "id" and "should match pattern" in message:
         message = ID_RULE
+    while name not in known and "." in name:  # "headers.X-Team": the headers input
+        name, _, below = name.rpartition(".")
+        message = f"{below}: {message}"
     if name not in known:
         name, message = FORM_ERROR, f"{name}: {message}"
     if message not in errors.get(name, ""):
@@ -405,7 +476,9 @@ def form_values(fields: Iterable[FormField], raw: Mapping[str, Any]) -> dict[str
     """What a stored table looks like in the form (secrets stay references)."""
     values: dict[str, Any] = {}
     for f in fields:
-        value = raw.get(f.name, f.default if f.widget == "checkbox" else None)
+        value = _get(raw, f.name)
+        if value is None and f.widget == "checkbox":
+            value = f.default
         if f.widget == "checkbox":
             values[f.name] = bool(value)
         elif value is None:
@@ -416,6 +489,8 @@ def form_values(fields: Iterable[FormField], raw: Mapping[str, Any]) -> dict[str
             values[f.name] = ", ".join(str(v) for v in value)
         elif f.widget == "mapping" and isinstance(value, dict):
             values[f.name] = "\n".join(f"{k}: {v}" for k, v in value.items())
+        elif f.widget == "fieldmap" and isinstance(value, dict):
+            values[f.name] = _fieldmap_text(value)
         elif f.widget == "secret":
             values[f.name] = value if isinstance(value, str) and is_secret_ref(value) else ""
         else:
@@ -485,6 +560,83 @@ def _kind_class(kind: str) -> ConnectorClass | None:
         return connector_class(kind)
     except TidingsError:
         return None
+
+
+def _presets(cls: ConnectorClass) -> list[Preset]:
+    """The presets shipped for a mapping kind, for the kinds page and forms."""
+    if not issubclass(cls.Options, MappedOptions):
+        return []
+    kind = cls.Options.preset_kind
+    return [load_preset(kind, name) for name in preset_names(kind)]
+
+
+def _chosen_preset(cls: ConnectorClass, values: Mapping[str, Any]) -> Preset | None:
+    name = values.get("preset")
+    return next((p for p in _presets(cls) if p.name == name), None)
+
+
+def _payload_preview(source: SourceConfig, doc: Any, event: str | None, now: datetime) -> Preview:
+    """What a push source would store from one payload, storing nothing."""
+    options = source.options
+    if not isinstance(options, MappedOptions):
+        return Preview([], "this kind does not map payloads", now)
+    try:
+        mapped = options.mapping.map(doc, event=event)
+    except MappingError as err:
+        return Preview([], f"{source.id}: {err}", now)
+    if not mapped.events:
+        why = describe_problems(source.id, mapped) if mapped.problems else None
+        return Preview(
+            [], why or "the mapping makes no event of this payload (a rule skips it)", now
+        )
+    return Preview(prepare(mapped.events, source.tags), None, now)
+
+
+async def _sample_preview(
+    state: AppState, source: SourceConfig, form: FormData, source_id: str | None
+) -> Preview:
+    """A push source's Test: the pasted sample, else the last payload received."""
+    now = datetime.now(UTC)
+    sample = form.get("sample")
+    event = form.get("sample_event")
+    event = event.strip() or None if isinstance(event, str) else None
+    if isinstance(sample, str) and sample.strip():
+        try:
+            doc = json.loads(sample)
+        except ValueError as err:
+            return Preview([], f"the sample is not JSON: {err}", now)
+        return await asyncio.to_thread(_payload_preview, source, doc, event, now)
+    last = await asyncio.to_thread(_last_payload, state, source_id) if source_id else None
+    if last is None:
+        return Preview([], "nothing was received yet: paste a sample payload to test with", now)
+    doc, last_event = last
+    return await asyncio.to_thread(_payload_preview, source, doc, event or last_event, now)
+
+
+def _last_payload(state: AppState, source_id: str) -> tuple[Any, str | None] | None:
+    stored, _ = state.store.source_state(source_id)
+    last = (stored or {}).get("last_payload")
+    if not isinstance(last, dict) or "body" not in last:
+        return None
+    event = last.get("event")
+    return last["body"], event if isinstance(event, str) else None
+
+
+def _sample_values(form: FormData) -> dict[str, str]:
+    """A push source's pasted sample, shown back after a Test (never stored)."""
+    return {k: v for k in ("sample", "sample_event") if isinstance(v := form.get(k), str)}
+
+
+async def _test(
+    state: AppState,
+    cls: ConnectorClass,
+    source: SourceConfig,
+    form: FormData,
+    source_id: str | None = None,
+) -> Preview:
+    if cls.push:
+        return await _sample_preview(state, source, form, source_id)
+    return await run_preview(state, source, find_feeds=True)
 
 
 def _preview_cpu(state: AppState) -> Callable[..., Awaitable[Any]]:
@@ -645,12 +797,18 @@ def _form_page(
     source_id: str | None = None,
     preview: Preview | None = None,
     status_code: int = 200,
+    sample: Mapping[str, str] | None = None,
 ) -> Response:
+    base = str(request.base_url).rstrip("/")
     return render(
         request,
         "admin/sources_form.html",
         {
             "kind": kind,
+            "preset": _chosen_preset(cls, values),
+            "push": cls.push,
+            "hook_url": f"{base}/hooks/{source_id}" if source_id else f"{base}/hooks/ID",
+            "sample": sample or {},
             "fields": fields,
             "values": values,
             "errors": errors or {},
@@ -675,13 +833,19 @@ async def new_source(request: Request) -> Response:
         return render(
             request,
             "admin/sources_kinds.html",
-            {"kinds": kinds, "unknown": kind or None},
+            {
+                "kinds": [(k, _presets(c)) for k in kinds if (c := _kind_class(k)) is not None],
+                "unknown": kind or None,
+            },
             status_code=404 if kind else 200,
         )
     fields = form_fields(cls)
     if request.method == "GET":
+        # ?preset=NAME (from the kinds page) starts the form from that preset.
+        preset = request.query_params.get("preset", "")
+        start = {"preset": preset} if preset in {p.name for p in _presets(cls)} else {}
         return _form_page(
-            request, cls=cls, kind=kind, fields=fields, values=form_values(fields, {})
+            request, cls=cls, kind=kind, fields=fields, values=form_values(fields, start)
         )
     form = await request.form()
     submitted = read_form(fields, form)
@@ -694,11 +858,19 @@ async def new_source(request: Request) -> Response:
         else:
             submitted.errors["id"] = "give an id, or a title to make one from"
     source = validate(cls, fields, submitted)
-    page = partial(_form_page, request, cls=cls, kind=kind, fields=fields, values=submitted.values)
+    page = partial(
+        _form_page,
+        request,
+        cls=cls,
+        kind=kind,
+        fields=fields,
+        values=submitted.values,
+        sample=_sample_values(form),
+    )
     if source is None:
         return page(errors=submitted.errors, status_code=400)
     if form.get("action") == "test":
-        return page(preview=await run_preview(state, source, find_feeds=True))
+        return page(preview=await _test(state, cls, source, form))
     try:
         await asyncio.to_thread(
             partial(
@@ -758,11 +930,12 @@ async def edit_source(request: Request) -> Response:
         fields=fields,
         values=submitted.values,
         source_id=source_id,
+        sample=_sample_values(form),
     )
     if source is None:
         return page(errors=submitted.errors, status_code=400)
     if form.get("action") == "test":
-        return page(preview=await run_preview(state, source, find_feeds=True))
+        return page(preview=await _test(state, cls, source, form, source_id))
     try:
         await asyncio.to_thread(
             partial(

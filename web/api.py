@@ -151,6 +151,7 @@ async def list_sources(request: Request) -> Response:
                     "last_success_at": when(s.last_success_at),
                     "next_poll_at": when(s.next_poll_at),
                     "last_error": s.last_error,
+                    "last_warning": s.last_warning,  # what a successful poll could not read
                     "consecutive_failures": s.consecutive_failures,
                     "disabled_reason": s.disabled_reason,  # null unless a 410 stopped it
                     "permanent_redirect": s.permanent_redirect,
