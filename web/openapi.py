@@ -227,6 +227,11 @@ SCHEMAS: dict[str, Schema] = {
                 "type": ["string", "null"],
                 "description": "the last poll's error, URLs redacted; null after a success",
             },
+            "last_warning": {
+                "type": ["string", "null"],
+                "description": "what the last successful poll could not read (items a "
+                "mapping could not map; the others were stored), or null",
+            },
             "consecutive_failures": {
                 "type": "integer",
                 "minimum": 0,
