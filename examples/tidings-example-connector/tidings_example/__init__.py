@@ -1,0 +1,1 @@
+"""An example Tidings plugin: the `statuspage` connector kind."""
