@@ -81,7 +81,7 @@ def _render(parts: tuple[str | ParsedResult, ...], item: Any) -> str:
             continue
         value = part.search(item)
         if isinstance(value, list):
-            value = ", ".join(str(v) for v in value if isinstance(v, str | int | float))
+            value = ", ".join(_scalar_text(v) for v in value if _is_scalar(v))
         elif isinstance(value, bool):
             value = "yes" if value else "no"
         elif value is None or isinstance(value, dict):
@@ -100,6 +100,12 @@ def _expression(text: str, where: str) -> ParsedResult:
         raise MappingError(f"{where}: invalid JMESPath {text!r}: {reason}") from None
 
 
+def _literal(text: str, where: str) -> str:
+    if "{" in text or "}" in text:
+        raise MappingError(f"{where}: a lone brace in the template; write {{{{ or }}}} for one")
+    return text
+
+
 def compile_spec(spec: FieldSpecInput, where: str) -> Spec:
     if isinstance(spec, str):
         return Spec(spec, expression=_expression(spec, where))
@@ -108,11 +114,11 @@ def compile_spec(spec: FieldSpecInput, where: str) -> Spec:
         parts: list[str | ParsedResult] = []
         pos = 0
         for m in _PLACEHOLDER.finditer(text):
-            parts.append(text[pos : m.start()])
+            parts.append(_literal(text[pos : m.start()], where))
             token = m.group(0)
             parts.append(token[0] if token in ("{{", "}}") else _expression(m.group(1), where))
             pos = m.end()
-        parts.append(text[pos:])
+        parts.append(_literal(text[pos:], where))
         return Spec(text, template=tuple(p for p in parts if p != ""))
     if isinstance(spec, dict) and set(spec) == {"value"}:
         return Spec(repr(spec["value"]), value=spec["value"])
@@ -234,7 +240,7 @@ class FieldMapping:
                 if name == "id":
                     return None
                 continue
-            if raw is None:
+            if raw is None or raw is False:  # `a && b` gives false for "not there"
                 continue
             try:
                 values[name] = _coerce(name, raw, base_url)
@@ -279,7 +285,7 @@ def _coerce(name: str, value: Any, base_url: str | None) -> Any:
         return when
     if name == "tags":
         values = value if isinstance(value, list) else [value]
-        tags = [_scalar_text(v) for v in values if isinstance(v, str | int | float)]
+        tags = [_scalar_text(v) for v in values if _is_scalar(v)]
         if not tags and values:
             raise ValueError(f"expected text or a list of text, got a list of {_type(values[0])}")
         return tuple(t.strip() for t in tags if t and t.strip())
@@ -294,6 +300,11 @@ def _coerce(name: str, value: Any, base_url: str | None) -> Any:
     if name == "id" and not text:
         raise ValueError("empty id")
     return text or None if name in _TEXT_FIELDS - {"title", "summary", "content_html"} else text
+
+
+def _is_scalar(value: Any) -> bool:
+    """Text or a number; not a boolean, which is no tag or word."""
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
 
 
 def _scalar_text(value: str | int | float) -> str:

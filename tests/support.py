@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -44,11 +45,16 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class FeedServer:
-    """Serves whatever the test puts in `resources`, honouring If-None-Match."""
+    """Serves whatever the test puts in `resources`, honouring If-None-Match.
+
+    A POST is answered by `on_post(path, body)` when a test sets it, else by
+    `resources[path]`; its body is kept in `posted`."""
 
     def __init__(self) -> None:
         self.resources: dict[str, Resource] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.posted: list[tuple[str, bytes]] = []
+        self.on_post: Callable[[str, bytes], Resource | None] | None = None
         self._lock = threading.Condition()
         self._stopping = threading.Event()
         server = self
@@ -77,6 +83,20 @@ class FeedServer:
                     return
                 if res.drip:
                     self._drip(res)
+                    return
+                self._send(res.status, res.body, res.content_type, res.etag, res.headers)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length > 0 else b""
+                with server._lock:
+                    server.requests.append((self.path, dict(self.headers)))
+                    server.posted.append((self.path, body))
+                    server._lock.notify_all()
+                    respond = server.on_post
+                    res = respond(self.path, body) if respond else server.resources.get(self.path)
+                if res is None:
+                    self._send(404, b"not found", "text/plain")
                     return
                 self._send(res.status, res.body, res.content_type, res.etag, res.headers)
 
