@@ -32,8 +32,8 @@ from typing import Any, ClassVar
 from urllib.parse import urljoin
 
 import jmespath
+from jmespath import visitor
 from jmespath.exceptions import JMESPathError
-from jmespath.parser import ParsedResult
 from pydantic import Field, PrivateAttr, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -50,6 +50,30 @@ MAX_PROBLEMS = 20  # problems reported per document; the rest are counted
 _EPOCH_MS = 100_000_000_000  # a larger epoch number is milliseconds (Jenkins), not seconds
 
 FieldSpecInput = str | dict[str, Any]
+_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+# One interpreter for every search: jmespath's own `search` builds a new one
+# each call, which was most of the cost of mapping an item.
+_INTERPRETER = visitor.TreeInterpreter()
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    """A compiled JMESPath expression. A plain dotted path (most fields) is
+    looked up directly, with JMESPath's meaning: null where a key is missing
+    or a step is not an object."""
+
+    text: str
+    ast: Any  # jmespath's parse tree
+    path: tuple[str, ...] | None
+
+    def search(self, value: Any) -> Any:
+        if self.path is None:
+            return _INTERPRETER.visit(self.ast, value)
+        for key in self.path:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        return value
 
 
 class MappingError(ValueError):
@@ -61,8 +85,8 @@ class Spec:
     """One compiled field spec."""
 
     source: str  # as written, for messages
-    expression: ParsedResult | None = None
-    template: tuple[str | ParsedResult, ...] | None = None
+    expression: Expr | None = None
+    template: tuple[str | Expr, ...] | None = None
     value: Any = None
 
     def __call__(self, item: Any) -> Any:
@@ -73,7 +97,7 @@ class Spec:
         return self.value
 
 
-def _render(parts: tuple[str | ParsedResult, ...], item: Any) -> str:
+def _render(parts: tuple[str | Expr, ...], item: Any) -> str:
     out = []
     for part in parts:
         if isinstance(part, str):
@@ -90,14 +114,16 @@ def _render(parts: tuple[str | ParsedResult, ...], item: Any) -> str:
     return " ".join("".join(out).split())  # a missing part leaves no double space
 
 
-def _expression(text: str, where: str) -> ParsedResult:
+def _expression(text: str, where: str) -> Expr:
     if not isinstance(text, str) or not text.strip():
         raise MappingError(f"{where}: expected a JMESPath expression")
     try:
-        return jmespath.compile(text)
+        parsed = jmespath.compile(text)
     except JMESPathError as err:
         reason = str(err).splitlines()[0]
         raise MappingError(f"{where}: invalid JMESPath {text!r}: {reason}") from None
+    path = tuple(text.strip().split(".")) if _PATH.fullmatch(text.strip()) else None
+    return Expr(text, parsed.parsed, path)
 
 
 def _literal(text: str, where: str) -> str:
@@ -111,7 +137,7 @@ def compile_spec(spec: FieldSpecInput, where: str) -> Spec:
         return Spec(spec, expression=_expression(spec, where))
     if isinstance(spec, dict) and set(spec) == {"template"} and isinstance(spec["template"], str):
         text = spec["template"]
-        parts: list[str | ParsedResult] = []
+        parts: list[str | Expr] = []
         pos = 0
         for m in _PLACEHOLDER.finditer(text):
             parts.append(_literal(text[pos : m.start()], where))
@@ -130,7 +156,7 @@ def compile_spec(spec: FieldSpecInput, where: str) -> Spec:
 @dataclass(frozen=True, slots=True)
 class Rule:
     events: frozenset[str] | None  # event types it applies to; None: any
-    when: ParsedResult | None
+    when: Expr | None
     fields: dict[str, Spec]
     skip: bool = False
 
@@ -176,7 +202,7 @@ class Mapped:
 
 @dataclass(frozen=True)
 class FieldMapping:
-    items: ParsedResult | None  # None: the document is the one item
+    items: Expr | None  # None: the document is the one item
     items_source: str
     fields: dict[str, Spec]
     rules: tuple[Rule, ...] = ()
@@ -415,7 +441,7 @@ class MappedOptions(ConnectorOptions):
             preset = load_preset(cls.preset_kind, str(data["preset"]))
         except MappingError as err:
             raise _option_error(str(err)) from None
-        return {**preset.options, **data}
+        return _merged(preset.options, data)
 
     @model_validator(mode="after")
     def _compile(self) -> MappedOptions:
@@ -428,6 +454,18 @@ class MappedOptions(ConnectorOptions):
     @property
     def mapping(self) -> FieldMapping:
         return self._mapping
+
+
+def _merged(defaults: JSONObject, given: JSONObject) -> JSONObject:
+    """`given` over `defaults`, table by table: a source that sets one key of
+    the preset's [pagination] keeps the preset's other keys."""
+    out = dict(defaults)
+    for key, value in given.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict) and key != "fields":
+            value = _merged(old, value)
+        out[key] = value
+    return out
 
 
 def build_mapping(kind: str, opts: MappedOptions, default_items: str | None) -> FieldMapping:

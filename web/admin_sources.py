@@ -83,7 +83,9 @@ from web.templating import render
 PREVIEW_LIMIT = 20
 FORM_ERROR = "_form"  # errors[FORM_ERROR]: problems that belong to no single field
 
-Widget = Literal["text", "number", "checkbox", "list", "mapping", "fieldmap", "select", "secret"]
+Widget = Literal[
+    "text", "number", "checkbox", "list", "mapping", "fieldmap", "json", "select", "secret"
+]
 
 NOT_LOCAL = (
     "a source made in the web admin cannot read the server's files: "
@@ -282,7 +284,10 @@ def _option_fields(cls: ConnectorClass) -> Iterator[FormField]:
             choices = tuple(preset_names(cls.Options.preset_kind))
             yield replace(_model_field(cls.Options, name, info), widget="select", choices=choices)
         else:
-            yield _model_field(cls.Options, name, info)
+            f = _model_field(cls.Options, name, info)
+            # Only a mapping's `fields` has the "field: spec" syntax; another
+            # table of values that are not all text (a POST body) is JSON.
+            yield replace(f, widget="json") if f.widget == "fieldmap" and name != "fields" else f
 
 
 def form_fields(cls: ConnectorClass) -> list[FormField]:
@@ -398,6 +403,16 @@ def read_form(fields: Iterable[FormField], form: FormData) -> Submitted:
                 _put(raw, f.name, parse(text))
             except ValueError as err:
                 errors[f.name] = str(err)
+        elif f.widget == "json":
+            try:
+                value = json.loads(text)
+            except ValueError as err:
+                errors[f.name] = f"not JSON: {err}"
+            else:
+                if isinstance(value, dict):
+                    _put(raw, f.name, value)
+                else:
+                    errors[f.name] = 'give a JSON object, such as {"query": "..."}'
         elif f.widget == "number":
             _put(raw, f.name, _number(text, f.step))
         else:
@@ -491,6 +506,8 @@ def form_values(fields: Iterable[FormField], raw: Mapping[str, Any]) -> dict[str
             values[f.name] = "\n".join(f"{k}: {v}" for k, v in value.items())
         elif f.widget == "fieldmap" and isinstance(value, dict):
             values[f.name] = _fieldmap_text(value)
+        elif f.widget == "json" and isinstance(value, dict):
+            values[f.name] = json.dumps(value, indent=2, ensure_ascii=False)
         elif f.widget == "secret":
             values[f.name] = value if isinstance(value, str) and is_secret_ref(value) else ""
         else:
