@@ -325,6 +325,19 @@ def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db
             refused.append(f"{where}.url: sources made in the web admin fetch http(s) URLs only")
         if getattr(options, "allow_link_local", False):
             refused.append(f"{where}.allow_link_local: only sources in the config file may set it")
+        for name in ("ca_bundle", "client_cert", "client_key"):  # files on the server's disk
+            if getattr(options, name, None) is not None:
+                refused.append(f"{where}.{name}: only sources in the config file may name files")
+        if getattr(options, "auth", None) == "negotiate" and not getattr(options, "username", ""):
+            refused.append(
+                f"{where}.auth: negotiate without username and password uses the server's own "
+                "Kerberos credentials; only sources in the config file may do that"
+            )
+        if common.kind == "webhook" and getattr(options, "signature", None) == "none":
+            refused.append(
+                f"{where}.signature: an unsigned webhook takes events from anyone; "
+                "only sources in the config file may accept that"
+            )
         if refused:
             raise ConfigError(refused)
     return SourceConfig(

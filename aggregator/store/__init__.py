@@ -45,7 +45,13 @@ from aggregator.registry import connector_class, first_poll
 from aggregator.search import TextSearch, text_search_for
 from aggregator.store.conditions import matching, newest_id
 from aggregator.store.people import People, audit, bump_revision
-from aggregator.store.schema import ALERTS_SOURCE, entries, events, sources
+from aggregator.store.schema import (
+    ALERTS_SOURCE,
+    entries,
+    events,
+    sources,
+    webhook_deliveries,
+)
 from aggregator.store.streams import Streams
 from aggregator.types import Actor, Event, JSONObject
 from aggregator.visibility import Viewer
@@ -80,6 +86,20 @@ _FAILED = (
     )
 )
 _GONE = _FAILED.values(disabled_reason=bindparam("err"))
+# A webhook delivery committed: the source is healthy (its schedule stays: push
+# sources are never due); with its payload, for the admin's Test.
+_DELIVERED = (
+    update(sources)
+    .where(sources.c.id == bindparam("sid"))
+    .values(
+        last_poll_at=bindparam("now"),
+        last_success_at=bindparam("now"),
+        last_error=None,
+        last_warning=bindparam("warn"),
+        consecutive_failures=0,
+    )
+)
+_DELIVERED_WITH_STATE = _DELIVERED.values(state=bindparam("state"))
 # One item's latest version, by (source, external id): values added per use.
 _ENTRY_UPDATE = update(entries).where(
     entries.c.source_id == bindparam("s"), entries.c.external_id == bindparam("x")
@@ -143,6 +163,18 @@ class PollRecord:
     adopt_url: str | None = None  # a web-made source's new URL (a permanent redirect)
     rebaseline: bool = False  # changed items update `entries` silently (PollResult)
     warning: str | None = None  # shown to admins: what of the poll failed (PollResult)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """A webhook delivery that passed its signature check, mapped and prepared."""
+
+    source: SourceConfig
+    delivery_id: str
+    items: Sequence[Prepared]
+    now: datetime
+    payload: JSONObject | None = None  # kept as state["last_payload"], for the admin's Test
+    warning: str | None = None  # what of the payload could not be mapped
 
 
 @dataclass(frozen=True, slots=True)
@@ -673,6 +705,146 @@ class Store:
     ) -> None:
         self.record([FailureRecord(source_id, error, now, next_poll_at)])
 
+    # --- webhook deliveries ------------------------------------------------
+
+    def record_delivery(self, rec: DeliveryRecord) -> list[int] | None:
+        """Commit one delivery (see record_deliveries): its new event ids,
+        oldest first; None when it was received before (nothing is written)."""
+        return self.record_deliveries([rec])[0]
+
+    def record_deliveries(self, records: Sequence[DeliveryRecord]) -> list[list[int] | None]:
+        """Commit webhook deliveries in ONE transaction (group commit): for
+        each, its delivery id (so a replay stores nothing), its new or changed
+        events, and its source's health and last payload. Returns per record
+        its new event ids, oldest first, or None for a delivery received
+        before, in this batch or earlier: nothing of it is written.
+
+        The check for earlier deliveries runs under the writer lock (SQLite's
+        one writer, PostgreSQL's advisory lock), so two copies of a delivery
+        racing in can never both be stored."""
+        results: list[list[int] | None] = [None] * len(records)
+        with self._writing() as conn:
+            seen = self._seen_deliveries(conn, records)
+            fresh: list[int] = []  # indexes into records
+            for i, rec in enumerate(records):
+                key = (rec.source.id, rec.delivery_id)
+                if key not in seen:
+                    seen.add(key)
+                    fresh.append(i)
+            if not fresh:
+                return results
+            conn.execute(
+                insert(webhook_deliveries),
+                [
+                    {"source_id": r.source.id, "delivery_id": r.delivery_id, "received_at": r.now}
+                    for r in (records[i] for i in fresh)
+                ],
+            )
+            for chunk in _delivery_chunks([(i, records[i]) for i in fresh]):
+                for i, ids in self._append_deliveries(conn, chunk).items():
+                    results[i] = ids
+            self._delivered(conn, [records[i] for i in fresh])
+        return results
+
+    @staticmethod
+    def _delivered(conn: Connection, records: Sequence[DeliveryRecord]) -> None:
+        """Each source's health after its newest delivery, and its newest payload."""
+        rows: dict[str, dict[str, Any]] = {}
+        for rec in records:  # oldest first: the newest wins
+            row = rows.setdefault(rec.source.id, {"sid": rec.source.id})
+            row.update(now=rec.now, warn=rec.warning)
+            if rec.payload is not None:
+                row["state"] = {"last_payload": rec.payload}
+        for with_state in (True, False):
+            same = [r for r in rows.values() if ("state" in r) == with_state]
+            if same:
+                conn.execute(_DELIVERED_WITH_STATE if with_state else _DELIVERED, same)
+
+    @staticmethod
+    def _seen_deliveries(
+        conn: Connection, records: Sequence[DeliveryRecord]
+    ) -> set[tuple[str, str]]:
+        """Which of these (source, delivery id) pairs were received before."""
+        wanted: dict[str, list[str]] = {}
+        for rec in records:
+            wanted.setdefault(rec.source.id, []).append(rec.delivery_id)
+        seen: set[tuple[str, str]] = set()
+        for source_id, ids in wanted.items():
+            for chunk in _chunks(ids, 500):
+                found = conn.scalars(
+                    select(webhook_deliveries.c.delivery_id).where(
+                        webhook_deliveries.c.source_id == source_id,
+                        webhook_deliveries.c.delivery_id.in_(chunk),
+                    )
+                )
+                seen.update((source_id, d) for d in found)
+        return seen
+
+    def _append_deliveries(
+        self, conn: Connection, chunk: Sequence[tuple[int, DeliveryRecord]]
+    ) -> dict[int, list[int]]:
+        """Append the items of deliveries to one source that share no item
+        identity, as one poll would; the new event ids per delivery."""
+        first = chunk[0][1]
+        items = [item for _, rec in chunk for item in rec.items]
+        if not items:
+            return {i: [] for i, _ in chunk}
+        newest = max(rec.now for _, rec in chunk)
+        new_ids = self._append(conn, PollRecord(first.source, items, None, newest, newest))
+        if len(chunk) == 1:
+            return {chunk[0][0]: new_ids}
+        # Which delivery each new event came from: by its identity, unique in the chunk.
+        made: dict[str, int] = {}
+        new = set(new_ids)
+        for part in _chunks([item.external_id for item in items], 500):
+            made.update(
+                (r.external_id, r.event_id)
+                for r in conn.execute(
+                    select(entries.c.external_id, entries.c.event_id).where(
+                        entries.c.source_id == first.source.id, entries.c.external_id.in_(part)
+                    )
+                )
+                if r.event_id in new
+            )
+        return {
+            i: sorted(made[x.external_id] for x in rec.items if x.external_id in made)
+            for i, rec in chunk
+        }
+
+    def delivery_seen(self, source_id: str, delivery_id: str) -> bool:
+        with self._read.connect() as conn:
+            found = conn.scalar(
+                select(webhook_deliveries.c.received_at).where(
+                    webhook_deliveries.c.source_id == source_id,
+                    webhook_deliveries.c.delivery_id == delivery_id,
+                )
+            )
+        return found is not None
+
+    def record_delivery_failure(
+        self, source_id: str, error: str, *, now: datetime, payload: JSONObject | None = None
+    ) -> None:
+        """Show admins why a delivery was refused; `payload` (only ever an
+        authenticated one) becomes the last payload, to test a fix on. The
+        schedule is left alone: push sources are never due."""
+        values: dict[str, Any] = {
+            "last_error": error,
+            "last_error_at": now,
+            "consecutive_failures": sources.c.consecutive_failures + 1,
+        }
+        if payload is not None:
+            values["state"] = {"last_payload": payload}
+        with self._writing() as conn:
+            conn.execute(update(sources).where(sources.c.id == source_id).values(**values))
+
+    def forget_deliveries(self, before: datetime) -> int:
+        """Drop delivery ids received before `before`; how many went. An event
+        that was stored stays deduplicated by its identity after that."""
+        with self._writing() as conn:
+            return conn.execute(
+                delete(webhook_deliveries).where(webhook_deliveries.c.received_at < before)
+            ).rowcount
+
     def _append(self, conn: Connection, rec: PollRecord) -> list[int]:
         """Append a poll's new and changed items; their ids, oldest first."""
         source = rec.source
@@ -909,6 +1081,25 @@ def _carried(kind: str, state: JSONObject | None) -> JSONObject | None:
         return connector_class(kind).carry_state(state)
     except TidingsError:  # the kind is gone: nothing to keep
         return None
+
+
+def _delivery_chunks(
+    records: Sequence[tuple[int, DeliveryRecord]],
+) -> Iterator[list[tuple[int, DeliveryRecord]]]:
+    """Consecutive deliveries to one source that share no item identity:
+    each such run is appended as one poll's items would be. (An item sent
+    twice, opened then edited, must be compared with its first version.)"""
+    chunk: list[tuple[int, DeliveryRecord]] = []
+    ids: set[str] = set()
+    for i, rec in records:
+        mine = {item.external_id for item in rec.items}
+        if chunk and (rec.source.id != chunk[0][1].source.id or not ids.isdisjoint(mine)):
+            yield chunk
+            chunk, ids = [], set()
+        chunk.append((i, rec))
+        ids |= mine
+    if chunk:
+        yield chunk
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
