@@ -76,6 +76,7 @@ from connectors.mapping import (
     load_preset,
     preset_names,
 )
+from connectors.webhook import WebhookOptions, map_payload
 from web.auth import guard, principal_of
 from web.state import AppState, app_state
 from web.templating import render
@@ -262,7 +263,9 @@ def _common_fields(cls: ConnectorClass) -> dict[str, FormField]:
 
 # Options only a config-file source may set (parse_source refuses them otherwise):
 # the address rule's escape hatch, and paths on the server's disk.
-FILE_ONLY_OPTIONS = frozenset({"allow_link_local", "client_cert", "client_key", "ca_bundle"})
+FILE_ONLY_OPTIONS = frozenset(
+    {"allow_link_local", "client_cert", "client_key", "client_key_password", "ca_bundle"}
+)
 
 
 def _option_fields(cls: ConnectorClass) -> Iterator[FormField]:
@@ -595,10 +598,10 @@ def _chosen_preset(cls: ConnectorClass, values: Mapping[str, Any]) -> Preset | N
 def _payload_preview(source: SourceConfig, doc: Any, event: str | None, now: datetime) -> Preview:
     """What a push source would store from one payload, storing nothing."""
     options = source.options
-    if not isinstance(options, MappedOptions):
+    if not isinstance(options, WebhookOptions):
         return Preview([], "this kind does not map payloads", now)
     try:
-        mapped = options.mapping.map(doc, event=event)
+        mapped = map_payload(options, doc, event=event, delivery="test")
     except MappingError as err:
         return Preview([], f"{source.id}: {err}", now)
     if not mapped.events:

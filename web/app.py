@@ -22,7 +22,19 @@ from aggregator.config import Config
 from aggregator.poller import Poller
 from aggregator.secrets import resolve_secret
 from aggregator.store import Store
-from web import admin_people, admin_sources, api, as2, feeds, live, login, openapi, pages, streams
+from web import (
+    admin_people,
+    admin_sources,
+    api,
+    as2,
+    feeds,
+    hooks,
+    live,
+    login,
+    openapi,
+    pages,
+    streams,
+)
 from web.access import Access
 from web.auth import Authenticate, Sessions
 from web.security import BodyLimit, SecurityHeaders
@@ -55,6 +67,7 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
         else:
             secret = await asyncio.to_thread(store.people.session_secret)
         app.state.tidings = AppState(config, store, bus, tail, poller, access, secret)
+        app.state.webhooks = hooks.WebhookReceiver(config, store, on_commit=tail.nudge)
         tail.start()
         if poller:
             poller.start()
@@ -71,6 +84,7 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
             state = app.state.tidings
             if state.preview_pool is not None:
                 state.preview_pool.shutdown(wait=True, cancel_futures=True)
+            await app.state.webhooks.aclose()  # deliveries under way are answered
             await tail.stop()
             store.close()
 
@@ -101,6 +115,7 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
         Route("/api/openapi.json", openapi.openapi_json),
         Route("/feeds/{token}/{stream}.{format}", feeds.personal_feed),
         WebSocketRoute("/ws", live.websocket_endpoint),
+        Route("/hooks/{source_id}", hooks.receive, methods=["POST"]),
         *admin_sources.routes,
         *admin_people.routes,
         Mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static"),
@@ -109,7 +124,8 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
         Middleware(TrustedHostMiddleware, allowed_hosts=config.server.trusted_hosts),
         Middleware(live.KeepRawSend),
         Middleware(SecurityHeaders),
-        Middleware(BodyLimit, limit=config.server.max_request_bytes),
+        # Webhooks take each source's own max_bytes (web.hooks).
+        Middleware(BodyLimit, limit=config.server.max_request_bytes, exempt=("/hooks/",)),
         Middleware(Sessions),
         Middleware(Authenticate),
     ]

@@ -43,7 +43,8 @@ from web.state import app_state
 log = logging.getLogger(__name__)
 
 PRINCIPAL = "tidings.principal"
-ANONYMOUS = ("/static/", "/healthz", "/readyz")
+# /hooks/: webhook senders prove who they are per source (web.hooks), never as users.
+ANONYMOUS = ("/static/", "/healthz", "/readyz", "/hooks/")
 FORWARDING_HEADERS = (
     "forwarded", "x-forwarded-for", "x-real-ip", "via", "x-forwarded-proto", "x-forwarded-host",
 )  # fmt: skip
@@ -116,8 +117,8 @@ class Authenticate:
         self._touched: dict[int, float] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Static files and health checks need nobody: a store that is down must
-        # not turn /healthz into a 500 or keep /readyz from saying so.
+        # Static files, health checks and webhooks need nobody: a store that is
+        # down must not turn /healthz into a 500 or keep /readyz from saying so.
         if scope["type"] in ("http", "websocket") and not scope["path"].startswith(ANONYMOUS):
             scope[PRINCIPAL] = await self.principal(HTTPConnection(scope))
         await self.app(scope, receive, send)
@@ -245,9 +246,11 @@ def _is_bearer(conn: HTTPConnection) -> bool:
     return conn.headers.get("authorization", "")[:7].lower() == "bearer "
 
 
-def guard(level: Level) -> Callable[[Endpoint], Endpoint]:
+def guard(level: Level, *, csrf: bool = True) -> Callable[[Endpoint], Endpoint]:
     """What an endpoint needs: "public" (anyone; CSRF still checked on
-    changes), "user" (signed in) or "admin"."""
+    changes), "user" (signed in) or "admin". `csrf=False` is for a public
+    endpoint that checks a secret of its own on every request and honours no
+    cookie (webhooks): a forged cross-site request has nothing to ride on."""
 
     def wrap(endpoint: Endpoint) -> Endpoint:
         @wraps(endpoint)
@@ -267,7 +270,8 @@ def guard(level: Level) -> Callable[[Endpoint], Endpoint]:
             # setup mode and the SSO proxy (its cookie or Kerberos) all are.
             ambient = principal is None or principal.via != "token"
             try:
-                if request.method not in SAFE_METHODS and ambient and not await csrf_ok(request):
+                changes = request.method not in SAFE_METHODS
+                if csrf and changes and ambient and not await csrf_ok(request):
                     return forbidden(request, STALE_FORM)
                 return await endpoint(request)
             finally:

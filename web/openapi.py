@@ -654,6 +654,64 @@ PATHS: dict[str, Schema] = {
             },
         }
     },
+    "/hooks/{source_id}": {
+        "post": {
+            "summary": "A webhook delivery to a source of kind `webhook`",
+            "description": "Authenticated per source, never as a user: by the source's "
+            "`signature` scheme (GitHub `X-Hub-Signature-256`, GitLab `X-Gitlab-Token`, "
+            "a generic HMAC-SHA256 in `X-Signature`, a token in `X-Webhook-Token`, or "
+            "`Authorization: Bearer`). The body is JSON (or a form whose `payload` field "
+            "is). It is mapped through the source's fields or preset, and answered only "
+            "after its events are committed; subscribers get them at once. A delivery id "
+            "seen before (in the source's `delivery_header`, by default `X-Delivery-Id`; "
+            "without one, a hash of the body) answers `duplicate` and stores nothing. "
+            "Refusals are shown on the source's admin page.",
+            "tags": ["webhooks"],
+            "security": [],
+            "parameters": [
+                {
+                    "name": "source_id",
+                    "in": "path",
+                    "required": True,
+                    "description": "the id of an enabled source of kind `webhook`",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {}},
+                    "application/x-www-form-urlencoded": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"payload": {"type": "string"}},
+                        }
+                    },
+                },
+            },
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["status"],
+                        "properties": {
+                            "status": {"enum": ["stored", "ignored", "duplicate", "pong"]},
+                            "events": {"type": "array", "items": {"type": "integer"}},
+                        },
+                    },
+                    "committed: `stored` with the new event ids (none when nothing changed), "
+                    "`ignored` (the mapping skips it), `duplicate` (a replay), `pong` (a ping)",
+                ),
+                "400": _error("the body is not JSON"),
+                "401": _error("the signature or token is missing or wrong; nothing stored"),
+                "404": _error("no enabled webhook source of that id"),
+                "408": _error("the body took too long to arrive"),
+                "413": _error("the payload is larger than the source's `max_bytes`"),
+                "422": _error("the mapping could read no item; `error` names the field"),
+                "503": _error("the source's secret cannot be read, or the store is busy"),
+            },
+        }
+    },
 }
 
 DOCUMENT: Schema = {
@@ -674,6 +732,7 @@ DOCUMENT: Schema = {
         {"name": "streams", "description": "saved queries, unread counts, feed tokens"},
         {"name": "feeds", "description": "personal Atom, RSS and JSON feeds"},
         {"name": "operations", "description": "probes, metrics, this description"},
+        {"name": "webhooks", "description": "deliveries from other systems, per source"},
     ],
     "paths": PATHS,
     "components": {

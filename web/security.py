@@ -48,14 +48,16 @@ class SecurityHeaders:
 
 class BodyLimit:
     """Refuses request bodies over `limit` bytes with 413, whether announced
-    by Content-Length or discovered while streaming."""
+    by Content-Length or discovered while streaming. Paths under `exempt`
+    belong to endpoints that enforce a limit of their own."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = ()) -> None:
         self.app = app
         self.limit = limit
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.exempt and scope["path"].startswith(self.exempt)):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
