@@ -48,12 +48,15 @@ check: lint types test
 
 # Each bench prints its figures with a ratio to its peer or floor; see docs/benchmarks.md.
 # The feed benches take about 15 minutes: bench.feeds 5, its 10,000-source round 7,
-# bench.hostile 1.5 (its drip lasts 10 minutes but costs the round [http] total_timeout, 60 s).
+# bench.hostile 1.5 (its drip lasts 10 minutes but costs the round [http] total_timeout, 60 s);
+# bench.jsonapi and bench.hooks about a minute each.
 bench: install-test
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.feeds
 	$(BIN)/python -m bench.feeds --feeds 10000 --items 3-5 --sides tidings,reader --runs 1
 	$(BIN)/python -m bench.hostile
+	$(BIN)/python -m bench.jsonapi
+	$(BIN)/python -m bench.hooks
 	$(BIN)/python -m bench.history
 	$(BIN)/python -m bench.live
 
