@@ -105,11 +105,74 @@ def _is_absolute(url: str | None) -> bool:
     return safe is not None and not safe.lower().startswith("mailto:")
 
 
+MAX_DEPTH = 1_000  # element nesting; real pages stay under 30 (the html corpus's deepest: 25)
+MAX_DEEP_TEXT = 10_000  # characters kept of content nested deeper than that
+
+# The nesting estimate before parsing (nesting_depth).
+_OPEN_TAG = re.compile(r"<(/?)([a-zA-Z][^\s/>\x00]*)|<!--")
+_RAW_TEXT = frozenset({"script", "style", "textarea", "title", "xmp", "iframe", "noembed",
+                       "noframes"})  # fmt: skip
+# Void elements, and those a parser closes by itself when the next one opens
+# (a page of 10,000 unclosed <p> or <a name> is not 10,000 deep).
+_FLAT = frozenset({
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+    "track", "wbr", "param", "keygen", "frame", "basefont", "bgsound", "image", "p", "li",
+    "dd", "dt", "td", "th", "tr", "tbody", "thead", "tfoot", "option", "optgroup", "rb",
+    "rp", "rt", "rtc", "colgroup", "caption", "html", "head", "body", "a", "nobr", "button",
+    "form",
+})  # fmt: skip
+_FOREIGN = frozenset({"svg", "math"})  # where <x/> closes itself
+
+
+def nesting_depth(text: str, limit: int) -> int:
+    """About how deep the page's elements nest, counted up to just past
+    `limit`, in one pass over its tags without building a tree. Raw text
+    (scripts, styles, comments) is skipped; elements a parser closes itself
+    (_FLAT) are not counted, nor `<x/>` inside SVG and MathML."""
+    stack: list[str] = []
+    counts: dict[str, int] = {}
+    deepest = foreign = pos = 0
+    while pos >= 0 and deepest <= limit and (tag := _OPEN_TAG.search(text, pos)) is not None:
+        pos = tag.end()
+        name = (tag.group(2) or "").lower()
+        if not name:  # a comment
+            pos = text.find("-->", pos)
+        elif tag.group(1):  # an end tag closes what is open above its element
+            while counts.get(name):
+                top = stack.pop()
+                counts[top] -= 1
+                foreign -= top in _FOREIGN
+                if top == name:
+                    break
+        elif name in _RAW_TEXT:
+            end = re.compile(f"</{name}", re.IGNORECASE).search(text, pos)
+            pos = end.end() if end else -1
+        elif name == "plaintext":  # the rest is text
+            pos = -1
+        elif name not in _FLAT and not ((foreign or name in _FOREIGN) and _self_closing(text, pos)):
+            stack.append(name)
+            counts[name] = counts.get(name, 0) + 1
+            foreign += name in _FOREIGN
+            deepest = max(deepest, len(stack))
+    return deepest
+
+
+def _self_closing(text: str, pos: int) -> bool:
+    end = text.find(">", pos)
+    return end > 0 and text[end - 1] == "/"
+
+
 def sanitize_html(fragment: str, base_url: str | None = None) -> str:
     """Safe HTML to put in a page. Relative URLs resolve against `base_url`
     (dropped when there is none: they would point into Tidings itself)."""
     if not fragment:
         return ""
+    if fragment.count("<") > MAX_DEPTH and nesting_depth(fragment, MAX_DEPTH) > MAX_DEPTH:
+        # nh3 (like any HTML parser) is quadratic in nesting: 200,000 nested
+        # <div>s would take minutes. Nothing that deep is prose: keep its text.
+        text = _TAG.sub(" ", _DROP_BLOCKS.sub(" ", fragment))
+        text = " ".join(html.unescape(text).split())[:MAX_DEEP_TEXT]
+        return f"<p>{html.escape(text)}</p>"
     if "<img" in fragment or "<IMG" in fragment:
         fragment = _IMG_TAG.sub(_fix_image, fragment)
     token = _BASE_URL.set(base_url if _is_absolute(base_url) else None)

@@ -44,6 +44,7 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 from aggregator.connector import Connector, PollContext
 from aggregator.decide import carried_identity, settle_identities
 from aggregator.exceptions import FetchError, ParseError
+from aggregator.sanitize import MAX_DEPTH, nesting_depth
 from aggregator.types import Actor, EventData, JSONObject, PollResult
 from connectors.files import local_path, read_local
 from connectors.http import fetcher, redact
@@ -52,7 +53,6 @@ from connectors.mapping import parse_time
 
 MAX_ITEMS = 10_000  # entries read from one page, whatever max_items says
 DEFAULT_MAX_ITEMS = 500
-MAX_DEPTH = 1_000  # nesting; real pages stay under 30 (the corpus's deepest: 25)
 MAX_WATCH_TEXT = 100_000  # characters of a watched region kept (and diffed)
 MAX_REGIONS = 1_000  # elements one watch selector may gather
 MAX_DIFF_LINES = 300  # lines of diff in one Update event
@@ -89,21 +89,6 @@ _BLOCKS = frozenset({
     "title", "tr", "ul",
 })  # fmt: skip
 _PRE = frozenset({"pre", "textarea", "listing", "plaintext"})
-
-# The nesting estimate before parsing (_nesting_depth).
-_TAG = re.compile(r"<(/?)([a-zA-Z][^\s/>\x00]*)|<!--")
-_RAW_TEXT = frozenset({"script", "style", "textarea", "title", "xmp", "iframe", "noembed",
-                       "noframes"})  # fmt: skip
-# Void elements, and those a parser closes by itself when the next one opens
-# (a page of 10,000 unclosed <p> or <a name> is not 10,000 deep).
-_FLAT = frozenset({
-    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-    "track", "wbr", "param", "keygen", "frame", "basefont", "bgsound", "image", "p", "li",
-    "dd", "dt", "td", "th", "tr", "tbody", "thead", "tfoot", "option", "optgroup", "rb",
-    "rp", "rt", "rtc", "colgroup", "caption", "html", "head", "body", "a", "nobr", "button",
-    "form",
-})  # fmt: skip
-_FOREIGN = frozenset({"svg", "math"})  # where <x/> closes itself
 
 
 def _option_error(message: str) -> PydanticCustomError:
@@ -326,48 +311,10 @@ def _codec(label: str | None) -> str | None:
     return None if name == "utf-7" else name
 
 
-def _nesting_depth(text: str, limit: int) -> int:
-    """About how deep the page's elements nest, counted up to just past
-    `limit`, in one pass over its tags without building a tree. Raw text
-    (scripts, styles, comments) is skipped; elements a parser closes itself
-    (_FLAT) are not counted, nor `<x/>` inside SVG and MathML."""
-    stack: list[str] = []
-    counts: dict[str, int] = {}
-    deepest = foreign = pos = 0
-    while pos >= 0 and deepest <= limit and (tag := _TAG.search(text, pos)) is not None:
-        pos = tag.end()
-        name = (tag.group(2) or "").lower()
-        if not name:  # a comment
-            pos = text.find("-->", pos)
-        elif tag.group(1):  # an end tag closes what is open above its element
-            while counts.get(name):
-                top = stack.pop()
-                counts[top] -= 1
-                foreign -= top in _FOREIGN
-                if top == name:
-                    break
-        elif name in _RAW_TEXT:
-            end = re.compile(f"</{name}", re.IGNORECASE).search(text, pos)
-            pos = end.end() if end else -1
-        elif name == "plaintext":  # the rest is text
-            pos = -1
-        elif name not in _FLAT and not ((foreign or name in _FOREIGN) and _self_closing(text, pos)):
-            stack.append(name)
-            counts[name] = counts.get(name, 0) + 1
-            foreign += name in _FOREIGN
-            deepest = max(deepest, len(stack))
-    return deepest
-
-
-def _self_closing(text: str, pos: int) -> bool:
-    end = text.find(">", pos)
-    return end > 0 and text[end - 1] == "/"
-
-
 def parse_page(body: bytes, content_type: str, url: str, source_id: str) -> LexborHTMLParser:
     """The page's tree; a ParseError when it nests deeper than MAX_DEPTH."""
     text = decode_html(body, content_type)
-    if _nesting_depth(text, MAX_DEPTH) > MAX_DEPTH:
+    if nesting_depth(text, MAX_DEPTH) > MAX_DEPTH:
         raise ParseError(
             f"{source_id}: {redact(url)} nests elements more than {MAX_DEPTH:,} deep "
             "(broken or hostile HTML); not parsed"

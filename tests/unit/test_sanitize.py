@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from aggregator.sanitize import html_to_text, safe_url, sanitize_html
@@ -79,3 +81,17 @@ def test_links_keep_no_control_characters() -> None:
     assert safe_url("https://e.org/a\x01b\tc\nd\x7f") == "https://e.org/a%01bcd%7F"
     assert safe_url("java\tscript:alert(1)") is None  # the scheme, once the tab is gone
     assert safe_url("\x01https://e.org/") is None
+
+
+def test_content_nested_deeper_than_any_prose_is_kept_as_text_in_linear_time() -> None:
+    deep = (
+        "<div>" * 200_000
+        + "Quarterly <b>results</b> &amp; <script>x()</script>"
+        + "</div>" * 200_000
+    )
+    started = time.perf_counter()
+    clean = sanitize_html(deep)
+    assert time.perf_counter() - started < 2  # nh3 would take minutes (quadratic)
+    assert clean.startswith("<p>Quarterly results &amp;") and "<script" not in clean
+    shallow = "<div>" * 50 + "ok" + "</div>" * 50
+    assert sanitize_html(shallow).count("<div>") == 50
