@@ -30,6 +30,7 @@ import feedparser
 from selectolax.lexbor import LexborHTMLParser
 
 from aggregator.exceptions import FetchError
+from aggregator.sanitize import MAX_DEPTH, nesting_depth
 from connectors.feed import defuse_prolog
 from connectors.http import Fetcher
 
@@ -101,12 +102,21 @@ def _http(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+_BODY = re.compile(rb"<body[\s>]", re.IGNORECASE)
+
+
 def feed_links(html: bytes, page_url: str) -> list[FoundFeed]:
     """The feeds an HTML page declares with `<link rel="alternate" type=...>`,
     in document order, once each; relative hrefs resolved against the page's
     `<base href>` (itself relative to `page_url`). A link without a title gets
-    the page's."""
-    tree = LexborHTMLParser(html, encoding=True)
+    the page's. Only the head is parsed (the links live there), and not
+    even that when it nests deeper than any real page: parsers are
+    quadratic in nesting."""
+    body = _BODY.search(html)
+    head = html[: body.start()] if body else html
+    if nesting_depth(head.decode("utf-8", "replace"), MAX_DEPTH) > MAX_DEPTH:
+        return []
+    tree = LexborHTMLParser(head, encoding=True)
     base = page_url
     base_node = tree.css_first("base[href]")  # only the first counts, as in browsers
     if base_node is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from aggregator.cli import main
 from aggregator.connector import HttpSettings
 from aggregator.exceptions import FetchError
-from connectors.discover import COMMON_PATHS, PROBES_AT_ONCE, FoundFeed, discover
+from connectors.discover import COMMON_PATHS, PROBES_AT_ONCE, FoundFeed, discover, feed_links
 from connectors.http import Fetcher, FetchResult
 from tests.support import FeedServer, rss
 
@@ -162,3 +163,16 @@ def test_the_command_prints_one_feed_per_line(
     assert main(["discover", feed_server.url("/gone")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: HTTP 404") and feed_server.url("/gone") in err
+
+
+def test_only_the_head_is_parsed_for_links_and_a_hostile_one_not_at_all() -> None:
+    head = (
+        b"<html><head><title>News</title>"
+        b'<link rel="alternate" type="application/rss+xml" href="/f.xml">'
+    )
+    deep_body = b"</head><body>" + b"<div>" * 300_000 + b"</body></html>"
+    started = time.perf_counter()
+    [found] = feed_links(head + deep_body, "https://intranet.example/news/")
+    assert found.url == "https://intranet.example/f.xml" and found.title == "News"
+    assert feed_links(b"<html><head>" + b"<span>" * 5_000 + b"</head>", "https://e.org/") == []
+    assert time.perf_counter() - started < 2
