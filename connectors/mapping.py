@@ -24,6 +24,7 @@ import email.utils
 import re
 import tomllib
 from collections.abc import Mapping as AbstractMapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -32,7 +33,7 @@ from typing import Any, ClassVar
 from urllib.parse import urljoin
 
 import jmespath
-from jmespath import visitor
+from jmespath import functions, visitor
 from jmespath.exceptions import JMESPathError
 from pydantic import Field, PrivateAttr, model_validator
 from pydantic_core import PydanticCustomError
@@ -51,9 +52,48 @@ _EPOCH_MS = 100_000_000_000  # a larger epoch number is milliseconds (Jenkins), 
 
 FieldSpecInput = str | dict[str, Any]
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_EVENT: ContextVar[str | None] = ContextVar("tidings_mapping_event", default=None)
+_RUBY_TIME = re.compile(
+    r"(\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s+(UTC|[+-]\d\d:?\d\d)"
+)
+
+
+class _Functions(functions.Functions):
+    """JMESPath's functions, plus the text ones titles need (JMESPath has no
+    way to shorten a ref or a hash) and `event()`, the delivery's event type."""
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]})
+    def _func_strip_prefix(self, text: str, prefix: str) -> str:
+        return text[len(prefix) :] if text.startswith(prefix) else text
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_replace(self, text: str, old: str, new: str) -> str:
+        return text.replace(old, new) if old else text
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]})
+    def _func_split(self, text: str, sep: str) -> list[str]:
+        return text.split(sep) if sep else [text]
+
+    @functions.signature({"types": ["string"]}, {"types": ["number"]})
+    def _func_left(self, text: str, count: float) -> str:
+        return text[: max(0, int(count))]
+
+    @functions.signature({"types": ["string"]})
+    def _func_lower(self, text: str) -> str:
+        return text.lower()
+
+    @functions.signature({"types": ["string"]})
+    def _func_upper(self, text: str) -> str:
+        return text.upper()
+
+    @functions.signature()
+    def _func_event(self) -> str | None:
+        return _EVENT.get()
+
+
 # One interpreter for every search: jmespath's own `search` builds a new one
 # each call, which was most of the cost of mapping an item.
-_INTERPRETER = visitor.TreeInterpreter()
+_INTERPRETER = visitor.TreeInterpreter(jmespath.Options(custom_functions=_Functions()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +146,7 @@ def _render(parts: tuple[str | Expr, ...], item: Any) -> str:
         value = part.search(item)
         if isinstance(value, list):
             value = ", ".join(_scalar_text(v) for v in value if _is_scalar(v))
-        elif isinstance(value, bool):
-            value = "yes" if value else "no"
-        elif value is None or isinstance(value, dict):
+        elif value is None or isinstance(value, bool | dict):  # `a && 'x'` is false: absent
             value = ""
         out.append(str(value))
     return " ".join("".join(out).split())  # a missing part leaves no double space
@@ -250,6 +288,15 @@ class FieldMapping:
     def map_item(
         self, item: Any, *, event: str | None, base_url: str | None, problems: list[str]
     ) -> EventData | None:
+        token = _EVENT.set(event)
+        try:
+            return self._map_item(item, event, base_url, problems)
+        finally:
+            _EVENT.reset(token)
+
+    def _map_item(
+        self, item: Any, event: str | None, base_url: str | None, problems: list[str]
+    ) -> EventData | None:
         try:
             specs = self.specs_for(item, event)
         except JMESPathError as err:
@@ -353,6 +400,10 @@ def parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value.strip():
         return None
     text = value.strip()
+    ruby = _RUBY_TIME.fullmatch(text)  # GitLab's "2015-05-17 18:08:09 UTC" / "... +0200"
+    if ruby:
+        zone = ruby.group(2)
+        text = f"{ruby.group(1)}{'+00:00' if zone == 'UTC' else zone}"
     try:
         when = datetime.fromisoformat(text)
     except ValueError:

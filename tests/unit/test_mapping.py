@@ -149,6 +149,8 @@ def test_an_unknown_preset_names_the_known_ones() -> None:
         (1796032800, datetime(2026, 11, 30, 10, tzinfo=UTC)),
         (1796032800000, datetime(2026, 11, 30, 10, tzinfo=UTC)),
         ("2026-11-30", datetime(2026, 11, 30, tzinfo=UTC)),
+        ("2026-11-30 10:00:00 UTC", datetime(2026, 11, 30, 10, tzinfo=UTC)),
+        ("2026-11-30 12:00:00 +0200", datetime(2026, 11, 30, 10, tzinfo=UTC)),
         ("soon", None),
         (True, None),
         (10**30, None),
@@ -182,3 +184,28 @@ def test_a_preset_rule_applies_by_event_and_condition_and_the_source_overrides_i
     assert overridden.mapping.overrides["title"].value == "Something happened"
     specs = overridden.mapping.specs_for({}, "some-event-no-preset-knows")
     assert specs is not None and specs["title"].value == "Something happened"
+
+
+def test_text_functions_and_the_event_type_are_there_for_titles() -> None:
+    class Hooks(MappedOptions):
+        preset_kind = "webhook"
+
+    opts = Hooks(
+        fields={
+            "title": {
+                "template": "{event()}: {left(sha, `7`)} on {strip_prefix(ref, 'refs/heads/')}"
+            },
+            "tags": "[event(), lower(kind), upper(kind), replace(kind, 'a', 'o')]",
+            "summary": "join(' / ', split(path, '/'))",
+        }
+    )
+    doc = {"sha": "0123456789abcdef", "ref": "refs/heads/dev", "kind": "Page", "path": "a/b"}
+    [event] = opts.mapping.map(doc, event="push").events
+    assert event.title == "push: 0123456 on dev"
+    assert event.tags == ("push", "page", "PAGE", "Poge")
+    assert event.summary == "a / b"
+
+
+def test_a_false_condition_in_a_template_prints_nothing() -> None:
+    spec = compile_spec({"template": "#{n}{draft && ' (draft)'}"}, "title")
+    assert spec({"n": 4, "draft": False}) == "#4" and spec({"n": 4, "draft": True}) == "#4 (draft)"

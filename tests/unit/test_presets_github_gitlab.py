@@ -323,14 +323,14 @@ def test_github_pushes_name_the_branch_and_count_commits() -> None:
     assert one(opts, doc, event="push").title == (
         "Codertocat pushed 1 commit to master in Codertocat/Hello-World"
     )
-    # Another branch keeps its full ref: JMESPath cannot cut the "refs/heads/" prefix.
+    # Any branch is named short (strip_prefix).
     doc.update(ref="refs/heads/fix-login")
     assert one(opts, doc, event="push").title == (
-        "Codertocat pushed 1 commit to refs/heads/fix-login in Codertocat/Hello-World"
+        "Codertocat pushed 1 commit to fix-login in Codertocat/Hello-World"
     )
     doc.update(forced=True)
     assert one(opts, doc, event="push").title == (
-        "Codertocat force-pushed refs/heads/fix-login in Codertocat/Hello-World"
+        "Codertocat force-pushed fix-login in Codertocat/Hello-World"
     )
 
 
@@ -469,12 +469,13 @@ def test_gitlab_merge_request_fields() -> None:
 
 
 @pytest.mark.corpus
-def test_gitlab_ruby_style_dates_are_left_out_without_a_problem() -> None:
-    # "2015-05-17 18:08:09 UTC" is not read by connectors.mapping.parse_time: the
-    # preset leaves it out (the event is dated on arrival) rather than report it.
+def test_gitlab_ruby_style_dates_are_read() -> None:
+    # GitLab writes "2015-05-17 18:08:09 UTC"; connectors.mapping.parse_time reads it.
     doc = load(corpus(GITLAB_HOOKS, "webhooks", "note_commit.json"))
-    assert doc["object_attributes"]["created_at"].endswith(" UTC")
-    assert one(webhook("gitlab"), doc).published is None
+    written = doc["object_attributes"]["updated_at"]
+    assert written.endswith(" UTC")
+    published = one(webhook("gitlab"), doc).published
+    assert published is not None and published.strftime("%Y-%m-%d %H:%M:%S UTC") == written
 
 
 # --- the GitHub events API: responses built from corpus payloads ---------------------------------
