@@ -113,6 +113,18 @@ class Poller:
         claims = self.store.claim_due(now, limit, LEASE)
         if any(c.source_id not in self._sources for c in claims):
             self._refresh_sources()  # made in the web admin a moment ago, perhaps
+        # A push source is never due (first_poll); one made due anyway (an
+        # older build's "Poll now") goes back to never, unpolled: a no-op
+        # "success" would clear the error its refused deliveries left.
+        pushed = [
+            c.source_id
+            for c in claims
+            if c.source_id in self._sources
+            and first_poll(self._sources[c.source_id].kind, now) is None
+        ]
+        if pushed:
+            self.store.set_next_poll(pushed, None)
+        claims = [c for c in claims if c.source_id not in pushed]
         mine = [c for c in claims if c.source_id in self._sources]
         if len(mine) < len(claims):
             others = [c.source_id for c in claims if c.source_id not in self._sources]

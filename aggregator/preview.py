@@ -21,8 +21,17 @@ PREVIEW_TIMEOUT = 60.0  # someone is waiting at a form; a poll may take longer
 
 
 async def preview_source(source: SourceConfig, ctx: PollContext, limit: int = 20) -> list[Prepared]:
+    """The newest `limit` items a poll of `source` finds (see preview_poll)."""
+    items, _ = await preview_poll(source, ctx, limit)
+    return items
+
+
+async def preview_poll(
+    source: SourceConfig, ctx: PollContext, limit: int = 20
+) -> tuple[list[Prepared], str | None]:
     """The newest `limit` items a poll of `source` finds, sanitised as they
-    would be stored. Nothing is written: not events, not state, not health.
+    would be stored, and the poll's warning (what it could not read).
+    Nothing is written: not events, not state, not health.
 
     Every failure comes out as ConnectorError with a message fit to show an
     admin (a connector's own crash included), like a poll's recorded error.
@@ -44,4 +53,4 @@ async def preview_source(source: SourceConfig, ctx: PollContext, limit: int = 20
             ) from None
         raise ConnectorError(f"the connector failed: {type(err).__name__}: {err}") from err
     items.sort(key=lambda item: event_time(item.data, ctx.now), reverse=True)
-    return items[:limit]
+    return items[:limit], result.warning

@@ -62,7 +62,7 @@ from aggregator.opml import (
     slugify,
     unique_id,
 )
-from aggregator.preview import PREVIEW_TIMEOUT, preview_source
+from aggregator.preview import PREVIEW_TIMEOUT, preview_poll
 from aggregator.registry import ConnectorClass, connector_class, connector_kinds
 from aggregator.secrets import REF_MESSAGE, WEB_ENV_PREFIX, is_secret_field, is_secret_ref
 from aggregator.store import SourceStatus
@@ -103,6 +103,11 @@ NOTICES = {
     "saved": "Source {source} saved; it is polled again now.",
     "disabled": "Source {source} disabled: it is no longer polled, its events stay.",
     "enabled": "Source {source} enabled; it is polled now.",
+    # Push sources (webhooks) are never polled: what changes is what they accept.
+    "hook-created": "Source {source} created; senders post its events to /hooks/{source}.",
+    "hook-saved": "Source {source} saved; the next delivery is mapped with it.",
+    "hook-disabled": "Source {source} disabled: its deliveries are refused, its events stay.",
+    "hook-enabled": "Source {source} enabled; it takes deliveries again.",
     "resumed": "Source {source} resumed; it is polled now.",
     "deleted": "Source deleted, with its {n} {events}.",
     "polled": "Polled {source}: {n} new {events}.",
@@ -293,10 +298,17 @@ def _option_fields(cls: ConnectorClass) -> Iterator[FormField]:
             yield replace(f, widget="json") if f.widget == "fieldmap" and name != "fields" else f
 
 
+# What only a polled source has: a push kind (webhook) is never polled.
+POLL_ONLY = ("interval", "cron", "obey_hints")
+
+
 def form_fields(cls: ConnectorClass) -> list[FormField]:
     """The inputs of a source form for kind `cls`, in display order."""
     common = _common_fields(cls)
     head = [common.pop("id"), common.pop("title")]
+    if cls.push:
+        for name in POLL_ONLY:
+            del common[name]
     return [*head, *_option_fields(cls), *common.values()]
 
 
@@ -435,6 +447,9 @@ def _tidy(message: str) -> str:
     return "required" if message == "Field required" else message
 
 
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
 def _problem_field(problem: str) -> tuple[str, str]:
     """`source.url: reason` -> ("url", "reason"); a problem naming no key -> FORM_ERROR.
     Keys below a field (`tags[0]`, `headers.X`) are kept in the message."""
@@ -444,20 +459,35 @@ def _problem_field(problem: str) -> tuple[str, str]:
     key = key.removeprefix("source").lstrip(".")
     if not key and "interval or cron" in reason:
         return "cron", reason
-    match = re.match(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*", key)
+    match = _KEY.match(key)
     if match is None:
         return FORM_ERROR, _tidy(reason)
     rest = key[match.end() :]
     return match.group(0), (f"{rest.lstrip('.')}: " if rest else "") + _tidy(reason)
 
 
+def _named_inside(name: str, message: str, known: set[str]) -> tuple[str, str]:
+    """A check of a whole model names the key in its message ("fields.title:
+    invalid JMESPath", [pagination]'s "param: not used by 'link' pagination"):
+    the input of that key, when there is one."""
+    head, sep, rest = message.partition(": ")
+    if not sep or not _KEY.fullmatch(head):
+        return name, message
+    inner = head if name == FORM_ERROR else f"{name}.{head}"
+    if inner in known or any(inner.startswith(f"{k}.") for k in known):
+        return inner, rest
+    return name, message
+
+
 def _add_error(errors: dict[str, str], name: str, message: str, known: set[str]) -> None:
     if name == "id" and "should match pattern" in message:
         message = ID_RULE
+    if name not in known:
+        name, message = _named_inside(name, message, known)
     while name not in known and "." in name:  # "headers.X-Team": the headers input
         name, _, below = name.rpartition(".")
         message = f"{below}: {message}"
-    if name not in known:
+    if name not in known and name != FORM_ERROR:
         name, message = FORM_ERROR, f"{name}: {message}"
     if message not in errors.get(name, ""):
         errors[name] = f"{errors[name]}; {message}" if name in errors else message
@@ -548,6 +578,11 @@ async def _status(state: AppState, source_id: str) -> SourceStatus | None:
     return next((s for s in await _statuses(state) if s.id == source_id), None)
 
 
+def _notice_for(cls: ConnectorClass | None, notice: str) -> str:
+    """The notice after a change, in the words of a push kind when it is one."""
+    return f"hook-{notice}" if cls is not None and cls.push else notice
+
+
 def _done(notice: str, **params: str | int) -> Response:
     query = urlencode({"notice": notice, **params})
     return RedirectResponse(f"/admin/sources?{query}", status_code=303)
@@ -595,6 +630,15 @@ def _chosen_preset(cls: ConnectorClass, values: Mapping[str, Any]) -> Preset | N
     return next((p for p in _presets(cls) if p.name == name), None)
 
 
+def _inherited(fields: Iterable[FormField], preset: Preset | None) -> dict[str, str]:
+    """The preset's value of each input, shown as what an empty one means
+    (the form's own defaults would be wrong: the preset's apply)."""
+    if preset is None:
+        return {}
+    shown = [f for f in fields if f.widget not in ("checkbox", "secret")]
+    return {k: v for k, v in form_values(shown, preset.options).items() if v}
+
+
 def _payload_preview(source: SourceConfig, doc: Any, event: str | None, now: datetime) -> Preview:
     """What a push source would store from one payload, storing nothing."""
     options = source.options
@@ -609,18 +653,19 @@ def _payload_preview(source: SourceConfig, doc: Any, event: str | None, now: dat
         return Preview(
             [], why or "the mapping makes no event of this payload (a rule skips it)", now
         )
-    return Preview(prepare(mapped.events, source.tags), None, now)
+    warning = describe_problems(source.id, mapped) if mapped.problems else None
+    return Preview(prepare(mapped.events, source.tags), None, now, warning=warning)
 
 
 async def _sample_preview(
-    state: AppState, source: SourceConfig, form: FormData, source_id: str | None
+    state: AppState, source: SourceConfig, given: Mapping[str, str], source_id: str | None
 ) -> Preview:
-    """A push source's Test: the pasted sample, else the last payload received."""
+    """A push source's Test: the pasted sample (`given`, from _sample_values),
+    else the last payload received."""
     now = datetime.now(UTC)
-    sample = form.get("sample")
-    event = form.get("sample_event")
-    event = event.strip() or None if isinstance(event, str) else None
-    if isinstance(sample, str) and sample.strip():
+    sample = given.get("sample", "")
+    event = given.get("sample_event", "").strip() or None
+    if sample.strip():
         try:
             doc = json.loads(sample)
         except ValueError as err:
@@ -655,7 +700,7 @@ async def _test(
     source_id: str | None = None,
 ) -> Preview:
     if cls.push:
-        return await _sample_preview(state, source, form, source_id)
+        return await _sample_preview(state, source, _sample_values(form), source_id)
     return await run_preview(state, source, find_feeds=True)
 
 
@@ -705,6 +750,7 @@ class Preview:
     # whether its feeds were looked for, and those found.
     looked: bool = False
     offers: tuple[FoundFeed, ...] = ()
+    warning: str | None = None  # what of it could not be read, the events made anyway
 
     def when(self, item: Prepared) -> datetime:
         return event_time(item.data, self.now)
@@ -736,7 +782,7 @@ async def run_preview(
     offer the feeds that page declares or that answer at common paths."""
     async with poll_context(state, source) as ctx:
         try:
-            items = await preview_source(source, ctx, PREVIEW_LIMIT)
+            items, warning = await preview_poll(source, ctx, PREVIEW_LIMIT)
         except ParseError as err:
             offers = await _find_feeds(ctx, source) if find_feeds else None
             if offers is None:
@@ -744,7 +790,7 @@ async def run_preview(
             return Preview([], str(err), ctx.now, looked=True, offers=offers)
         except ConnectorError as err:
             return Preview([], str(err), ctx.now)
-        return Preview(items, None, ctx.now)
+        return Preview(items, None, ctx.now, warning=warning)
 
 
 async def _saved_source(state: AppState, source_id: str) -> SourceConfig | str | None:
@@ -799,6 +845,7 @@ async def list_sources(request: Request) -> Response:
             "until": partial(relative_time, now=now),
             "notice": _notice(request, statuses),
             "alert_after": state.config.poller.alert_after,
+            "push_kinds": {k for k, c in connector_kinds().items() if c.push},
         },
     )
 
@@ -820,12 +867,14 @@ def _form_page(
     sample: Mapping[str, str] | None = None,
 ) -> Response:
     base = str(request.base_url).rstrip("/")
+    preset = _chosen_preset(cls, values)
     return render(
         request,
         "admin/sources_form.html",
         {
             "kind": kind,
-            "preset": _chosen_preset(cls, values),
+            "preset": preset,
+            "inherited": _inherited(fields, preset),
             "push": cls.push,
             "hook_url": f"{base}/hooks/{source_id}" if source_id else f"{base}/hooks/ID",
             "sample": sample or {},
@@ -906,7 +955,7 @@ async def new_source(request: Request) -> Response:
             _add_error(errors, *_problem_field(problem), {f.name for f in fields})
         return page(errors=errors, status_code=400)
     await state.access.reload()
-    return _done("created", source=source.id)
+    return _done(_notice_for(cls, "created"), source=source.id)
 
 
 @guard("admin")
@@ -969,7 +1018,7 @@ async def edit_source(request: Request) -> Response:
     except TidingsError as err:  # taken over by the config file meanwhile
         return _read_only(request, source_id, err)
     await state.access.reload()
-    return _done("saved", source=source_id)
+    return _done(_notice_for(cls, "saved"), source=source_id)
 
 
 # --- disable, enable, delete -----------------------------------------------------
@@ -978,7 +1027,8 @@ async def edit_source(request: Request) -> Response:
 async def _set_enabled(request: Request, enabled: bool) -> Response:
     state = app_state(request)
     source_id = request.path_params["source_id"]
-    if await _status(state, source_id) is None:
+    status = await _status(state, source_id)
+    if status is None:
         return _not_found(request, source_id)
     try:
         await asyncio.to_thread(
@@ -993,7 +1043,8 @@ async def _set_enabled(request: Request, enabled: bool) -> Response:
     except TidingsError as err:
         return _read_only(request, source_id, err)
     await state.access.reload()
-    return _done("enabled" if enabled else "disabled", source=source_id)
+    notice = _notice_for(_kind_class(status.kind), "enabled" if enabled else "disabled")
+    return _done(notice, source=source_id)
 
 
 @guard("admin")
@@ -1058,6 +1109,14 @@ async def poll_source_now(request: Request) -> Response:
         return _message(
             request, "Source disabled", f"Source {source_id!r} is disabled; enable it first.", 409
         )
+    cls = _kind_class(status.kind)
+    if cls is not None and cls.push:  # due, it would be "polled" by a poller elsewhere
+        return _message(
+            request,
+            "Not polled",
+            f"Source {source_id!r} is not polled: its events arrive at /hooks/{source_id}.",
+            409,
+        )
     if state.poller is None:  # serve --no-poller: a `tidings poller` elsewhere takes it
         await asyncio.to_thread(state.store.set_next_poll, [source_id], datetime.now(UTC))
         return _done("queued", source=source_id)
@@ -1078,13 +1137,18 @@ async def test_source(request: Request) -> Response:
         return _not_found(request, source_id)
     if isinstance(found, str):
         return _message(request, "Cannot test this source", f"{source_id}: {found}", 409)
+    cls = _kind_class(found.kind)
+    push = cls is not None and cls.push  # nothing to poll: the last payload received
     return render(
         request,
         "admin/sources_preview.html",
         {
             "source": found,
-            "preview": await run_preview(state, found),
+            "preview": await (
+                _sample_preview(state, found, {}, source_id) if push else run_preview(state, found)
+            ),
             "preview_limit": PREVIEW_LIMIT,
+            "push": push,
         },
     )
 

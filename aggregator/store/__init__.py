@@ -592,7 +592,8 @@ class Store:
             ).one()
             return row.state, row.consecutive_failures
 
-    def set_next_poll(self, source_ids: Sequence[str], when: datetime) -> None:
+    def set_next_poll(self, source_ids: Sequence[str], when: datetime | None) -> None:
+        """Make these sources due at `when` (None: never, a push source)."""
         with self._writing() as conn:
             conn.execute(
                 update(sources).where(sources.c.id.in_(source_ids)).values(next_poll_at=when)

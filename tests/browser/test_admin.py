@@ -170,3 +170,46 @@ def test_admin_adds_tests_and_polls_a_source_members_see_only_theirs(
     finally:
         admin.close()
         member.close()
+
+
+def test_admin_picks_a_preset_and_finds_a_webhooks_address(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """Add source lists the presets; the Jira one opens the JSON API form with it
+    chosen; a saved GitHub webhook's edit page shows where GitHub should post."""
+    config = write_config(tmp_path, "")
+    tidings(config, "users", "create", "ann", "--admin", password=PASSWORDS["ann"])
+    admin = new_context(browser)
+    errors: list[str] = []
+    try:
+        with TidingsProcess(config) as proc:
+            page = admin.new_page()
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            sign_in(page, proc, "ann", "/admin/sources")
+            page.get_by_role("link", name="Add source", exact=True).click()
+            page.get_by_role("link", name="Jira Server / Data Center").click()
+            expect(page).to_have_url(re.compile(r"/admin/sources/new\?kind=jsonapi&preset=jira$"))
+            expect(page.locator("#f-preset")).to_have_value("jira")
+            expect(page.locator(".preset-info")).to_contain_text("Jira Server / Data Center")
+            expect(page.locator("#f-pagination\\.type option").first).to_have_text(
+                "(default: offset, from the preset)"
+            )
+            assert_no_csp_violation(page)
+
+            page.go_back()
+            page.get_by_role("link", name="GitHub webhooks").click()
+            expect(page.locator("#hook-url")).to_have_text(proc.base + "/hooks/ID")
+            page.locator("#f-id").fill("gh")
+            page.locator("#f-secret").fill("env:TIDINGS_SECRET_GITHUB_HOOK")
+            page.get_by_role("button", name="Save", exact=True).click()
+            expect(page.get_by_role("status")).to_have_text(
+                "Source gh created; senders post its events to /hooks/gh."
+            )
+            page.get_by_role("link", name="Edit gh").click()
+            expect(page.locator("#hook-url")).to_have_text(proc.base + "/hooks/gh")
+            expect(page.locator(".hook-setup")).to_contain_text("Settings > Webhooks")
+            assert_no_csp_violation(page)
+            assert errors == []
+    finally:
+        admin.close()

@@ -27,8 +27,8 @@ import websockets
 
 from aggregator.config import load_config, parse_source
 from aggregator.decide import prepare
-from aggregator.filters import EventFilter
 from aggregator.exceptions import ConfigError
+from aggregator.filters import EventFilter
 from aggregator.store import DeliveryRecord, SourceStatus, Store
 from aggregator.types import Event, EventData
 from tests.support import TidingsProcess, feed_source, write_config

@@ -16,6 +16,7 @@ from aggregator.config import SourceConfig, parse_config
 from aggregator.connector import Connector, ConnectorOptions, PollContext, Resources
 from aggregator.exceptions import FetchError, GoneError
 from aggregator.metrics import ALERTS as ALERT_GAUGE
+from aggregator.poller import Poller
 from aggregator.recorder import Recorder
 from aggregator.store import Store
 from aggregator.store.schema import ALERTS_SOURCE
@@ -294,3 +295,25 @@ async def test_a_source_may_ignore_the_feeds_own_pace(
     assert status.next_poll_at is not None
     delay = (status.next_poll_at - NOW).total_seconds()
     assert (delay == 86400) if obey else (60 <= delay <= 66), delay  # 1m and its jitter
+
+
+def test_a_push_source_is_never_due_and_one_made_due_goes_back_unpolled(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "store": {"url": f"sqlite:///{tmp_path}/t.db"},
+            "sources": [
+                {"id": "hook", "kind": "webhook", "secret": "env:HOOK", "fields": {"title": "t"}}
+            ],
+        }
+    )
+    store = Store(config.store_url)
+    now = datetime.now(UTC)
+    store.sync_sources(config.sources, now)
+    [status] = store.source_statuses(viewer=None)
+    assert status.next_poll_at is None  # never claimed
+    store.set_next_poll(["hook"], now - timedelta(seconds=1))  # an older build's "Poll now"
+    poller = Poller(config, store)
+    assert poller._claim_due(now, 10) == []
+    [status] = store.source_statuses(viewer=None)
+    assert status.next_poll_at is None and status.last_poll_at is None
+    store.close()
