@@ -21,7 +21,6 @@ from __future__ import annotations
 import calendar
 import codecs
 import contextlib
-import email.utils
 import html
 import json
 import re
@@ -35,12 +34,13 @@ import feedparser
 
 from aggregator.connector import Connector, PollContext
 from aggregator.decide import carried_identity, settle_identities
-from aggregator.exceptions import FetchError, ParseError
+from aggregator.exceptions import ParseError
 from aggregator.sanitize import html_to_text
 from aggregator.types import Actor, EventData, JSONObject, PollResult
 from connectors.files import local_path, read_local
 from connectors.http import fetcher, redact
-from connectors.httpsource import HttpSourceOptions, request_args
+from connectors.httpsource import HttpSourceOptions, refuse_web_link_local, request_args
+from connectors.mapping import parse_time
 
 _ELEMENT = re.compile(rb"<\w")  # where feedparser's prolog ends
 _PROLOG_KEEP = re.compile(rb"<\?xml\b[^>]*\?>|<!DOCTYPE[^\[>]*>", re.IGNORECASE)
@@ -92,12 +92,7 @@ class FeedConnector(Connector[FeedOptions]):
     Options = FeedOptions
 
     async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
-        if self.options.allow_link_local and ctx.web_made:
-            # Defence in depth: such a source should not have been saved at all.
-            raise FetchError(
-                "allow_link_local: sources made in the web admin may not reach "
-                "link-local addresses; define the source in the config file"
-            )
+        refuse_web_link_local(self.options, ctx)
         # Items stored under older rules hash differently now (a new source
         # has none stored): this poll takes the new hashes in without Updates.
         rebaseline = state is not None and _rules(state) != RULES
@@ -398,19 +393,7 @@ def _length(value: Any) -> int | None:
 
 def _iso(value: Any) -> datetime | None:
     """An RFC 3339 date, or the RFC 822 kind some JSON feeds carry."""
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value.strip())
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-    try:
-        return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
-    except OverflowError:  # the year 1 in a zone east of UTC
-        return None
+    return parse_time(value) if isinstance(value, str) else None
 
 
 def parse_json_feed(body: bytes, url: str) -> list[EventData]:

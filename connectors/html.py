@@ -43,12 +43,12 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
 from aggregator.connector import Connector, PollContext
 from aggregator.decide import carried_identity, settle_identities
-from aggregator.exceptions import FetchError, ParseError
+from aggregator.exceptions import ParseError
 from aggregator.sanitize import MAX_DEPTH, nesting_depth
 from aggregator.types import Actor, EventData, JSONObject, PollResult
 from connectors.files import local_path, read_local
 from connectors.http import fetcher, redact
-from connectors.httpsource import HttpSourceOptions, request_args
+from connectors.httpsource import HttpSourceOptions, refuse_web_link_local, request_args
 from connectors.mapping import parse_time
 
 MAX_ITEMS = 10_000  # entries read from one page, whatever max_items says
@@ -814,12 +814,7 @@ class HtmlConnector(Connector[HtmlOptions]):
     Options = HtmlOptions
 
     async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
-        if self.options.allow_link_local and ctx.web_made:
-            # Defence in depth: such a source should not have been saved at all.
-            raise FetchError(
-                "allow_link_local: sources made in the web admin may not reach "
-                "link-local addresses; define the source in the config file"
-            )
+        refuse_web_link_local(self.options, ctx)
         state = state or {}
         page = await _fetch(self.options, state, ctx)
         if page.body is None:

@@ -326,3 +326,13 @@ async def request_args(opts: HttpSourceOptions, ctx: PollContext) -> dict[str, A
         "allow_link_local": opts.allow_link_local,
         "transport": await transport(opts, ctx),
     }
+
+
+def refuse_web_link_local(opts: HttpSourceOptions, ctx: PollContext) -> None:
+    """Defence in depth: a source made in the web admin with allow_link_local
+    should not have been saved at all; if one was, it does not poll."""
+    if opts.allow_link_local and ctx.web_made:
+        raise FetchError(
+            "allow_link_local: sources made in the web admin may not reach "
+            "link-local addresses; define the source in the config file"
+        )

@@ -45,11 +45,11 @@ from pydantic_core import PydanticCustomError
 
 from aggregator.connector import Connector, ConnectorOptions, PollContext
 from aggregator.durations import parse_duration
-from aggregator.exceptions import ConnectorError, FetchError, ParseError
+from aggregator.exceptions import ConnectorError, ParseError
 from aggregator.types import EventData, JSONObject, PollResult
 from connectors.files import local_path, read_local
 from connectors.http import Fetcher, FetchResult, fetcher, redact
-from connectors.httpsource import HttpSourceOptions, request_args
+from connectors.httpsource import HttpSourceOptions, refuse_web_link_local, request_args
 from connectors.mapping import (
     MAX_PROBLEMS,
     FieldMapping,
@@ -590,12 +590,7 @@ class JsonApiConnector(Connector[JsonApiOptions]):
         self.fingerprint = mapping_fingerprint(options)
 
     async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
-        if self.options.allow_link_local and ctx.web_made:
-            # Defence in depth: such a source should not have been saved at all.
-            raise FetchError(
-                "allow_link_local: sources made in the web admin may not reach "
-                "link-local addresses; define the source in the config file"
-            )
+        refuse_web_link_local(self.options, ctx)
         walk = _Walk(self, state or {}, ctx)
         path = local_path(self.options.url)
         if path is not None:

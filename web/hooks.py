@@ -51,6 +51,7 @@ from starlette.responses import JSONResponse, Response
 from aggregator import metrics
 from aggregator.config import Config, SourceConfig
 from aggregator.decide import prepare
+from aggregator.recorder import GroupCommit
 from aggregator.secrets import SecretError, resolve_secret
 from aggregator.store import DeliveryRecord, Store
 from aggregator.types import JSONObject
@@ -111,66 +112,24 @@ class Ready:
 
 
 class DeliveryWriter:
-    """Group commit for deliveries, as aggregator.recorder does for polls:
-    those ready while a batch is being written share the next transaction,
-    on one thread of its own. One bad record never fails the others: a batch
-    that raises over its data is retried record by record."""
+    """Group commit for deliveries (aggregator.recorder.GroupCommit) on one
+    thread of its own, forgetting old delivery ids now and then."""
 
     def __init__(self, store: Store, max_batch: int = 200) -> None:
         self._store = store
-        self._max_batch = max_batch
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="webhook-writer")
-        self._pending: list[tuple[DeliveryRecord, asyncio.Future[list[int] | None]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._commit: GroupCommit[DeliveryRecord, list[int] | None] = GroupCommit(
+            store.record_deliveries, max_batch=max_batch, executor=self._executor,
+            name="webhook-writer",
+        )  # fmt: skip
         self._pruned = float("-inf")
 
     async def record(self, record: DeliveryRecord) -> list[int] | None:
         """Commit `record` with whatever else is waiting: its new event ids,
         or None for a delivery received before."""
-        future: asyncio.Future[list[int] | None] = asyncio.get_running_loop().create_future()
-        self._pending.append((record, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="webhook-writer")
-        return await future
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            records = [r for r, _ in batch]
-            try:
-                results = await loop.run_in_executor(
-                    self._executor, self._store.record_deliveries, records
-                )
-            except OperationalError as err:  # the database itself: one by one fails alike
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(err)
-                continue
-            except Exception:
-                await self._one_by_one(batch)
-                continue
-            for (_, future), ids in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(ids)
-            await self._prune(records[-1].now)
-
-    async def _one_by_one(
-        self, batch: list[tuple[DeliveryRecord, asyncio.Future[list[int] | None]]]
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        for record, future in batch:
-            try:
-                ids = await loop.run_in_executor(
-                    self._executor, self._store.record_delivery, record
-                )
-            except Exception as err:
-                if not future.done():
-                    future.set_exception(err)
-            else:
-                if not future.done():
-                    future.set_result(ids)
+        ids = await self._commit.record(record)
+        await self._prune(record.now)
+        return ids
 
     async def _prune(self, now: datetime) -> None:
         """Forget old delivery ids now and then (an hour apart)."""
@@ -187,8 +146,7 @@ class DeliveryWriter:
 
     async def aclose(self) -> None:
         """Let the batch being written finish, then stop the thread."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
+        await self._commit.aclose()
         await asyncio.to_thread(self._executor.shutdown, wait=True)
 
 
