@@ -133,19 +133,12 @@ class HttpSourceOptions(ConnectorOptions):
     @field_validator("username")
     @classmethod
     def _username(cls, username: str | None) -> str | None:
-        if username is not None and (not username or ":" in username or not username.isprintable()):
-            raise _error("must be non-empty, printable and without ':'")
-        return username
+        return _user_name(username)
 
     @field_validator("password")
     @classmethod
     def _password(cls, password: str | None, info: ValidationInfo) -> str | None:
-        username = info.data.get("username")
-        if password is None and username is not None:
-            raise _error("required when username is set")
-        if password is not None and username is None and "username" in info.data:
-            raise _error("needs username")
-        return password
+        return _paired(password, info, "username")
 
     @field_validator("token")
     @classmethod
@@ -233,10 +226,8 @@ class HttpSourceOptions(ConnectorOptions):
     @field_validator("proxy_username")
     @classmethod
     def _proxy_username(cls, username: str | None, info: ValidationInfo) -> str | None:
-        if username is None:
+        if _user_name(username) is None:
             return None
-        if not username or ":" in username or not username.isprintable():
-            raise _error("must be non-empty, printable and without ':'")
         if info.data.get("proxy") is None:
             raise _error("needs proxy")
         return username
@@ -244,12 +235,24 @@ class HttpSourceOptions(ConnectorOptions):
     @field_validator("proxy_password")
     @classmethod
     def _proxy_password(cls, password: str | None, info: ValidationInfo) -> str | None:
-        username = info.data.get("proxy_username")
-        if password is None and username is not None:
-            raise _error("required when proxy_username is set")
-        if password is not None and username is None and "proxy_username" in info.data:
-            raise _error("needs proxy_username")
-        return password
+        return _paired(password, info, "proxy_username")
+
+
+def _user_name(username: str | None) -> str | None:
+    if username is not None and (not username or ":" in username or not username.isprintable()):
+        raise _error("must be non-empty, printable and without ':'")
+    return username
+
+
+def _paired(password: str | None, info: ValidationInfo, user_key: str) -> str | None:
+    """A password goes with its user name (`user_key`), both or neither.
+    (A user name that failed its own check is not in info.data: no second error.)"""
+    username = info.data.get(user_key)
+    if password is None and username is not None:
+        raise _error(f"required when {user_key} is set")
+    if password is not None and username is None and user_key in info.data:
+        raise _error(f"needs {user_key}")
+    return password
 
 
 async def credentials(opts: HttpSourceOptions, ctx: PollContext) -> Credentials | None:
