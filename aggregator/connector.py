@@ -120,3 +120,9 @@ class Connector(ABC, Generic[OptionsT]):
     @abstractmethod
     async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
         """Fetch and parse what is new since `state`. Raise ConnectorError on failure."""
+
+    async def preview(self, ctx: PollContext, limit: int) -> PollResult:
+        """What the admin's Test shows: by default a poll from scratch. A kind
+        whose first poll reads a whole archive (a mailbox) reads only about
+        the newest `limit` items instead."""
+        return await self.poll(None, ctx)

@@ -40,7 +40,7 @@ async def preview_poll(
     deadline = asyncio.timeout(PREVIEW_TIMEOUT)
     try:
         async with deadline:
-            result = await connector.poll(None, ctx)
+            result = await connector.preview(ctx, limit)
             items: list[Prepared] = (
                 await ctx.run_cpu(prepare, result.events, source.tags) if result.events else []
             )
