@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from aggregator.config import parse_config
+from aggregator.decide import prepare
 from aggregator.exceptions import QueryError
 from aggregator.filters import (
     EVERYTHING,
@@ -21,7 +23,8 @@ from aggregator.filters import (
     Time,
     render,
 )
-from aggregator.types import Actor, Event
+from aggregator.store import Store
+from aggregator.types import Actor, Event, EventData
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -323,3 +326,169 @@ def test_every_field_is_documented() -> None:
     text = (DOCS / "queries.md").read_text(encoding="utf-8")
     for field in FIELDS:
         assert f"`{field}:" in text, f"{field}: is not in docs/queries.md"
+
+
+# --- from: and to: (issue 12: mail keeps its recipients) ------------------------------
+
+
+def mail(**fields: object) -> Event:
+    """A mail event: the sender in `actor`, To and Cc in `extra`."""
+    return event(
+        kind="imap",
+        actor=Actor("Alice Liddell", "alice@example.org"),
+        extra={"to": ["team@lists.example.org", "bob@example.org"], "cc": ["carol@example.net"]},
+        **fields,
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("from:alice", Term("from", ("alice",))),
+        ("From:Alice@Example.ORG", Term("from", ("alice@example.org",))),
+        ('from:"Doe, Jane",bob', Term("from", ("doe, jane", "bob"))),
+        (
+            "to:@example.org,team@lists.example.org",
+            Term("to", ("@example.org", "team@lists.example.org")),
+        ),
+        ("-to:bob", Not(Term("to", ("bob",)))),
+        ("from:alice to:team", And((Term("from", ("alice",)), Term("to", ("team",))))),
+    ],
+)
+def test_from_and_to_parse_like_other_fields(query: str, expected: Node) -> None:
+    assert tree(query) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        # from: a part of the sender's address or name, ASCII case ignored
+        ("from:alice", True),
+        ("from:ALICE", True),
+        ("from:lid", True),  # a part of a word of the name, unlike author:
+        ('from:"alice liddell"', True),
+        ("from:@example.org", True),
+        ("from:example", True),
+        ("from:alice@", True),
+        ("from:bob", False),  # a recipient, not the sender
+        # a whole address equals the sender's: no longer ones that contain it
+        ("from:alice@example.org", True),
+        ("from:Alice@Example.org", True),
+        ("from:lice@example.org", False),
+        ("from:alice@example.or", False),
+        # to: a part of an address in To or Cc; a whole address equals one
+        ("to:team", True),
+        ("to:bob@example.org", True),
+        ("to:carol", True),  # Cc counts
+        ("to:@example.net", True),
+        ("to:eam@lists.example.org", False),
+        ("to:alice", False),  # the sender, not a recipient
+        ("to:Liddell", False),  # addresses only: recipients have no names here
+        # lists and negation
+        ("from:nobody,alice", True),
+        ("to:nobody,carol@example.net", True),
+        ("-from:alice", False),
+        ("-to:dave", True),
+        ("from:alice -to:team", False),
+        ("from:alice OR to:dave", True),
+        # LIKE's wildcards are only characters
+        ("from:a_ice", False),
+        ("to:%", False),
+    ],
+)
+def test_from_and_to_matching(query: str, expected: bool) -> None:
+    assert EventFilter.parse(query, now=NOW).matches(mail()) is expected
+
+
+def test_from_reads_every_kind_and_to_only_lists_of_addresses() -> None:
+    # A feed author has a name and perhaps an address: from: finds either.
+    feed = event(actor=Actor("Jane Doe", "jane@blog.example"))
+    assert EventFilter.parse("from:jane@blog.example").matches(feed)
+    assert EventFilter.parse("from:doe").matches(feed)
+    assert not EventFilter.parse("to:jane").matches(feed)
+    # Nobody at all: no from: term matches, every -from: term does.
+    anonymous = event(actor=Actor())
+    assert not EventFilter.parse("from:a").matches(anonymous)
+    assert EventFilter.parse("-from:a").matches(anonymous)
+    # Only strings in lists are addresses (SQL checks json_type = 'array' too).
+    odd = event(extra={"to": "bob@example.org", "cc": [1, None, ["bob@example.org"]]})
+    assert not EventFilter.parse("to:bob").matches(odd)
+    assert EventFilter.parse("-to:bob").matches(odd)
+
+
+def test_from_and_to_fold_ascii_only() -> None:
+    # What SQLite's lower() does, as for the other field values.
+    zoe = event(actor=Actor("Zoë", "ZOË@x.org"), extra={"to": ["Zoë@x.org"]})
+    assert EventFilter.parse("from:zoë@x.org").matches(event(actor=Actor(None, "zoë@x.org")))
+    assert not EventFilter.parse("from:zoë@x.org").matches(zoe)
+    assert EventFilter.parse("from:zoË").matches(zoe)
+    assert EventFilter.parse("to:zoë").matches(zoe)
+    assert not EventFilter.parse("to:ZOË").matches(event(extra={"to": ["zoë@x.org"]}))
+
+
+@pytest.mark.parametrize(
+    ("query", "canonical"),
+    [
+        ("From:Alice@Example.org,Bob", "from:alice@example.org,bob"),
+        ('from:"Doe, Jane" -TO:"a b"', 'from:"doe, jane" -to:"a b"'),
+    ],
+)
+def test_from_and_to_render(query: str, canonical: str) -> None:
+    flt = EventFilter.parse(query, now=NOW)
+    assert str(flt) == canonical
+    assert EventFilter.parse(canonical, now=NOW) == flt
+
+
+@pytest.mark.parametrize(
+    ("query", "position", "message"),
+    [
+        ("from:", 5, "from: needs a value"),
+        ("to:a,", 5, "to: needs a value"),
+        ('-to:""', 4, "to: needs a value"),
+    ],
+)
+def test_from_and_to_errors(query: str, position: int, message: str) -> None:
+    with pytest.raises(QueryError) as err:
+        EventFilter.parse(query)
+    assert err.value.position == position
+    assert message in str(err.value)
+
+
+def test_from_and_to_in_sql(tmp_path: Path) -> None:
+    # The documented examples on a real store (the property test covers the rest).
+    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+    try:
+        config = parse_config(
+            {"sources": [{"id": "mail", "kind": "feed", "url": "https://e.org/f"}]}
+        )
+        store.sync_sources(config.sources, NOW)
+        items = [
+            EventData("1", "Plans", actor=Actor("Alice Liddell", "alice@example.org"),
+                      published=NOW, extra={"to": ["team@lists.example.org"], "cc": ["bob@x.org"]}),
+            EventData("2", "Re: plans", actor=Actor("Bob", "bob@x.org"), published=NOW,
+                      extra={"to": ["alice@example.org"], "cc": []}),
+            EventData("3", "A post", actor=Actor("Malice", "malice@example.org"), published=NOW),
+            EventData("4", "Anonymous", published=NOW, extra={"to": "bob@x.org"}),
+            EventData("5", "Grüße", actor=Actor("Zoë"), published=NOW,
+                      extra={"to": ["zoë@exämple.org", "Carol@Example.org"]}),
+        ]  # fmt: skip
+        store.record_poll(config.sources[0], prepare(items), state=None, now=NOW, next_poll_at=NOW)
+
+        def titles(query: str) -> list[str]:
+            found = store.latest_events(EventFilter.parse(query, now=NOW), viewer=None)
+            return sorted(e.title for e in found)
+
+        assert titles("from:alice") == ["A post", "Plans"]  # Malice, too: a part
+        assert titles("from:alice@example.org") == ["Plans"]  # a whole address
+        assert titles("-from:alice@example.org") == ["A post", "Anonymous", "Grüße", "Re: plans"]
+        assert titles("to:bob") == ["Plans"]  # Cc; not a lone string
+        assert titles("to:alice@example.org,team") == ["Plans", "Re: plans"]
+        assert titles("-to:@example.org,zoë") == ["A post", "Anonymous", "Plans"]  # not @lists.
+        assert titles("to:example.org") == ["Grüße", "Plans", "Re: plans"]
+        assert titles("from:%") == titles("to:_") == []
+        # JSON escapes non-ASCII ("\u00eb"): the text is a shortcut for ASCII values only.
+        assert titles("to:zoë") == titles("to:exämple.org") == titles("to:carol@example.org")
+        assert titles("to:zoë") == ["Grüße"]
+        assert titles("from:zoë") == ["Grüße"]
+    finally:
+        store.close()

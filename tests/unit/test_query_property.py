@@ -20,11 +20,23 @@ from sqlalchemy import delete
 
 from aggregator.config import SourceConfig, parse_config
 from aggregator.decide import prepare
-from aggregator.filters import And, EventFilter, Node, Not, Or, Term, Text, Time, fold, render
+from aggregator.filters import (
+    RECIPIENTS,
+    And,
+    EventFilter,
+    Node,
+    Not,
+    Or,
+    Term,
+    Text,
+    Time,
+    fold,
+    render,
+)
 from aggregator.search import event_columns, tokenize
 from aggregator.store import Store
 from aggregator.store.schema import entries, events
-from aggregator.types import Actor, Event, EventData
+from aggregator.types import JSON, Actor, Event, EventData
 from aggregator.visibility import Viewer
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -38,6 +50,17 @@ WORDS = (
 )  # fmt: skip
 SEPARATORS = (" ", " ", ", ", "-", "_", "! ", "'", "/", " (", ") ")
 AUTHORS = (None, "Jane Doe", "Doe, Jane", "jane", "Zoë Saldaña", "J.R. Doe-Smith")
+# Addresses with ASCII and other case, and LIKE's `%`, `_` and escape `/`.
+EMAILS = (
+    None, "", "alice@example.org", "Alice@Example.ORG", "bob_smith@example.org", "bobxsmith@x.org",
+    "bob@example.org.evil.net", "100%@x.org", "a/b@x.org", "zoë@exämple.org", "ZOË@x.org",
+)  # fmt: skip
+# extra["to"] and extra["cc"]: lists of addresses, and shapes that are not (only lists count).
+RECIPIENT_LISTS: tuple[JSON, ...] = (
+    [], ["alice@example.org"], ["team@lists.example.org"], ["devteam@lists.example.org", "b@x.org"],
+    ["bob_smith@example.org", "zoë@exämple.org"], ["Carol@Example.org"], ["100%@x.org"],
+    "alice@example.org", {"a": "alice@example.org"}, [1, None, True, ["alice@example.org"]],
+)  # fmt: skip
 TAGS = ("Urgent", "URGENT", "Legal", "Ärger", "ärger", "a,b", "x y", "")
 VERBS = ("Create", "Update", "Announce", "delete")
 TYPES = ("Article", "Note", "Issue")
@@ -47,6 +70,16 @@ PHRASES = tuple(
     {tuple(tokenize(w)) for w in WORDS}
     | {("jane", "doe"), ("merger", "news"), ("news", "merger"), ("e", "mail"), ("acquisition",)}
 )
+# Whole addresses (which must equal one) and parts (which occur in one), with
+# LIKE's wildcards, which must stay literal.
+FROM_VALUES = (
+    "alice@example.org", "bob@example.org", "alice", "@example.org", "example.org", "alice@",
+    "b_b", "bob_s", "100%", "%", "_", "/", "a/b", "zoë", "zoË", "jane", "doe, jane", "j.r.",
+)  # fmt: skip
+TO_VALUES = (
+    "alice@example.org", "team@lists.example.org", "carol@example.org", "team", "@example",
+    "%", "_", "100%", "bob_", "zoë", "nobody@x.org",
+)  # fmt: skip
 QUERY_VALUES = {
     "source": ("wiki", "jira", "crm", "nope"),
     "kind": ("feed", "imap"),
@@ -54,6 +87,8 @@ QUERY_VALUES = {
     "type": ("article", "note", "issue", "page"),
     "tag": ("urgent", "legal", "Ärger", "ärger", "a,b", "x y", "urg"),
     "author": ("jane", "doe", "jane doe", "doe jane", "zoe", "saldana", "j", "smith", "nobody"),
+    "from": FROM_VALUES,
+    "to": TO_VALUES,
 }
 
 
@@ -75,8 +110,12 @@ def an_event(draw: st.DrawFn) -> tuple[str, EventData]:
             summary=text_of(words[cut:], glue[cut:]),
             verb=draw(st.sampled_from(VERBS)),
             object_type=draw(st.sampled_from(TYPES)),
-            actor=Actor(draw(st.sampled_from(AUTHORS))),
+            actor=Actor(draw(st.sampled_from(AUTHORS)), draw(st.sampled_from(EMAILS))),
             tags=tuple(draw(st.lists(st.sampled_from(TAGS), max_size=3, unique=True))),
+            extra={
+                key: draw(st.sampled_from(RECIPIENT_LISTS))
+                for key in draw(st.lists(st.sampled_from(RECIPIENTS), unique=True))
+            },
             published=NOW
             - timedelta(
                 minutes=draw(st.integers(0, 60 * 24 * 20)),
@@ -101,6 +140,18 @@ def leaves(stored: list[Event]) -> st.SearchStrategy[Node]:
         values["tag"].update(fold(t) for t in e.tags if t)
         values["verb"].add(fold(e.verb))
         values["type"].add(fold(e.object_type))
+        addresses = [e.actor.email or ""]
+        for key in RECIPIENTS:
+            listed = e.extra.get(key)
+            if isinstance(listed, list):
+                addresses.extend(a for a in listed if isinstance(a, str))
+        for address in filter(None, map(fold, addresses)):
+            local, at, domain = address.partition("@")
+            # Whole addresses inside this one (lice@..., ...@example.or) must not match it.
+            parts = {address, address[1:], address[:-1], local, at + domain, address[1:3]} - {""}
+            values["from" if address == fold(e.actor.email or "") else "to"].update(parts)
+        if e.actor.name:
+            values["from"].update({fold(e.actor.name), fold(e.actor.name)[1:4]} - {""})
     fields = st.sampled_from(sorted(values))
     terms = fields.flatmap(
         lambda f: st.lists(st.sampled_from(sorted(values[f])), min_size=1, max_size=3).map(
