@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.example.toml
 
-.PHONY: run test check lint types bench install install-test browser clean
+.PHONY: run test check lint types bench install install-test browser dovecot clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,7 +34,13 @@ browser:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: install-test browser
+# Dovecot is the real IMAP server the mailbox tests start on loopback (never as a service).
+dovecot:
+	@command -v dovecot >/dev/null || { \
+	  echo "installing Debian's dovecot-imapd for the mailbox tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null; }
+
+test: install-test browser dovecot
 	TIDINGS_DISABLE_PLUGINS=1 $(BIN)/pytest -q
 
 lint: install-test

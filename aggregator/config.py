@@ -333,6 +333,11 @@ def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db
                 f"{where}.auth: negotiate without username and password uses the server's own "
                 "Kerberos credentials; only sources in the config file may do that"
             )
+        if getattr(options, "token_command", None) is not None:
+            refused.append(
+                f"{where}.token_command: runs a command on the server; "
+                "only sources in the config file may do that"
+            )
         if common.kind == "webhook" and getattr(options, "signature", None) == "none":
             refused.append(
                 f"{where}.signature: an unsigned webhook takes events from anyone; "

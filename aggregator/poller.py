@@ -22,6 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from aggregator.config import Config, SourceConfig
 from aggregator.connector import PollContext, Resources
 from aggregator.cpu import PARSE_BUDGET, process_pool, run_within
+from aggregator.idle import Watchers, WatchStatus
 from aggregator.pipeline import POLL_TIMEOUT, PollOutcome, PollPolicy, poll_source
 from aggregator.recorder import Recorder
 from aggregator.registry import first_poll
@@ -63,6 +64,9 @@ class Poller:
         self._policy = PollPolicy.of(config.poller)
         self._local_dirs = config.allowed_dirs
         self._base_dir = config.base_dir
+        # Push for polled kinds (IMAP IDLE): started by start(), not by `tidings poll`.
+        self._watchers: Watchers | None = None
+        self._watched_revision: int | None = None
 
     # --- the pieces a poll needs ------------------------------------------
 
@@ -131,6 +135,10 @@ class Poller:
             self.store.set_next_poll(others, now + timedelta(seconds=UNKNOWN_RETRY))
         return mine
 
+    def watch_status(self, source_id: str) -> WatchStatus | None:
+        """The push watch (IMAP IDLE) of a source, when this poller runs it."""
+        return self._watchers.status(source_id) if self._watchers is not None else None
+
     def source(self, source_id: str) -> SourceConfig | None:
         return self._sources.get(source_id)
 
@@ -157,6 +165,21 @@ class Poller:
         now = datetime.now(UTC)
         claims = await asyncio.to_thread(self.store.claim, ids, now, LEASE)
         return list(await asyncio.gather(*(self._poll(c, now) for c in claims)))
+
+    async def poll_pushed(self, source_id: str) -> None:
+        """Poll a source whose server announced something new (IMAP IDLE),
+        after the poll of it that is running, if one is."""
+        running = [t for t, sid in self._running.items() if sid == source_id]
+        if running:
+            await asyncio.wait(running)
+        if not self._closing:
+            await self.poll_now([source_id])
+
+    def _watch(self) -> None:
+        """Start or stop watches when the source list changed."""
+        if self._watchers is not None and self._watched_revision != self._revision:
+            self._watched_revision = self._revision
+            self._watchers.sync(self._sources.values())
 
     async def drain(self) -> list[PollOutcome]:
         """Poll due sources until none is left, keeping `concurrency` polls in
@@ -196,6 +219,7 @@ class Poller:
             await asyncio.to_thread(self.store.set_next_poll, [c.source_id for c in claims], now)
             return
         self._backlog = free > 0 and len(claims) == free
+        self._watch()
         for claim in claims:
             task = asyncio.create_task(self._poll(claim, now), name=f"poll:{claim.source_id}")
             self._running[task] = claim.source_id
@@ -212,6 +236,10 @@ class Poller:
     # --- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
+        self._watchers = Watchers(
+            self.poll_pushed, lambda source: self.context(source, datetime.now(UTC))
+        )
+        self._watchers.sync(self._sources.values())
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_job(
             self.tick, "interval", seconds=self.config.poller.tick, id="tick",
@@ -225,6 +253,8 @@ class Poller:
             self._scheduler.shutdown(wait=False)
         if self._refill is not None:
             self._refill.cancel()
+        if self._watchers is not None:
+            await self._watchers.aclose()
         interrupted = list(self._running.values())
         for task in list(self._running):
             task.cancel()

@@ -51,6 +51,7 @@ from aggregator.cpu import PARSE_BUDGET, process_pool, run_within
 from aggregator.decide import Prepared, event_time, prepare
 from aggregator.exceptions import ConfigError, ConnectorError, FetchError, ParseError, TidingsError
 from aggregator.humanize import relative_time
+from aggregator.idle import WatchStatus
 from aggregator.opml import (
     ImportResult,
     OpmlError,
@@ -830,10 +831,41 @@ def _notice(request: Request, statuses: list[SourceStatus]) -> str | None:
     return text[:1].upper() + text[1:]
 
 
+@dataclass(frozen=True, slots=True)
+class MailboxView:
+    """A mailbox source's sync, for its row: per folder (name, UIDVALIDITY,
+    last UID synced), and its push watch when this process runs the poller."""
+
+    folders: list[tuple[str, Any, Any]]
+    watch: WatchStatus | None
+    polled_here: bool
+
+
+def _mailboxes(state: AppState, statuses: list[SourceStatus]) -> dict[str, MailboxView]:
+    views = {}
+    for s in statuses:
+        cls = _kind_class(s.kind)
+        if cls is None or not callable(getattr(cls, "watch", None)):
+            continue
+        stored, _ = state.store.source_state(s.id)
+        folders = (stored or {}).get("folders")
+        rows = [
+            (name, f.get("uidvalidity"), f.get("last_uid"))
+            for name, f in (folders.items() if isinstance(folders, dict) else ())
+            if isinstance(f, dict)
+        ]
+        poller = state.poller
+        views[s.id] = MailboxView(
+            sorted(rows), poller.watch_status(s.id) if poller else None, poller is not None
+        )
+    return views
+
+
 @guard("admin")
 async def list_sources(request: Request) -> Response:
     state = app_state(request)
     statuses = await _statuses(state)
+    mailboxes = await asyncio.to_thread(_mailboxes, state, statuses)
     now = datetime.now(UTC)
     return render(
         request,
@@ -845,6 +877,7 @@ async def list_sources(request: Request) -> Response:
             "until": partial(relative_time, now=now),
             "notice": _notice(request, statuses),
             "alert_after": state.config.poller.alert_after,
+            "mailboxes": mailboxes,
             "push_kinds": {k for k, c in connector_kinds().items() if c.push},
         },
     )

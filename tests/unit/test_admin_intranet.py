@@ -632,3 +632,21 @@ def test_every_intranet_kind_has_a_form(client: TestClient) -> None:
         assert page.status_code == 200, kind
         assert f"New {kind} source" in page.text
         assert bool(connector_class(kind).push) == ('id="hook-url"' in page.text), kind
+
+
+def test_a_mailbox_row_shows_each_folders_last_uid_and_its_push_watch(client: TestClient) -> None:
+    raw = {"id": "legal-mail", "kind": "imap", "host": "127.0.0.1", "tls": "none",
+           "username": "tidings", "password": "env:TIDINGS_SECRET_IMAP",
+           "folders": ["INBOX", "Matters/*"]}  # fmt: skip
+    store = store_of(client)
+    store.create_source(raw, actor="test", now=NOW)
+    row = source_row(client.get("/admin/sources").text, "legal-mail")
+    assert "No folder synced yet." in row
+    assert "known to the poller process" in row  # this app runs no poller
+    state = {"folders": {"INBOX": {"uidvalidity": 7, "last_uid": 42},
+                         "Matters/Acme": {"uidvalidity": 9, "last_uid": 3}}}  # fmt: skip
+    later = NOW + timedelta(minutes=10)
+    store.record([PollRecord(parse_source(raw, "source", "db"), [], state, NOW, later)])
+    row = source_row(client.get("/admin/sources").text, "legal-mail")
+    cells = re.findall(r"<tr><td><code>([^<]+)</code></td><td>(\d+)</td><td>(\d+)</td></tr>", row)
+    assert cells == [("INBOX", "42", "7"), ("Matters/Acme", "3", "9")]

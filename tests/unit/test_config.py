@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.config import load_config, parse_config
+from aggregator.config import load_config, parse_config, parse_source
 from aggregator.durations import parse_duration
 from aggregator.exceptions import ConfigError
 
@@ -83,3 +83,11 @@ def test_cli_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert "bad.toml: sources[0].interval" in err
     assert main(["check-config", str(REPO / "config.example.toml")]) == 0
+
+
+def test_sources_made_in_the_web_admin_may_not_run_a_token_command() -> None:
+    raw = {"id": "mail", "kind": "imap", "host": "imap.example.org", "username": "u",
+           "auth": "xoauth2", "token_command": ["/usr/local/bin/get-token"]}  # fmt: skip
+    assert parse_source(raw, "sources[0]", "file").id == "mail"
+    with pytest.raises(ConfigError, match=r"source\.token_command: runs a command on the server"):
+        parse_source(raw, "source", "db")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from aggregator import pipeline, registry
+from aggregator import idle, pipeline, registry
 from aggregator.config import SourceConfig, parse_config
 from aggregator.connector import Connector, ConnectorOptions, PollContext, Resources
 from aggregator.exceptions import FetchError, GoneError
@@ -317,3 +317,45 @@ def test_a_push_source_is_never_due_and_one_made_due_goes_back_unpolled(tmp_path
     [status] = store.source_statuses(viewer=None)
     assert status.next_poll_at is None and status.last_poll_at is None
     store.close()
+
+
+class Watched(Connector[ConnectorOptions]):
+    """Watches twice: the first watch drops, the second finds no push."""
+
+    kind = "watched"
+    Options = ConnectorOptions
+    calls = 0
+
+    async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
+        return PollResult()
+
+    async def watch(self, ctx: PollContext, wake: Any) -> None:
+        Watched.calls += 1
+        wake()
+        if Watched.calls == 1:
+            raise ConnectionError("connection reset while idling")
+
+
+async def test_a_watch_reports_its_state_wakes_polls_and_reconnects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(registry, "connector_kinds", lambda: {**KINDS, "watched": Watched})
+    monkeypatch.setattr(idle.random, "uniform", lambda a, b: 0.001)  # no real backoff wait
+    polled: list[str] = []
+    woke = asyncio.Event()
+
+    async def poll_one(source_id: str) -> None:
+        polled.append(source_id)
+        woke.set()
+
+    source = SourceConfig(id="w", kind="watched", options=ConnectorOptions())
+    watchers = idle.Watchers(poll_one, lambda s: context(s, datetime.now(UTC)))
+    watchers.sync([source])
+    [(_, task)] = watchers._tasks.values()
+    async with asyncio.timeout(5):
+        await woke.wait()
+        await task  # the second watch found no push: the task ends
+    status = watchers.status("w")
+    assert status is not None and status.state == "no push"
+    assert Watched.calls == 2 and polled[0] == "w"
+    await watchers.aclose()
