@@ -375,3 +375,15 @@ async def test_every_corpus_message_appended_is_synced(
     )
     assert result.warning is None
     assert len(result.events) == len(raws) - refused
+
+
+async def test_the_admins_test_previews_the_newest_messages_only(
+    dovecot: Dovecot, tmp_path: Path
+) -> None:
+    for n in range(8):
+        dovecot.append("alice", "Preview", mail(n, f"Preview {n}"))
+    before = dovecot.flags("alice", "Preview")
+    result = await connector(dovecot.port, ["Preview"]).preview(ctx(tmp_path), 3)
+    assert sorted(e.title for e in result.events) == ["Preview 5", "Preview 6", "Preview 7"]
+    assert result.state is None  # a Test stores nothing, not even where it got to
+    assert dovecot.flags("alice", "Preview") == before
