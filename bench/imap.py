@@ -1,0 +1,456 @@
+"""IMAP: initial sync of 10,000 messages from Dovecot, and IDLE latency to a subscriber.
+
+    python -m bench.imap                          # the issue's figures (2-4 min)
+    python -m bench.imap --messages 2000 --runs 1 --idle-messages 20   # a quick look
+
+A real Dovecot on 127.0.0.1 (tests/dovecot.py: maildir, plain text on loopback)
+holds `--messages` generated messages (deterministic: 2-4 KB, plain text,
+multipart/alternative with HTML, some with a small attachment) in folder
+`Bench`, written straight into alice's Maildir before the server starts.
+
+1. the floor: a bare IMAPClient session: LOGIN, EXAMINE, UID SEARCH, then
+   FETCH of every UID in batches of `--batch-size` with the items Tidings
+   asks for (RFC822.SIZE, BODY.PEEK[]<0.1000000>); nothing parsed.
+2. Tidings: one `Poller.poll_now()` of an imap source (max_messages_per_poll
+   = the message count) into a fresh SQLite store: the connector's fetches,
+   message_event in the parser pool (started before the clock), sanitising,
+   one commit. The event count must equal the message count.
+   Both in this process, alternating, after one untimed warm-up of the floor
+   (Dovecot's index and the page cache); messages/s are medians of `--runs`.
+3. IDLE latency: a real `tidings serve` with the imap source on folder `Push`
+   (interval 1h, idle on, idle_renew short), one websocket subscriber. Once
+   Dovecot's process title says IDLE, `--idle-messages` messages are APPENDed
+   one at a time at `--rate`/s over one IMAP connection; latency is the
+   event's arrival at the subscriber minus the start of its APPEND.
+
+Two cores, shared with Dovecot (and with whatever else runs: the environment
+line says how busy the machine was before the start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from bench.feeds import _machine_busy, environment, package_version
+from bench.hooks import _pct
+
+TARGET_RATIO = 0.5  # the issue: initial sync at least 50% of the bare IMAPClient fetch
+TARGET_P99_S = 1.0  # ... and IDLE append -> websocket p99 at most a second
+FOLDER = "Bench"
+PUSH_FOLDER = "Push"
+PASSWORD_ENV = "BENCH_IMAP_PASSWORD"
+CAP = 1_000_000  # ImapOptions.max_message_bytes' default: the partial fetch Tidings sends
+Result = dict[str, Any]
+
+_WORDS = [
+    "quarterly",
+    "review",
+    "budget",
+    "draft",
+    "counsel",
+    "merger",
+    "filing",
+    "release",
+    "branch",
+    "deploy",
+    "meeting",
+    "agenda",
+    "minutes",
+    "invoice",
+    "contract",
+    "renewal",
+    "schedule",
+    "customer",
+    "support",
+    "ticket",
+    "escalation",
+    "roadmap",
+    "milestone",
+    "design",
+    "proposal",
+    "feedback",
+    "approval",
+    "security",
+    "audit",
+    "incident",
+    "report",
+    "vendor",
+    "onboarding",
+    "training",
+    "travel",
+    "expense",
+]
+_PEOPLE = [
+    ("Jane Doe", "jane@example.org"),
+    ("Amir Haddad", "amir@example.com"),
+    ("Li Wei", "li.wei@example.net"),
+    ("Zoë Müller", "zoe@example.de"),
+    ("Ops Bot", "noreply@ops.example.org"),
+]
+
+
+# --- the messages ------------------------------------------------------------------
+
+
+def _text(rng: random.Random, words: int) -> str:
+    lines, line = [], []
+    for _ in range(words):
+        line.append(rng.choice(_WORDS))
+        if len(line) >= 12:
+            lines.append(" ".join(line).capitalize() + ".")
+            line = []
+    if line:
+        lines.append(" ".join(line).capitalize() + ".")
+    return "\n".join(lines)
+
+
+def message(n: int, subject: str | None = None) -> bytes:
+    """Message `n`, deterministic: 2-4 KB; every third multipart/alternative,
+    every seventh with a small attachment."""
+    rng = random.Random(n)
+    name, addr = _PEOPLE[n % len(_PEOPLE)]
+    msg = EmailMessage()
+    msg["From"] = f"{name} <{addr}>"
+    msg["To"] = "team@example.org"
+    msg["Subject"] = subject or f"[{n}] {_text(rng, 6).rstrip('.')}"
+    msg["Date"] = format_datetime(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=7 * n))
+    msg["Message-ID"] = f"<bench-{n}-{rng.getrandbits(32):08x}@mail.example.org>"
+    if n % 4 == 1:
+        msg["In-Reply-To"] = f"<bench-{n - 1}@mail.example.org>"
+    body = _text(rng, rng.randint(200, 420))
+    msg.set_content(f"Hello team,\n\n{body}\n\n-- \n{name}\n")
+    if n % 3 == 0:
+        paragraphs = "".join(f"<p>{p}</p>" for p in body.split("\n")[:8])
+        msg.add_alternative(f"<html><body>{paragraphs}<p><b>{name}</b></p></body></html>", "html")
+    if n % 7 == 0:
+        data = bytes(rng.getrandbits(8) for _ in range(600))
+        msg.add_attachment(data, maintype="application", subtype="octet-stream",
+                           filename=f"report-{n}.bin")  # fmt: skip
+    return msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def fill_maildir(dovecot: Any, user: str, folder: str, count: int) -> int:
+    """Write `count` messages straight into `user`'s Maildir (before Dovecot
+    first opens it); returns their total bytes."""
+    root = dovecot.dir / "home" / user / "Maildir"
+    target = root / f".{folder}"
+    for sub in ("cur", "new", "tmp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        (target / sub).mkdir(parents=True, exist_ok=True)
+    total = 0
+    stamp = 1_780_000_000
+    for n in range(count):
+        raw = message(n)
+        total += len(raw)
+        (target / "cur" / f"{stamp + n}.M{n}P1.bench,S={len(raw)}:2,").write_bytes(raw)
+    for path in [dovecot.dir / "home" / user, *(dovecot.dir / "home" / user).rglob("*")]:
+        shutil.chown(path, "nobody", "nogroup")
+    return total
+
+
+# --- 1. the floor -------------------------------------------------------------------
+
+
+def floor_run(port: int, password: str, batch: int) -> Result:
+    from imapclient import IMAPClient
+
+    items = [b"RFC822.SIZE", f"BODY.PEEK[]<0.{CAP}>".encode()]
+    started = time.perf_counter()
+    client = IMAPClient("127.0.0.1", port, ssl=False, timeout=30)
+    try:
+        client.login("alice", password)
+        client.select_folder(FOLDER, readonly=True)
+        uids = sorted(client.search(["UID", "1:*"]))
+        found = size = 0
+        for start in range(0, len(uids), batch):
+            got = client.fetch(uids[start : start + batch], items)
+            found += len(got)
+            size += sum(
+                len(next(v for k, v in d.items() if k.startswith(b"BODY["))) for d in got.values()
+            )
+    finally:
+        with contextlib.suppress(Exception):
+            client.logout()
+    return {"messages": found, "seconds": time.perf_counter() - started, "bytes": size}
+
+
+# --- 2. Tidings ----------------------------------------------------------------------
+
+
+def _source(port: int, folder: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": "mail",
+        "kind": "imap",
+        "interval": "1h",
+        "host": "127.0.0.1",
+        "port": port,
+        "tls": "none",
+        "username": "alice",
+        "password": f"env:{PASSWORD_ENV}",
+        "folders": [folder],
+        **extra,
+    }
+
+
+async def tidings_run(port: int, args: argparse.Namespace, profile: Path | None = None) -> Result:
+    from aggregator.config import parse_config
+    from aggregator.poller import Poller
+    from aggregator.store import Store
+    from connectors.imap import ImapConnector
+
+    source = _source(port, FOLDER, batch_size=args.batch_size,
+                     max_messages_per_poll=max(10_000, args.messages))  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bench-imap-") as tmp:
+        config = parse_config({"store": {"url": f"sqlite:///{tmp}/t.db"}, "sources": [source]})
+        store = Store(config.store_url)
+        store.sync_sources(config.sources, datetime.now(UTC))
+        poller = Poller(config, store)
+        try:
+            await poller.start_workers()
+            [config_source] = config.sources
+            ctx = poller.context(config_source, datetime.now(UTC))
+            started = time.perf_counter()
+            alone = await ImapConnector(config_source.options).poll(None, ctx)  # type: ignore[arg-type]
+            alone_seconds = time.perf_counter() - started
+            profiler = None
+            if profile is not None:
+                import cProfile
+
+                profiler = cProfile.Profile()
+                profiler.enable()
+            cpu = time.process_time()
+            started = time.perf_counter()
+            [outcome] = await poller.poll_now()
+            seconds = time.perf_counter() - started
+            cpu = time.process_time() - cpu
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(str(profile))
+        finally:
+            await poller.aclose()
+            store.close()
+    if outcome.error:
+        raise SystemExit(f"the poll failed: {outcome.error}")
+    return {
+        "messages": len(outcome.new_event_ids),
+        "seconds": seconds,
+        "main_cpu": cpu,
+        "connector": {"messages": len(alone.events), "seconds": alone_seconds},
+    }
+
+
+async def sync_phase(port: int, password: str, args: argparse.Namespace) -> dict[str, list[Result]]:
+    runs: dict[str, list[Result]] = {"floor": [], "tidings": []}
+    await asyncio.to_thread(floor_run, port, password, args.batch_size)  # warm-up
+    for n in range(args.runs):
+        runs["floor"].append(await asyncio.to_thread(floor_run, port, password, args.batch_size))
+        runs["tidings"].append(await tidings_run(port, args))
+        for side, got in runs.items():
+            if got[-1]["messages"] != args.messages:
+                raise SystemExit(f"{side}: {got[-1]['messages']} messages, not {args.messages}")
+        print(
+            f"  run {n + 1}: floor {args.messages / runs['floor'][-1]['seconds']:,.0f}/s, "
+            f"tidings {args.messages / runs['tidings'][-1]['seconds']:,.0f}/s",
+            flush=True,
+        )
+    if args.profile is not None:  # an extra, untimed poll: the profiler slows it
+        await tidings_run(port, args, args.profile)
+    return runs
+
+
+# --- 3. IDLE latency ----------------------------------------------------------------
+
+
+def write_serve_config(directory: Path, port: int, idle_renew: float) -> Path:
+    source = _source(port, PUSH_FOLDER, idle=True, idle_renew=idle_renew)
+    lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in source.items() if k != "id")
+    path = directory / "config.toml"
+    path.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = 0\n'
+        f'[store]\nurl = "sqlite:///{directory}/tidings.db"\n'
+        f'[[sources]]\nid = "mail"\n{lines}audience = ["everyone"]\n'
+    )
+    return path
+
+
+async def idle_phase(dovecot: Any, args: argparse.Namespace, tmp: Path) -> Result:
+    import websockets
+
+    from tests.integration.test_imap import idling
+    from tests.support import TidingsProcess
+
+    dovecot.append("alice", PUSH_FOLDER, message(10_000_000, "Push warm-up"))
+    appender = dovecot.client("alice")
+    subjects = [f"Push {i:03d}" for i in range(args.idle_messages)]
+    raws = [message(20_000_000 + i, s) for i, s in enumerate(subjects)]
+    sent: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+    done, warm = asyncio.Event(), asyncio.Event()
+    config = write_serve_config(tmp, dovecot.port, args.idle_renew)
+    with TidingsProcess(config) as app:
+        async with websockets.connect(app.ws_url, max_size=None) as ws:
+            await ws.send(json.dumps({"type": "subscribe", "stream": "s", "cursor": 0}))
+
+            async def receive() -> None:
+                while True:
+                    msg = json.loads(await ws.recv())
+                    if msg.get("type") == "event":
+                        title = msg["event"]["title"]
+                        arrived.setdefault(title, time.monotonic())
+                        if title == "Push warm-up":
+                            warm.set()
+                        if len(arrived) > args.idle_messages:  # + the warm-up
+                            done.set()
+
+            receiver = asyncio.create_task(receive())
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(warm.wait(), 30)
+                if not warm.is_set():
+                    raise SystemExit(f"the first poll never arrived; see {app.log}")
+                await asyncio.to_thread(idling, "alice")
+                start = time.monotonic()
+                for i, (subject, raw) in enumerate(zip(subjects, raws, strict=True)):
+                    await asyncio.sleep(max(0.0, start + i / args.rate - time.monotonic()))
+                    sent[subject] = time.monotonic()
+                    await asyncio.to_thread(appender.append, PUSH_FOLDER, raw)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), 15)
+            finally:
+                receiver.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await receiver
+    with contextlib.suppress(Exception):
+        appender.logout()
+    latencies = [arrived[s] - sent[s] for s in subjects if s in arrived]
+    first = sent[subjects[0]] if sent else 0.0
+    samples = [
+        (i, sent[s] - first, (arrived[s] - sent[s]) * 1000)
+        for i, s in enumerate(subjects)
+        if s in arrived
+    ]
+    return {"latencies": latencies, "samples": samples, "lost": len(subjects) - len(latencies)}
+
+
+# --- figures -------------------------------------------------------------------------
+
+
+def rate(results: Sequence[Result]) -> float:
+    return statistics.median(r["messages"] / r["seconds"] for r in results)
+
+
+def report(
+    runs: dict[str, list[Result]], idle: Result, args: argparse.Namespace, mb: float
+) -> None:
+    floor, tidings = rate(runs["floor"]), rate(runs["tidings"])
+    print(
+        f"\ninitial sync: {args.messages:,} messages ({mb:.1f} MB) from Dovecot, FETCH batches "
+        f"of {args.batch_size}, medians of {args.runs} run(s)"
+    )
+    labels = {
+        "floor": "floor: bare IMAPClient fetch, nothing parsed",
+        "connector": "Tidings connector alone: fetch, parse",
+        "tidings": "Tidings poll: + sanitise, decide, store",
+    }
+    runs = {**runs, "connector": [r["connector"] for r in runs["tidings"]]}
+    for side, label in labels.items():
+        per_second = rate(runs[side])
+        seconds = statistics.median(r["seconds"] for r in runs[side])
+        ratio = "" if side == "floor" else f"  {per_second / floor:.2f}x the floor"
+        print(f"  {label:<46} {per_second:>8,.0f} msgs/s  {seconds:6.2f} s{ratio}")
+    for side in labels:
+        every = ", ".join(f"{r['messages'] / r['seconds']:,.0f}" for r in runs[side])
+        print(f"  ({side} msgs/s per run: {every})")
+    main_cpu = statistics.median(r["main_cpu"] for r in runs["tidings"])
+    print(f"  (Tidings main-process CPU per poll: {main_cpu:.2f} s; the parser pool's is apart)")
+    lat = [s * 1000 for s in idle["latencies"]]
+    p50, p99 = _pct(lat, 50), _pct(lat, 99)
+    worst = max(lat, default=float("nan"))
+    print(
+        f"\nIDLE: {args.idle_messages} APPENDs at {args.rate:g}/s, one websocket subscriber; "
+        f"{len(lat)} received, {idle['lost']} lost"
+    )
+    print(f"  append -> websocket p50 {p50:8.1f} ms")
+    print(f"  append -> websocket p99 {p99:8.1f} ms")
+    print(f"  append -> websocket max {worst:8.1f} ms")
+    slow = sorted(idle["samples"], key=lambda row: -row[2])[:5]
+    print("  slowest: " + ", ".join(f"#{i} (+{t:.1f} s) {ms:.0f} ms" for i, t, ms in slow))
+    print(f"  over 500 ms: {sum(ms > 500 for ms in lat)}; idle_renew {args.idle_renew:g} s")
+    ratio = tidings / floor
+    verdict = [
+        ("initial sync", ratio >= TARGET_RATIO,
+         f"{tidings:,.0f} msgs/s, {ratio:.2f}x the floor's {floor:,.0f}/s "
+         f"(target >= {TARGET_RATIO:.0%})"),
+        ("IDLE latency", p99 <= TARGET_P99_S * 1000 and idle["lost"] == 0,
+         f"p99 {p99:.0f} ms (target <= {TARGET_P99_S * 1000:.0f} ms, none lost)"),
+    ]  # fmt: skip
+    print()
+    for name, ok, detail in verdict:
+        print(f"{'PASS' if ok else 'MISS'}  {name}: {detail}")
+
+
+# --- main ----------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000, help="messages to sync")
+    parser.add_argument("--runs", type=int, default=3, help="sync runs (medians)")
+    parser.add_argument("--batch-size", type=int, default=50, help="messages per FETCH (both)")
+    parser.add_argument("--idle-messages", type=int, default=100, help="APPENDs timed over IDLE")
+    parser.add_argument("--rate", type=float, default=2.0, help="APPENDs per second")
+    parser.add_argument("--idle-renew", type=float, default=20.0, help="idle_renew, seconds")
+    parser.add_argument(
+        "--profile", type=Path, help="cProfile one extra, untimed Tidings poll to here"
+    )
+    args = parser.parse_args(argv)
+    os.environ["TIDINGS_DISABLE_PLUGINS"] = "1"  # built-in connectors only, like the tests
+    from tests.dovecot import USERS, Dovecot
+
+    os.environ[PASSWORD_ENV] = USERS["alice"]
+    libraries = f"imapclient {package_version('imapclient')}"
+    print(environment(libraries), flush=True)
+    total = time.perf_counter()
+    busy0, wall0 = _machine_busy(), time.monotonic()
+    dovecot = Dovecot()
+    try:
+        started = time.perf_counter()
+        size = fill_maildir(dovecot, "alice", FOLDER, args.messages)
+        dovecot.start()
+        print(
+            f"loaded {args.messages:,} messages ({size / 1e6:.1f} MB, "
+            f"{size / args.messages / 1000:.1f} KB each) in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
+        runs = asyncio.run(sync_phase(dovecot.port, USERS["alice"], args))
+        with tempfile.TemporaryDirectory(prefix="bench-imap-serve-") as tmp:
+            idle = asyncio.run(idle_phase(dovecot, args, Path(tmp)))
+    finally:
+        dovecot.stop()
+    report(runs, idle, args, size / 1e6)
+    busy = (_machine_busy() - busy0) / (time.monotonic() - wall0) / (os.cpu_count() or 1)
+    print(
+        f"\n(machine {busy:.0%} busy on average during the run, this bench included; "
+        f"total wall time {time.perf_counter() - total:.0f} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
