@@ -25,7 +25,7 @@ from aggregator.cpu import PARSE_BUDGET, process_pool, run_within
 from aggregator.idle import Watchers, WatchStatus
 from aggregator.pipeline import POLL_TIMEOUT, PollOutcome, PollPolicy, poll_source
 from aggregator.recorder import Recorder
-from aggregator.registry import first_poll
+from aggregator.registry import is_push
 from aggregator.store import Claim, Store
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,7 @@ class Poller:
         self._refreshed = time.monotonic()
         if revision == self._revision:
             return
-        found = {s.id: s for s in self.store.db_sources()}
-        found.update((s.id, s) for s in self.config.sources)
-        self._sources = found
-        self._revision = revision
+        self._revision, self._sources = self.store.known_sources(self.config.sources)
 
     def _claim_due(self, now: datetime, limit: int) -> list[Claim]:
         """Due sources this poller knows. Others (another config file's, one
@@ -117,14 +114,13 @@ class Poller:
         claims = self.store.claim_due(now, limit, LEASE)
         if any(c.source_id not in self._sources for c in claims):
             self._refresh_sources()  # made in the web admin a moment ago, perhaps
-        # A push source is never due (first_poll); one made due anyway (an
+        # A push source is never due (registry.first_poll); one made due anyway (an
         # older build's "Poll now") goes back to never, unpolled: a no-op
         # "success" would clear the error its refused deliveries left.
         pushed = [
             c.source_id
             for c in claims
-            if c.source_id in self._sources
-            and first_poll(self._sources[c.source_id].kind, now) is None
+            if c.source_id in self._sources and is_push(self._sources[c.source_id].kind)
         ]
         if pushed:
             self.store.set_next_poll(pushed, None)
@@ -161,7 +157,7 @@ class Poller:
             if source_ids is not None
             else [s.id for s in self._sources.values() if s.enabled]
         )
-        ids = [i for i in ids if first_poll(self._sources[i].kind, datetime.min) is not None]
+        ids = [i for i in ids if not is_push(self._sources[i].kind)]
         now = datetime.now(UTC)
         claims = await asyncio.to_thread(self.store.claim, ids, now, LEASE)
         return list(await asyncio.gather(*(self._poll(c, now) for c in claims)))

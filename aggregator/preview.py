@@ -20,12 +20,6 @@ from aggregator.registry import connector_class
 PREVIEW_TIMEOUT = 60.0  # someone is waiting at a form; a poll may take longer
 
 
-async def preview_source(source: SourceConfig, ctx: PollContext, limit: int = 20) -> list[Prepared]:
-    """The newest `limit` items a poll of `source` finds (see preview_poll)."""
-    items, _ = await preview_poll(source, ctx, limit)
-    return items
-
-
 async def preview_poll(
     source: SourceConfig, ctx: PollContext, limit: int = 20
 ) -> tuple[list[Prepared], str | None]:

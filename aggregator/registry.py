@@ -44,8 +44,13 @@ def connector_class(kind: str) -> ConnectorClass:
         raise TidingsError(f"unknown source kind {kind!r} (known: {known})") from None
 
 
-def first_poll(kind: str, now: datetime) -> datetime | None:
-    """When a new or changed source of `kind` is due: now, or never for a
-    push kind (and for one not installed here, which the poller hands back)."""
+def is_push(kind: str) -> bool:
+    """Whether `kind` receives its events and is never polled (False for a
+    kind not installed here, which the poller hands back)."""
     cls = connector_kinds().get(kind)
-    return None if cls is not None and cls.push else now
+    return cls is not None and cls.push
+
+
+def first_poll(kind: str, now: datetime) -> datetime | None:
+    """When a new or changed source of `kind` is due: now, or never for a push kind."""
+    return None if is_push(kind) else now

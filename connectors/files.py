@@ -28,7 +28,9 @@ def local_path(location: str) -> Path | None:
     return None
 
 
-def _allowed(path: Path, ctx: PollContext) -> Path:
+def allowed_path(path: Path, ctx: PollContext) -> Path:
+    """`path` resolved against the config's directory, when this source may
+    read it: under one of ctx.local_dirs (none for web-made sources)."""
     resolved = (ctx.base_dir / path).resolve()
     for base in ctx.local_dirs:
         if resolved.is_relative_to(base):
@@ -56,5 +58,15 @@ def _read(path: Path, version: str | None, cap: int) -> tuple[str, bytes | None]
 
 async def read_local(path: Path, version: str | None, ctx: PollContext) -> tuple[str, bytes | None]:
     """(version, bytes), or (version, None) when the file has not changed."""
-    resolved = _allowed(path, ctx)
+    resolved = allowed_path(path, ctx)
     return await asyncio.to_thread(_read, resolved, version, ctx.http.max_body_bytes)
+
+
+def option_path_problem(path: str) -> str | None:
+    """Why an option naming a file on the server's disk (a CA bundle, a
+    client certificate) is not a usable path, or None."""
+    if not path.strip() or "\0" in path:
+        return "must be a file path"
+    if path.startswith(("env:", "file:", "http:", "https:")):
+        return "a file path (relative to the config file), not a reference or URL"
+    return None

@@ -31,7 +31,7 @@ from pydantic_core import PydanticCustomError
 from aggregator.connector import ConnectorOptions, PollContext
 from aggregator.exceptions import FetchError
 from aggregator.secrets import SecretError, SecretRef
-from connectors.files import local_path
+from connectors.files import local_path, option_path_problem
 from connectors.http import (
     BasicAuth,
     BearerAuth,
@@ -182,10 +182,8 @@ class HttpSourceOptions(ConnectorOptions):
     def _file_path(cls, path: str | None, info: ValidationInfo) -> str | None:
         if path is None:
             return None
-        if not path.strip() or "\0" in path:
-            raise _error("must be a file path")
-        if path.startswith(("env:", "file:", "http:", "https:")):
-            raise _error("a file path (relative to the config file), not a reference or URL")
+        if problem := option_path_problem(path):
+            raise _error(problem)
         url = info.data.get("url")
         if url is not None and local_path(url) is not None:
             raise _error("only for http(s) URLs")

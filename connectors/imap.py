@@ -44,6 +44,7 @@ from aggregator.connector import Connector, PollContext
 from aggregator.exceptions import ConnectorError
 from aggregator.secrets import SecretRef
 from aggregator.types import EventData, JSONObject, PollResult
+from connectors.files import option_path_problem
 from connectors.mail import MailOptions, MailRules, message_event
 
 log = logging.getLogger(__name__)
@@ -162,10 +163,8 @@ class ImapOptions(MailOptions):
     def _ca_bundle(cls, path: str | None, info: ValidationInfo) -> str | None:
         if path is None:
             return None
-        if not path.strip() or "\0" in path:
-            raise _error("must be a file path")
-        if path.startswith(("env:", "file:", "http:", "https:")):
-            raise _error("a file path (relative to the config file), not a reference or URL")
+        if problem := option_path_problem(path):
+            raise _error(problem)
         if info.data.get("tls") == "none":
             raise _error("only with tls = tls or starttls")
         return path

@@ -42,7 +42,7 @@ from pydantic import Field, field_validator
 from aggregator.connector import Connector, PollContext
 from aggregator.exceptions import FetchError
 from aggregator.types import EventData, JSONObject, PollResult
-from connectors.files import _allowed, local_path  # the one check of local paths
+from connectors.files import allowed_path, local_path
 from connectors.mail import MailOptions, MailRules, message_event
 
 BATCH = 50  # messages per run_cpu task
@@ -126,7 +126,7 @@ def _location(path: str, ctx: PollContext) -> Path:
     where = local_path(path)
     if where is None:
         raise FetchError(f"{path}: not a local path")
-    return _allowed(where, ctx)
+    return allowed_path(where, ctx)
 
 
 def _cap_warning(opts: LocalMailOptions) -> str:
@@ -231,7 +231,7 @@ class MaildirConnector(Connector[MaildirOptions]):
                 out.append((name, root))
             elif name in names:
                 # the folder itself must be under the allowed directories too
-                out.append((name, _allowed(root / f".{name}", ctx)))
+                out.append((name, allowed_path(root / f".{name}", ctx)))
             else:
                 raise FetchError(f"{self.options.path}: no folder {name!r} (found: {names})")
         return out

@@ -195,8 +195,7 @@ class WebhookReceiver:
         revision = self.store.people.revision()
         if revision == self._revision:
             return
-        found = {s.id: s for s in self.store.db_sources()}
-        found.update((s.id, s) for s in self.config.sources)
+        revision, found = self.store.known_sources(self.config.sources)
         hooks = {
             i: s for i, s in found.items() if s.enabled and isinstance(s.options, WebhookOptions)
         }

@@ -408,6 +408,16 @@ class Store:
                 log.error("source %s cannot be loaded: %s", row.id, err)
         return found
 
+    def known_sources(
+        self, file_sources: Iterable[SourceConfig]
+    ) -> tuple[int, dict[str, SourceConfig]]:
+        """(the store's revision, every source by id): those made in the web
+        admin, with the config file's own winning an id they share."""
+        revision = self.people.revision()
+        found = {s.id: s for s in self.db_sources()}
+        found.update((s.id, s) for s in file_sources)
+        return revision, found
+
     def source_table(self, source_id: str) -> tuple[str, dict[str, Any]] | None:
         """A source's origin and the table it was defined with (secrets stay
         references), for the admin's edit form."""

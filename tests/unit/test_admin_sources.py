@@ -524,13 +524,13 @@ async def test_preview_is_newest_first_sanitised_limited_and_wraps_crashes(
         )
         for n in range(5)
     ]
-    found = await preview.preview_source(source, ctx, limit=3)
+    found, _ = await preview.preview_poll(source, ctx, limit=3)
     assert [p.data.title for p in found] == ["item 4", "item 3", "item 2"]
     assert all("script" not in p.data.content_html and "onclick" not in p.data.content_html
                for p in found)  # fmt: skip
     monkeypatch.setattr(KitchenSink, "crash", KeyError("items"))
     with pytest.raises(ConnectorError, match="the connector failed: KeyError"):
-        await preview.preview_source(source, ctx)
+        await preview.preview_poll(source, ctx)
     await ctx.resources.aclose()
 
 
