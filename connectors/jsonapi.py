@@ -52,6 +52,7 @@ from connectors.http import Fetcher, FetchResult, fetcher, redact
 from connectors.httpsource import HttpSourceOptions, refuse_web_link_local, request_args
 from connectors.mapping import (
     MAX_PROBLEMS,
+    Expr,
     FieldMapping,
     Mapped,
     MappedOptions,
@@ -74,7 +75,6 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _LINK = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]*)*)")
 _REL = re.compile(r"""\brel\s*=\s*(?:"([^"]*)"|([^\s;,]+))""", re.IGNORECASE)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 # State keys naming a mapping: the one stored items were made by, the one checked.
 _FINGERPRINTS = ("mapping", "checked")
 
@@ -369,17 +369,17 @@ def _items(mapping: FieldMapping, doc: Any, url: str, first: bool) -> list[Any]:
         raise ParseError(f"{redact(url)}: items ({mapping.items_source}): {err}") from None
     except MappingError as err:
         found = mapping.items.search(doc) if mapping.items is not None else doc
-        if found is None and (not first or _null_list(mapping.items_source, doc)):
+        if found is None and (not first or _null_list(mapping.items, doc)):
             return []
         raise ParseError(f"{redact(url)}: {err}") from None
 
 
-def _null_list(path: str, doc: Any) -> bool:
-    """Whether the plain path `path` ("data.items") ends at a key that is
+def _null_list(items: Expr | None, doc: Any) -> bool:
+    """Whether `items`, a plain path ("data.items"), ends at a key that is
     there with the value null (not missing: that is a typo)."""
-    if not _DOTTED.fullmatch(path):
+    if items is None or items.path is None:
         return False
-    *parents, last = path.split(".")
+    *parents, last = items.path
     node = doc
     for key in parents:
         node = node.get(key) if isinstance(node, dict) else None
