@@ -23,6 +23,7 @@ from aggregator.types import EventData
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT = 300.0  # a poll that hangs longer than this is failed and retried later
+PREPARE_CHUNK = 500  # items per pool task: a big poll (a mailbox's first sync) uses every core
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,7 @@ async def poll_source(
         async with deadline:
             result = await connector.poll(claim.state, ctx)
         # Sanitising is CPU work: it runs in the parser pool, off the event loop.
-        items = await ctx.run_cpu(prepare, result.events, source.tags) if result.events else []
+        items = await prepare_in_pool(ctx, result.events, source.tags)
     except Exception as err:  # whatever a connector sends, the others keep flowing
         failure: Exception = err
         if deadline.expired():
@@ -112,6 +113,29 @@ async def poll_source(
     metrics.EVENTS.labels(source.id).inc(len(new_ids))
     metrics.POLL_SECONDS.labels(source.id).observe(time.perf_counter() - started)
     return PollOutcome(source.id, new_ids, not_modified=result.not_modified, alert_ids=alert_ids)
+
+
+async def prepare_in_pool(
+    ctx: PollContext, events: list[EventData], tags: tuple[str, ...]
+) -> list[Prepared]:
+    """decide.prepare in the parser pool, in chunks that go to every worker
+    at once; the first of duplicate ids wins across chunks as within one."""
+    if len(events) <= PREPARE_CHUNK:
+        return await ctx.run_cpu(prepare, events, tags) if events else []
+    parts = await asyncio.gather(
+        *(
+            ctx.run_cpu(prepare, events[at : at + PREPARE_CHUNK], tags)
+            for at in range(0, len(events), PREPARE_CHUNK)
+        )
+    )
+    seen: set[str] = set()
+    out: list[Prepared] = []
+    for part in parts:
+        for item in part:
+            if item.external_id not in seen:
+                seen.add(item.external_id)
+                out.append(item)
+    return out
 
 
 async def _record_failure(

@@ -13,8 +13,9 @@ import asyncio
 
 from aggregator.config import SourceConfig
 from aggregator.connector import PollContext
-from aggregator.decide import Prepared, event_time, prepare
+from aggregator.decide import Prepared, event_time
 from aggregator.exceptions import ConnectorError
+from aggregator.pipeline import prepare_in_pool
 from aggregator.registry import connector_class
 
 PREVIEW_TIMEOUT = 60.0  # someone is waiting at a form; a poll may take longer
@@ -35,9 +36,7 @@ async def preview_poll(
     try:
         async with deadline:
             result = await connector.preview(ctx, limit)
-            items: list[Prepared] = (
-                await ctx.run_cpu(prepare, result.events, source.tags) if result.events else []
-            )
+            items = await prepare_in_pool(ctx, result.events, source.tags)
     except ConnectorError:
         raise
     except Exception as err:

@@ -20,7 +20,6 @@ IMAPClient is blocking: every call runs in a thread, never on the event loop.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import imaplib
 import ipaddress
 import logging
@@ -29,6 +28,7 @@ import ssl
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,13 +45,14 @@ from aggregator.exceptions import ConnectorError
 from aggregator.secrets import SecretRef
 from aggregator.types import EventData, JSONObject, PollResult
 from connectors.files import option_path_problem
-from connectors.mail import MailOptions, MailRules, message_event
+from connectors.mail import MailOptions, parse_messages
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"tls": 993, "starttls": 143, "none": 143}
 TOKEN_COMMAND_TIMEOUT = 30.0
 WILDCARDS = ("*", "%")
+IN_FLIGHT = 4  # fetched batches waiting for the parser pool, at most
 
 
 def _error(message: str) -> PydanticCustomError:
@@ -191,9 +192,6 @@ class ImapOptions(MailOptions):
     @property
     def effective_port(self) -> int:
         return self.port or DEFAULT_PORTS[self.tls]
-
-    def rules(self) -> MailRules:
-        return MailRules(store_bodies=self.store_bodies, summary_chars=self.summary_chars)
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,7 +393,6 @@ class ImapConnector(Connector[ImapOptions]):
         events: list[EventData] = []
         unreadable = 0
         budget = opts.max_messages_per_poll
-        rules = opts.rules()
         client = await asyncio.to_thread(connect, login)
         try:
             with _failures(login, "listing folders"):
@@ -406,26 +403,12 @@ class ImapConnector(Connector[ImapOptions]):
                     plan = await asyncio.to_thread(
                         _plan, client, name, old if isinstance(old, dict) else None
                     )
-                last = plan.last_uid
                 todo = plan.uids[:budget]
                 budget -= len(todo)
-                for start in range(0, len(todo), opts.batch_size):
-                    batch = todo[start : start + opts.batch_size]
-                    with _failures(login, f"fetching from {name}"):
-                        found = await asyncio.to_thread(
-                            _fetch, client, batch, opts.max_message_bytes
-                        )
-                    # In UID order; a UID expunged since the search is simply absent.
-                    parsed = await asyncio.gather(
-                        *(
-                            _event(ctx, *found[uid], rules, opts.max_message_bytes)
-                            for uid in batch
-                            if uid in found
-                        )
-                    )
-                    unreadable += sum(1 for e in parsed if e is None)
-                    events.extend(e for e in parsed if e is not None)
-                    last = batch[-1]
+                parsed = await self._read(client, login, name, todo, ctx)
+                unreadable += sum(1 for e in parsed if e is None)
+                events.extend(e for e in parsed if e is not None)
+                last = todo[-1] if todo else plan.last_uid
                 folders[name] = {"uidvalidity": plan.uidvalidity, "last_uid": last}
                 if budget <= 0:
                     break
@@ -449,10 +432,39 @@ class ImapConnector(Connector[ImapOptions]):
             warning="; ".join(warnings) or None,
         )
 
+    async def _read(
+        self, client: IMAPClient, login: Login, folder: str, uids: list[int], ctx: PollContext
+    ) -> list[EventData | None]:
+        """The messages `uids` name, as events in UID order (a UID expunged
+        since the search is simply absent). The next batch is fetched while
+        the parser pool reads the last ones; at most IN_FLIGHT batches wait
+        there, so a fast server does not fill memory with raw mail."""
+        opts = self.options
+        rules = opts.rules()
+        waiting: deque[asyncio.Future[list[EventData | None]]] = deque()
+        out: list[EventData | None] = []
+        try:
+            for start in range(0, len(uids), opts.batch_size):
+                batch = uids[start : start + opts.batch_size]
+                with _failures(login, f"fetching from {folder}"):
+                    found = await asyncio.to_thread(_fetch, client, batch, opts.max_message_bytes)
+                messages = [found[uid] for uid in batch if uid in found]
+                waiting.append(
+                    asyncio.ensure_future(ctx.run_cpu(parse_messages, messages, rules, ctx.now))
+                )
+                if len(waiting) >= IN_FLIGHT:
+                    out += await waiting.popleft()
+            while waiting:
+                out += await waiting.popleft()
+        finally:
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+        return out
+
     async def preview(self, ctx: PollContext, limit: int) -> PollResult:
         """The newest `limit` messages of each folder, not the whole archive."""
         login = await self.login(ctx)
-        rules = self.options.rules()
         events: list[EventData] = []
         client = await asyncio.to_thread(connect, login)
         try:
@@ -461,15 +473,8 @@ class ImapConnector(Connector[ImapOptions]):
                 for name in names:
                     plan = await asyncio.to_thread(_plan, client, name, None)
                     newest = plan.uids[-limit:] if limit > 0 else []
-                    if not newest:
-                        continue
-                    found = await asyncio.to_thread(
-                        _fetch, client, newest, self.options.max_message_bytes
-                    )
-                    for raw, size in found.values():
-                        event = await _event(ctx, raw, size, rules, self.options.max_message_bytes)
-                        if event is not None:
-                            events.append(event)
+                    parsed = await self._read(client, login, name, newest, ctx)
+                    events.extend(e for e in parsed if e is not None)
         finally:
             await asyncio.to_thread(_close, client)
         return PollResult(events=events[-limit:] if limit > 0 else [])
@@ -561,19 +566,6 @@ def _announces_mail(responses: list[Any]) -> bool:
     return any(
         isinstance(r, tuple) and len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses
     )
-
-
-async def _event(
-    ctx: PollContext, raw: bytes, size: int, rules: MailRules, cap: int
-) -> EventData | None:
-    try:
-        event: EventData = await ctx.run_cpu(message_event, raw, rules)
-    except Exception:
-        log.warning("an IMAP message could not be read", exc_info=True)
-        return None
-    if size > cap:
-        event = dataclasses.replace(event, extra={**event.extra, "truncated_at": cap})
-    return event
 
 
 def _run_token_command(command: list[str], ctx: PollContext, where: str) -> str:

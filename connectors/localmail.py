@@ -32,8 +32,7 @@ import asyncio
 import hashlib
 import mailbox
 import os
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,7 +42,7 @@ from aggregator.connector import Connector, PollContext
 from aggregator.exceptions import FetchError
 from aggregator.types import EventData, JSONObject, PollResult
 from connectors.files import allowed_path, local_path
-from connectors.mail import MailOptions, MailRules, message_event
+from connectors.mail import MailOptions, parse_messages
 
 BATCH = 50  # messages per run_cpu task
 MARGIN_NS = 60 * 10**9  # see the module docstring
@@ -76,9 +75,6 @@ class LocalMailOptions(MailOptions):
             raise ValueError("must be a file path (relative to the config file)")
         return path
 
-    def rules(self) -> MailRules:
-        return MailRules(store_bodies=self.store_bodies, summary_chars=self.summary_chars)
-
 
 class MaildirOptions(LocalMailOptions):
     """A maildir and which of its folders to read."""
@@ -99,11 +95,6 @@ class MaildirOptions(LocalMailOptions):
         return folders
 
 
-def parse_messages(raws: list[bytes], rules: MailRules, now: datetime) -> list[EventData]:
-    """A batch of messages as events (for run_cpu: one task per batch)."""
-    return [message_event(raw, rules, now) for raw in raws]
-
-
 @dataclass(frozen=True, slots=True)
 class _Raw:
     data: bytes  # at most max_message_bytes
@@ -111,15 +102,20 @@ class _Raw:
 
 
 async def _events(found: list[_Raw], opts: LocalMailOptions, ctx: PollContext) -> list[EventData]:
-    events: list[EventData] = []
-    for at in range(0, len(found), BATCH):
-        batch = found[at : at + BATCH]
-        parsed = await ctx.run_cpu(parse_messages, [r.data for r in batch], opts.rules(), ctx.now)
-        for raw, event in zip(batch, parsed, strict=True):
-            if raw.size > len(raw.data):  # as IMAP marks a partial fetch
-                event = replace(event, extra={**event.extra, "truncated_at": len(raw.data)})
-            events.append(event)
-    return events
+    """The messages as events, in order; the batches go to the parser pool
+    together, so every core reads."""
+    parsed = await asyncio.gather(
+        *(
+            ctx.run_cpu(
+                parse_messages,
+                [(r.data, r.size) for r in found[at : at + BATCH]],
+                opts.rules(),
+                ctx.now,
+            )
+            for at in range(0, len(found), BATCH)
+        )
+    )
+    return [event for batch in parsed for event in batch if event is not None]
 
 
 def _location(path: str, ctx: PollContext) -> Path:

@@ -170,6 +170,39 @@ def test_attachments_are_listed_not_stored() -> None:
     assert "AAECAwQF" not in e.content_html and "inner body" not in e.content_html
 
 
+def test_space_between_encoded_words_in_two_charsets_is_dropped() -> None:
+    # RFC 2047 6.2; php-mime-mail-parser's m0023 splits "you" like this
+    subject = "=?ISO-8859-1?B?eW8=?=\n =?ISO-8859-2?B?dSBhbmQgbWU=?= =?utf-8?q?!?="
+    assert message_event(msg(f"Subject: {subject}"), now=NOW).title == "you and me!"
+
+
+def test_bare_addresses_without_commas_are_each_kept() -> None:
+    e = message_event(msg("From: a@example.org b@example.org\nTo: c@x.org d@x.org"), now=NOW)
+    assert e.actor.email == "a@example.org"
+    assert e.extra["to"] == ["c@x.org", "d@x.org"]
+
+
+def test_a_sender_without_address_is_a_name() -> None:
+    e = message_event(msg("From: MAILER-DAEMON\nTo: @lists.example.org"), now=NOW)
+    assert (e.actor.name, e.actor.email) == ("MAILER-DAEMON", None)
+    assert e.extra["to"] == []
+
+
+def test_an_inline_text_part_with_a_name_is_the_body_and_8bit_names_decode() -> None:
+    raw = msg(
+        "Subject: x\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b",
+        raw_body=(
+            b"--b\r\nContent-Type: text/plain; charset=utf-8; name=\"notes.txt\"\r\n"
+            b"Content-Disposition: inline\r\n\r\nThe body.\r\n"
+            b"--b\r\nContent-Type: text/plain\r\n"
+            b"Content-Disposition: attachment; filename=ci\xc3\xablE.txt\r\n\r\nHi\r\n--b--\r\n"
+        ),
+    )
+    e = message_event(raw, now=NOW)
+    assert e.summary == "The body."
+    assert [f["name"] for f in e.extra["files"]] == ["ciëlE.txt"]
+
+
 def test_a_truncated_message_parses() -> None:
     whole = msg(ATTACHED[0], ATTACHED[1])
     for cut in (10, 60, 120, 200, 260, len(whole) - 30):
