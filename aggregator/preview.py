@@ -10,6 +10,7 @@ left out, and with no state, so a 304 cannot hide what the source holds.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from aggregator.config import SourceConfig
 from aggregator.connector import PollContext
@@ -21,12 +22,17 @@ from aggregator.registry import connector_class
 PREVIEW_TIMEOUT = 60.0  # someone is waiting at a form; a poll may take longer
 
 
-async def preview_poll(
-    source: SourceConfig, ctx: PollContext, limit: int = 20
-) -> tuple[list[Prepared], str | None]:
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    items: list[Prepared]  # newest first
+    warning: str | None  # what the poll could not read
+    notes: tuple[str, ...]  # what it found about the source (PollResult.notes)
+
+
+async def preview_poll(source: SourceConfig, ctx: PollContext, limit: int = 20) -> DryRun:
     """The newest `limit` items a poll of `source` finds, sanitised as they
-    would be stored, and the poll's warning (what it could not read).
-    Nothing is written: not events, not state, not health.
+    would be stored, with the poll's warning and notes. Nothing is written:
+    not events, not state, not health.
 
     Every failure comes out as ConnectorError with a message fit to show an
     admin (a connector's own crash included), like a poll's recorded error.
@@ -46,4 +52,4 @@ async def preview_poll(
             ) from None
         raise ConnectorError(f"the connector failed: {type(err).__name__}: {err}") from err
     items.sort(key=lambda item: event_time(item.data, ctx.now), reverse=True)
-    return items[:limit], result.warning
+    return DryRun(items[:limit], result.warning, result.notes)

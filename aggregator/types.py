@@ -123,3 +123,6 @@ class PollResult:
     # instead of becoming Update events. New items are still events.
     rebaseline: bool = False
     warning: str | None = None
+    # Only from Connector.preview: what a Test found about the source itself,
+    # beside its items (an IMAP account's folders), one line each.
+    notes: tuple[str, ...] = ()

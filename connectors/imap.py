@@ -53,6 +53,7 @@ DEFAULT_PORTS = {"tls": 993, "starttls": 143, "none": 143}
 TOKEN_COMMAND_TIMEOUT = 30.0
 WILDCARDS = ("*", "%")
 IN_FLIGHT = 4  # fetched batches waiting for the parser pool, at most
+OVERVIEW_FOLDERS = 50  # folders the admin's Test lists with their counts
 
 
 def _error(message: str) -> PydanticCustomError:
@@ -297,17 +298,36 @@ def _close(client: IMAPClient) -> None:
             log.debug("closing an IMAP connection failed", exc_info=True)
 
 
+def _selectable(flags: tuple[bytes, ...]) -> bool:
+    return b"\\Noselect" not in flags and b"\\NonExistent" not in flags
+
+
 def _folder_names(client: IMAPClient, patterns: list[str]) -> list[str]:
     """The folders `patterns` name, in order, each once; wildcards through LIST."""
     names: list[str] = []
     for pattern in patterns:
         if any(w in pattern for w in WILDCARDS):
             for flags, _delimiter, name in client.list_folders(pattern=pattern):
-                if b"\\Noselect" not in flags and b"\\NonExistent" not in flags:
+                if _selectable(flags):
                     names.append(name)
         else:
             names.append(pattern)
     return list(dict.fromkeys(names))
+
+
+def _overview(client: IMAPClient, login: Login, watched: list[str]) -> list[str]:
+    """What the admin's Test says about the account: the login, then its
+    folders with their message counts (STATUS: nothing is selected), the
+    watched ones marked, at most OVERVIEW_FOLDERS of them."""
+    lines = [f"logged in as {login.username} at {login.host}:{login.port} (tls = {login.tls})"]
+    names = [name for flags, _delimiter, name in client.list_folders() if _selectable(flags)]
+    lines.append(f"{len(names)} folder(s), {len(watched)} watched by this source")
+    for name in sorted(names, key=lambda n: (n not in watched, n.casefold()))[:OVERVIEW_FOLDERS]:
+        count = client.folder_status(name, [b"MESSAGES"]).get(b"MESSAGES", 0)
+        lines.append(f"{name}: {count} message(s){' (watched)' if name in watched else ''}")
+    if len(names) > OVERVIEW_FOLDERS:
+        lines.append(f"... and {len(names) - OVERVIEW_FOLDERS} more folder(s)")
+    return lines
 
 
 @dataclass(slots=True)
@@ -463,13 +483,16 @@ class ImapConnector(Connector[ImapOptions]):
         return out
 
     async def preview(self, ctx: PollContext, limit: int) -> PollResult:
-        """The newest `limit` messages of each folder, not the whole archive."""
+        """The newest `limit` messages of each folder, not the whole archive,
+        and (as notes) the login and the account's folders."""
         login = await self.login(ctx)
         events: list[EventData] = []
         client = await asyncio.to_thread(connect, login)
         try:
-            with _failures(login, "reading the newest messages"):
+            with _failures(login, "listing folders"):
                 names = await asyncio.to_thread(_folder_names, client, self.options.folders)
+                notes = await asyncio.to_thread(_overview, client, login, names)
+            with _failures(login, "reading the newest messages"):
                 for name in names:
                     plan = await asyncio.to_thread(_plan, client, name, None)
                     newest = plan.uids[-limit:] if limit > 0 else []
@@ -477,7 +500,7 @@ class ImapConnector(Connector[ImapOptions]):
                     events.extend(e for e in parsed if e is not None)
         finally:
             await asyncio.to_thread(_close, client)
-        return PollResult(events=events[-limit:] if limit > 0 else [])
+        return PollResult(events=events[-limit:] if limit > 0 else [], notes=tuple(notes))
 
     # --- push ---------------------------------------------------------------
 

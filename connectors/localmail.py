@@ -24,6 +24,10 @@ Incremental state:
   starting with "From ", as the standard library's mailbox.mbox reads them;
   the file is scanned here rather than through mailbox.mbox, which reads the
   whole file at every open, so that a poll reads only what was appended.
+
+The admin's Test (`preview`) reads only the newest messages and no state:
+a maildir's newest files by ctime, an mbox's last messages, found by
+scanning the file backwards from its end.
 """
 
 from __future__ import annotations
@@ -207,6 +211,24 @@ def _read_maildir(
     return found, next_state, more
 
 
+def _read_newest(folders: list[Path], count: int, cap: int) -> list[_Raw]:
+    """The newest `count` messages of the folders together, by ctime (then
+    key), oldest first; only those files are read."""
+    files = sorted(
+        (f for folder in folders for f in _list_maildir(folder)),
+        key=lambda f: (f.ctime, f.key),
+        reverse=True,
+    )
+    found: list[_Raw] = []
+    for f in files:
+        if len(found) == count:
+            break
+        raw = _read_file(f.path, cap)
+        if raw is not None:  # else moved since the listing: the next older one instead
+            found.append(raw)
+    return found[::-1]
+
+
 class MaildirConnector(Connector[MaildirOptions]):
     kind = "maildir"
     Options = MaildirOptions
@@ -261,6 +283,18 @@ class MaildirConnector(Connector[MaildirOptions]):
             warning=_cap_warning(opts) if capped else None,
         )
 
+    async def preview(self, ctx: PollContext, limit: int) -> PollResult:
+        """The newest `limit` messages of the folders, not the whole archive;
+        reads no state and returns none."""
+        opts = self.options
+        folders = await asyncio.to_thread(self._folders, ctx)
+        if limit <= 0:
+            return PollResult()
+        found = await asyncio.to_thread(
+            _read_newest, [folder for _, folder in folders], limit, opts.max_message_bytes
+        )
+        return PollResult(events=await _events(found, opts, ctx))
+
 
 # Mbox
 
@@ -280,6 +314,46 @@ def _finish(buf: bytearray, size: int, last: bytes) -> _Raw:
     return _Raw(bytes(buf), size)
 
 
+def _scan(
+    file: Any, info: os.stat_result, offset: int, budget: int, cap: int, now_ns: int
+) -> tuple[list[_Raw], int, bool]:
+    """(the messages from `offset`, which starts a line, on; the offset
+    reached; whether more wait beyond `budget`)."""
+    file.seek(offset)
+    found: list[_Raw] = []
+    pos, start = offset, None
+    buf, size, last, at_line_start = bytearray(), 0, b"", True
+    more = False
+    while True:
+        line = file.readline(LINE)
+        if not line:
+            break
+        if at_line_start and line.startswith(b"From "):
+            if start is not None:
+                found.append(_finish(buf, size, last))
+                if len(found) == budget:
+                    more = True
+                    break
+            start, buf, size, last = pos, bytearray(), 0, b""
+        elif start is not None:
+            size += len(line)
+            if len(buf) < cap:
+                buf += line[: cap - len(buf)]
+            last = line if at_line_start else b""
+        at_line_start = line.endswith(b"\n")
+        pos += len(line)
+    if more:
+        reached = pos
+    elif start is None:
+        reached = pos  # no message (or junk before the first "From ")
+    elif last in (b"\n", b"\r\n") or now_ns - info.st_mtime_ns > SETTLE_NS:
+        found.append(_finish(buf, size, last))
+        reached = pos
+    else:  # the last message may still be being written: read it next poll
+        reached = start
+    return found, reached, more
+
+
 def _read_mbox(
     path: Path, state: JSONObject, budget: int, cap: int, now_ns: int
 ) -> tuple[list[_Raw], JSONObject, bool]:
@@ -296,38 +370,7 @@ def _read_mbox(
             )
             if restart or not isinstance(offset, int):
                 offset = 0
-            file.seek(offset)
-            found: list[_Raw] = []
-            pos, start = offset, None
-            buf, size, last, at_line_start = bytearray(), 0, b"", True
-            more = False
-            while True:
-                line = file.readline(LINE)
-                if not line:
-                    break
-                if at_line_start and line.startswith(b"From "):
-                    if start is not None:
-                        found.append(_finish(buf, size, last))
-                        if len(found) == budget:
-                            more = True
-                            break
-                    start, buf, size, last = pos, bytearray(), 0, b""
-                elif start is not None:
-                    size += len(line)
-                    if len(buf) < cap:
-                        buf += line[: cap - len(buf)]
-                    last = line if at_line_start else b""
-                at_line_start = line.endswith(b"\n")
-                pos += len(line)
-            if more:
-                reached = pos
-            elif start is None:
-                reached = pos  # no message (or junk before the first "From ")
-            elif last in (b"\n", b"\r\n") or now_ns - info.st_mtime_ns > SETTLE_NS:
-                found.append(_finish(buf, size, last))
-                reached = pos
-            else:  # the last message may still be being written: read it next poll
-                reached = start
+            found, reached, more = _scan(file, info, offset, budget, cap, now_ns)
             next_state: JSONObject = {
                 "offset": reached,
                 "inode": info.st_ino,
@@ -338,16 +381,62 @@ def _read_mbox(
     return found, next_state, more
 
 
+def _last_separators(file: Any, size: int, count: int) -> list[int]:
+    """The offsets of the last `count` separator lines before `size`, in
+    file order: read backwards a block at a time, so that only the end of a
+    large archive is read. A separator starts the file or follows a newline,
+    as _scan reads them."""
+    found: list[int] = []
+    hi, after = size, b""  # `after`: the bytes just past the block
+    while hi > 0 and len(found) < count:
+        lo = max(0, hi - LINE)
+        file.seek(lo)
+        block = file.read(hi - lo)
+        data = block + after
+        end = len(data)  # a match's newline lies in `block`: `after` is 5 bytes at most
+        while len(found) < count:
+            at = data.rfind(b"\nFrom ", 0, end)
+            if at < 0:
+                break
+            found.append(lo + at + 1)
+            end = at + 5  # the next match starts before this one
+        if lo == 0 and len(found) < count and block.startswith(b"From "):
+            found.append(0)
+        hi, after = lo, block[:5]
+    return found[::-1]
+
+
+def _read_mbox_newest(path: Path, count: int, cap: int, now_ns: int) -> list[_Raw]:
+    """The last `count` messages (of those a poll would read: not a last one
+    still being written), read from their separators on; nothing else of the
+    file is read but the scan back to them."""
+    try:
+        with path.open("rb") as file:
+            info = os.fstat(file.fileno())
+            # one more than wanted, in case the last is still being written
+            starts = _last_separators(file, info.st_size, count + 1)
+            if not starts:
+                return []
+            found, _, _ = _scan(file, info, starts[0], count + 1, cap, now_ns)
+    except OSError as err:
+        raise FetchError(f"cannot read {path}: {err.strerror or err}") from None
+    return found[-count:]
+
+
 class MboxConnector(Connector[LocalMailOptions]):
     kind = "mbox"
     Options = LocalMailOptions
     default_audience: ClassVar[tuple[str, ...]] = ()  # admins only unless the config says
 
+    def _path(self, ctx: PollContext) -> Path:
+        path = _location(self.options.path, ctx)
+        if not path.is_file():
+            raise FetchError(f"{self.options.path}: no such mbox file")
+        return path
+
     async def poll(self, state: JSONObject | None, ctx: PollContext) -> PollResult:
         opts = self.options
-        path = _location(opts.path, ctx)
-        if not path.is_file():
-            raise FetchError(f"{opts.path}: no such mbox file")
+        path = self._path(ctx)
         now_ns = int(ctx.now.timestamp() * 1e9)
         found, next_state, more = await asyncio.to_thread(
             _read_mbox,
@@ -363,3 +452,16 @@ class MboxConnector(Connector[LocalMailOptions]):
             state=next_state,
             warning=_cap_warning(opts) if more else None,
         )
+
+    async def preview(self, ctx: PollContext, limit: int) -> PollResult:
+        """The last `limit` messages of the file, not the whole archive; reads
+        no state and returns none."""
+        opts = self.options
+        path = self._path(ctx)
+        if limit <= 0:
+            return PollResult()
+        now_ns = int(ctx.now.timestamp() * 1e9)
+        found = await asyncio.to_thread(
+            _read_mbox_newest, path, limit, opts.max_message_bytes, now_ns
+        )
+        return PollResult(events=await _events(found, opts, ctx))

@@ -752,6 +752,7 @@ class Preview:
     looked: bool = False
     offers: tuple[FoundFeed, ...] = ()
     warning: str | None = None  # what of it could not be read, the events made anyway
+    notes: tuple[str, ...] = ()  # what the test found about the source (IMAP: folders)
 
     def when(self, item: Prepared) -> datetime:
         return event_time(item.data, self.now)
@@ -783,7 +784,7 @@ async def run_preview(
     offer the feeds that page declares or that answer at common paths."""
     async with poll_context(state, source) as ctx:
         try:
-            items, warning = await preview_poll(source, ctx, PREVIEW_LIMIT)
+            dry = await preview_poll(source, ctx, PREVIEW_LIMIT)
         except ParseError as err:
             offers = await _find_feeds(ctx, source) if find_feeds else None
             if offers is None:
@@ -791,7 +792,7 @@ async def run_preview(
             return Preview([], str(err), ctx.now, looked=True, offers=offers)
         except ConnectorError as err:
             return Preview([], str(err), ctx.now)
-        return Preview(items, None, ctx.now, warning=warning)
+        return Preview(dry.items, None, ctx.now, warning=dry.warning, notes=dry.notes)
 
 
 async def _saved_source(state: AppState, source_id: str) -> SourceConfig | str | None:

@@ -387,3 +387,7 @@ async def test_the_admins_test_previews_the_newest_messages_only(
     assert sorted(e.title for e in result.events) == ["Preview 5", "Preview 6", "Preview 7"]
     assert result.state is None  # a Test stores nothing, not even where it got to
     assert dovecot.flags("alice", "Preview") == before
+    # ... and it says whom it logged in as and which folders the account has
+    assert result.notes[0].startswith(f"logged in as alice at 127.0.0.1:{dovecot.port}")
+    assert "Preview: 8 message(s) (watched)" in result.notes
+    assert any(note.startswith("INBOX: ") and "watched" not in note for note in result.notes)

@@ -4,6 +4,7 @@ admins-only default audience, and mailboxes left exactly as they were."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import mailbox
 import os
@@ -14,13 +15,22 @@ from typing import Any
 
 import pytest
 
+import connectors.localmail
 from aggregator.config import load_config
 from aggregator.connector import PollContext, Resources
 from aggregator.exceptions import FetchError
 from aggregator.pipeline import PollOutcome
 from aggregator.poller import Poller
 from aggregator.store import Store
-from connectors.localmail import LocalMailOptions, MboxConnector, _read_mbox
+from aggregator.types import EventData
+from connectors.localmail import (
+    LocalMailOptions,
+    MaildirConnector,
+    MaildirOptions,
+    MboxConnector,
+    _read_mbox,
+    _read_mbox_newest,
+)
 from tests.support import write_config
 
 pytestmark = pytest.mark.integration
@@ -249,3 +259,129 @@ async def test_a_missing_maildir_or_folder_is_a_clear_error(tmp_path: Path) -> N
     assert "not a" in errors["none"] and "Nothing" in errors["none"]
     assert "no folder 'Archive'" in errors["nofolder"]
     store.close()
+
+
+# Preview (the admin's Test): only the newest messages are read and parsed
+
+
+def local_ctx(tmp_path: Path) -> PollContext:
+    """A config-file source's context with the parser run in-process."""
+    return PollContext(
+        source_id="t", now=datetime.now(UTC), resources=Resources(), run_cpu=_direct,
+        local_dirs=(tmp_path.resolve(),), base_dir=tmp_path,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many messages each parse_messages call was given."""
+    calls: list[int] = []
+    real = connectors.localmail.parse_messages
+
+    def counting(messages: list[tuple[bytes, int]], *args: Any) -> list[EventData | None]:
+        calls.append(len(messages))
+        return real(messages, *args)
+
+    monkeypatch.setattr(connectors.localmail, "parse_messages", counting)
+    return calls
+
+
+async def test_maildir_preview_reads_only_the_newest(tmp_path: Path, parsed: list[int]) -> None:
+    box = mailbox.Maildir(tmp_path / "Mail", create=True)
+    for n in range(295):
+        box.add(message(n))
+    for n in range(295, 300):  # ctimes apart, whatever the clock's granularity
+        await asyncio.sleep(0.02)
+        box.add(message(n))
+    before = tree_hash(tmp_path / "Mail")
+    connector = MaildirConnector(MaildirOptions(path="Mail"))
+
+    result = await connector.preview(local_ctx(tmp_path), 5)
+    assert [e.title for e in result.events] == [f"message {n}" for n in range(295, 300)]
+    assert sum(parsed) == 5 and result.state is None
+    assert tree_hash(tmp_path / "Mail") == before
+    assert (await connector.preview(local_ctx(tmp_path), 0)).events == []
+
+
+async def test_maildir_preview_spans_folders(tmp_path: Path, parsed: list[int]) -> None:
+    box = mailbox.Maildir(tmp_path / "Mail", create=True)
+    sent = box.add_folder("Sent")
+    for n in range(6):
+        await asyncio.sleep(0.02)
+        (sent if n % 2 else box).add(message(n))
+    options = MaildirOptions(path="Mail", folders=["INBOX", "Sent"], max_message_bytes=1024)
+    big = tmp_path / "Mail" / ".Sent" / "new" / "big"
+    await asyncio.sleep(0.02)
+    big.write_bytes(message(6, body="x" * 5000 + "\n"))
+    result = await MaildirConnector(options).preview(local_ctx(tmp_path), 3)
+    assert [e.title for e in result.events] == ["message 4", "message 5", "message 6"]
+    assert result.events[-1].extra["truncated_at"] == 1024
+    assert sum(parsed) == 3
+
+
+async def test_mbox_preview_reads_only_the_last(tmp_path: Path, parsed: list[int]) -> None:
+    path = tmp_path / "archive.mbox"
+    # bodies long enough that the backward scan crosses several blocks
+    path.write_bytes(mbox_bytes(*(message(n, body="y" * 40_000 + "\n") for n in range(300))))
+    before = tree_hash(path)
+    connector = MboxConnector(LocalMailOptions(path="archive.mbox"))
+
+    result = await connector.preview(local_ctx(tmp_path), 5)
+    assert [e.title for e in result.events] == [f"message {n}" for n in range(295, 300)]
+    assert sum(parsed) == 5 and result.state is None
+    assert tree_hash(path) == before
+    assert (await connector.preview(local_ctx(tmp_path), 0)).events == []
+
+
+def test_mbox_newest_reads_what_a_poll_reads(tmp_path: Path) -> None:
+    path = tmp_path / "m.mbox"
+    tricky = message(2, body="\n>From the quoted line\nFrom: not a separator mid-line\n")
+    long_line = message(4, body="z" * 200_000 + "From not a separator\n")
+    raws = [message(1), tricky, message(3), long_line, message(5)]
+    for data in (mbox_bytes(*raws), mbox_bytes(*raws).replace(b"\n", b"\r\n")):
+        path.write_bytes(data)
+        everything, _, _ = _read_mbox(path, {}, 100, 1_000_000, 0)
+        assert len(everything) == 5
+        for count in range(1, 8):
+            assert _read_mbox_newest(path, count, 1_000_000, 0) == everything[-count:]
+    # junk before the first separator, and a file without one
+    path.write_bytes(b"junk\n" + mbox_bytes(message(1), message(2)))
+    assert len(_read_mbox_newest(path, 5, 1_000_000, 0)) == 2
+    path.write_bytes(b"no separator here\n")
+    assert _read_mbox_newest(path, 5, 1_000_000, 0) == []
+
+
+def test_mbox_newest_skips_a_message_still_being_written(tmp_path: Path) -> None:
+    path = tmp_path / "m.mbox"
+    path.write_bytes(
+        mbox_bytes(message(1), message(2)) + b"From x Tue May  7 09:00:00 2024\nSubject: half"
+    )
+    mtime = path.stat().st_mtime_ns
+    waiting = _read_mbox_newest(path, 2, 1_000_000, mtime)
+    assert [r.data for r in waiting] == [message(1), message(2)]
+    settled = _read_mbox_newest(path, 2, 1_000_000, mtime + 60 * 10**9)
+    assert settled[0].data == message(2) and settled[1].data.endswith(b"Subject: half")
+
+
+async def test_preview_keeps_to_the_allowed_dirs(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "a.mbox").write_bytes(mbox_bytes(message(1)))
+    mailbox.Maildir(outside / "Mail", create=True).add(message(2))
+    (tmp_path / "link").symlink_to(outside / "Mail")
+    ctx = local_ctx(tmp_path)
+    for connector in (
+        MboxConnector(LocalMailOptions(path=str(outside / "a.mbox"))),
+        MaildirConnector(MaildirOptions(path=str(outside / "Mail"))),
+        MaildirConnector(MaildirOptions(path="link")),
+    ):
+        with pytest.raises(FetchError, match="not under an allowed directory"):
+            await connector.preview(ctx, 5)
+    web = PollContext(
+        source_id="web", now=datetime.now(UTC), resources=Resources(), run_cpu=_direct,
+        local_dirs=(), base_dir=tmp_path, web_made=True,
+    )  # fmt: skip
+    (tmp_path / "a.mbox").write_bytes(mbox_bytes(message(1)))
+    with pytest.raises(FetchError, match="may not read local files"):
+        await MboxConnector(LocalMailOptions(path="a.mbox")).preview(web, 5)

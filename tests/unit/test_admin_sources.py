@@ -28,8 +28,9 @@ from aggregator.secrets import SecretRef
 from aggregator.store import FailureRecord, SourceStatus, Store
 from aggregator.types import EventData, JSONObject, PollResult
 from tests.support import FeedServer, rss
-from web.admin_sources import FILE_ONLY_OPTIONS, form_fields, slugify, unique_id
+from web.admin_sources import FILE_ONLY_OPTIONS, Preview, form_fields, slugify, unique_id
 from web.app import create_app
+from web.templating import templates
 
 NOW = datetime.now(UTC)
 # Seven feeds, one of them present already, nested outlines and one title-less folder.
@@ -524,7 +525,7 @@ async def test_preview_is_newest_first_sanitised_limited_and_wraps_crashes(
         )
         for n in range(5)
     ]
-    found, _ = await preview.preview_poll(source, ctx, limit=3)
+    found = (await preview.preview_poll(source, ctx, limit=3)).items
     assert [p.data.title for p in found] == ["item 4", "item 3", "item 2"]
     assert all("script" not in p.data.content_html and "onclick" not in p.data.content_html
                for p in found)  # fmt: skip
@@ -532,6 +533,15 @@ async def test_preview_is_newest_first_sanitised_limited_and_wraps_crashes(
     with pytest.raises(ConnectorError, match="the connector failed: KeyError"):
         await preview.preview_poll(source, ctx)
     await ctx.resources.aclose()
+
+
+def test_a_tests_notes_are_listed_escaped() -> None:
+    macros = templates.get_template("admin/sources_macros.html").module
+    found = Preview([], None, NOW, notes=("logged in as a", "<b>Odd</b>: 3 message(s)"))
+    page = str(macros.preview(found, 20))  # type: ignore[attr-defined]
+    assert '<ul class="preview-notes" id="preview-notes">' in page
+    assert "<li>logged in as a</li>" in page and "&lt;b&gt;Odd&lt;/b&gt;: 3" in page
+    assert "preview-notes" not in str(macros.preview(Preview([], None, NOW), 20))  # type: ignore[attr-defined]
 
 
 def test_every_common_key_has_an_input() -> None:
