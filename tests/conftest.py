@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import stores
 from tests.support import FeedServer
 
 os.environ.setdefault("TIDINGS_DISABLE_PLUGINS", "1")
@@ -26,3 +27,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def feed_server() -> Iterator[FeedServer]:
     with FeedServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    """On PostgreSQL (tests/stores.py) every test's database goes at the end."""
+    yield
+    stores.drop_all()

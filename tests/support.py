@@ -23,6 +23,7 @@ import pytest
 
 from aggregator.cli import main
 from aggregator.store import Store
+from tests.stores import store_url
 
 
 @dataclass
@@ -210,7 +211,7 @@ def write_config(directory: Path, sources: str, *, port: int = 0, extra: str = "
             port = {port}
             heartbeat = 2
             [store]
-            url = "sqlite:///tidings.db"
+            url = "{store_url(directory, "tidings")}"
             [poller]
             tick = 0.2
             workers = 1
@@ -242,7 +243,7 @@ class CliRun:
         return code
 
     def store(self) -> Store:
-        return Store(f"sqlite:///{self.config.parent}/t.db")
+        return Store(store_url(self.config.parent))
 
 
 class TidingsProcess:

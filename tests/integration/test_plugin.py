@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.store import Store
+from tests.stores import store_url
 from tests.support import FeedServer, write_config
 
 pytestmark = pytest.mark.integration
@@ -143,7 +144,7 @@ def test_poll_stores_incidents_and_revisits_with_the_etag(
     assert "status: 2 new" in run.stdout, run.stdout
     assert "broken: error: not JSON" in run.stdout, run.stdout
 
-    store = Store(f"sqlite:///{tmp_path}/tidings.db")
+    store = Store(store_url(tmp_path, "tidings"))
     try:
         stored = {e.external_id: e for e in store.latest_events(viewer=None)}
         assert set(stored) == {"inc1", "inc2"}

@@ -31,6 +31,7 @@ from aggregator.exceptions import ConfigError
 from aggregator.filters import EventFilter
 from aggregator.store import DeliveryRecord, SourceStatus, Store
 from aggregator.types import Event, EventData
+from tests.stores import store_url
 from tests.support import TidingsProcess, feed_source, write_config
 
 pytestmark = pytest.mark.integration
@@ -502,7 +503,7 @@ def test_the_openapi_description_names_the_hook(world: World) -> None:
 
 
 def test_deliveries_committed_together_keep_their_own_events_and_order(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path}/d.db")
+    store = Store(store_url(tmp_path, "d"))
     source = parse_source(
         {"id": "ci", "kind": "webhook", "secret": "env:X", "fields": {"title": "t"}},
         "source",

@@ -29,6 +29,7 @@ from aggregator.registry import connector_class
 from aggregator.store import PollRecord
 from connectors.mapping import load_preset, preset_names
 from tests.corpus import corpus
+from tests.stores import store_url
 from tests.support import FeedServer
 from tests.unit.test_admin_sources import (
     ROOT_PASSWORD,
@@ -58,7 +59,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     """Signed in as the admin `root`; no sources."""
     config = parse_config(
         {
-            "store": {"url": f"sqlite:///{tmp_path}/t.db"},
+            "store": {"url": store_url(tmp_path)},
             "server": {"allowed_hosts": ["testserver"]},
             "poller": {"enabled": False},
         },

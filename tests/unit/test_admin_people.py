@@ -19,6 +19,7 @@ from aggregator.accounts import hash_password
 from aggregator.config import Config, parse_config
 from aggregator.store import Store
 from aggregator.store.people import People
+from tests.stores import store_url
 from web import admin_people
 from web.app import create_app
 from web.auth import SESSION_COOKIE
@@ -109,7 +110,7 @@ def new_token_of(html: str) -> str:
 def make_config(tmp_path: Path) -> Config:
     return parse_config(
         {
-            "store": {"url": f"sqlite:///{tmp_path}/t.db"},
+            "store": {"url": store_url(tmp_path)},
             "server": {"allowed_hosts": ["testserver"]},
             "poller": {"enabled": False},
         }

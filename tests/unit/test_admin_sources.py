@@ -27,6 +27,7 @@ from aggregator.registry import connector_class
 from aggregator.secrets import SecretRef
 from aggregator.store import FailureRecord, SourceStatus, Store
 from aggregator.types import EventData, JSONObject, PollResult
+from tests.stores import store_url
 from tests.support import FeedServer, rss
 from web.admin_sources import FILE_ONLY_OPTIONS, Preview, form_fields, slugify, unique_id
 from web.app import create_app
@@ -67,7 +68,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     and a failed last poll."""
     config = parse_config(
         {
-            "store": {"url": f"sqlite:///{tmp_path}/t.db"},
+            "store": {"url": store_url(tmp_path)},
             "server": {"allowed_hosts": ["testserver"]},
             "poller": {"enabled": False},
             "sources": [

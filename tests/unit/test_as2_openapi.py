@@ -15,6 +15,7 @@ from aggregator.config import parse_config
 from aggregator.store import FailureRecord
 from aggregator.store.schema import ALERTS_SOURCE
 from aggregator.types import Actor, EventData
+from tests.stores import store_url
 from tests.unit.test_streams import BASE, NOW, World, make_world, world
 from web.app import create_app
 from web.openapi import DOCUMENT
@@ -108,7 +109,7 @@ def _template(path: str) -> str:
 
 
 def test_every_api_and_feed_route_is_described(tmp_path: Path) -> None:
-    config = parse_config({"store": {"url": f"sqlite:///{tmp_path}/o.db"}})
+    config = parse_config({"store": {"url": store_url(tmp_path, "o")}})
     described = DOCUMENT["paths"]
     checked = 0
     for route in create_app(config).routes:

@@ -34,6 +34,7 @@ from aggregator.filters import EventFilter
 from aggregator.store import Store
 from aggregator.store.people import People
 from aggregator.types import Event, EventData
+from tests.stores import store_url
 from web.app import create_app
 from web.auth import SESSION_COOKIE
 from web.live import LiveConnection, Stream
@@ -127,7 +128,7 @@ def make_site(tmp_path: Path) -> Iterator[MakeSite]:
         db = tmp_path / f"site{count[0]}.db"
         config = parse_config(
             {
-                "store": {"url": f"sqlite:///{db}"},
+                "store": {"url": store_url(tmp_path, db.stem)},
                 "server": {"allowed_hosts": ["testserver"], **(server or {})},
                 "poller": {"enabled": False},
                 "auth": auth or {},
@@ -869,7 +870,7 @@ OWN_CHECK = {"/ws"}  # websocket endpoints: 401 denial response (tested above)
 
 
 def test_every_route_is_wrapped_by_guard(tmp_path: Path) -> None:
-    config = parse_config({"store": {"url": f"sqlite:///{tmp_path}/g.db"}})
+    config = parse_config({"store": {"url": store_url(tmp_path, "g")}})
     routes = create_app(config).routes
     assert any(isinstance(r, Route) and r.path.startswith("/api/") for r in routes)
     for route in routes:

@@ -13,6 +13,7 @@ import pytest
 from aggregator.accounts import token_hash, verify_password
 from aggregator.cli import main
 from aggregator.store import Store
+from tests.stores import store_url
 from tests.support import CliRun as Run
 from tests.support import FeedServer, rss, write_config
 
@@ -24,7 +25,7 @@ def tidings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> Run:
     config = tmp_path / "config.toml"
-    config.write_text('[store]\nurl = "sqlite:///t.db"\n')
+    config.write_text(f'[store]\nurl = "{store_url(tmp_path)}"\n')
     monkeypatch.setenv("TIDINGS_TEST_PW", PASSWORD)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal, unless a test says so
     monkeypatch.setattr(getpass, "getuser", lambda: "ops-person")
@@ -330,7 +331,7 @@ def test_poll_accepts_a_source_made_in_the_web_admin(
     feed_server.put("/feed.xml", rss([{"guid": "a", "title": "A"}, {"guid": "b", "title": "B"}]))
     config = write_config(tmp_path, "")
     run = Run(config, capsys)
-    store = Store(f"sqlite:///{tmp_path}/tidings.db")
+    store = Store(store_url(tmp_path, "tidings"))
     try:
         raw = {"id": "web-made", "kind": "feed", "url": feed_server.url("/feed.xml")}
         store.create_source(raw, actor="test", now=datetime.now(UTC))

@@ -16,6 +16,7 @@ from aggregator.decide import prepare
 from aggregator.opml import parse_opml
 from aggregator.store import FailureRecord, Store
 from aggregator.types import EventData
+from tests.stores import store_url
 from tests.support import CliRun as Run
 from tests.support import feed_source
 
@@ -41,7 +42,7 @@ def tidings(
     """A config file with one feed source, `wiki`, and alerts after 3 failures."""
     config = tmp_path / "config.toml"
     config.write_text(
-        '[store]\nurl = "sqlite:///t.db"\n[poller]\nalert_after = 3\n'
+        f'[store]\nurl = "{store_url(tmp_path)}"\n[poller]\nalert_after = 3\n'
         + feed_source("wiki", "https://wiki.example.com/feed", title="The Wiki")
     )
     monkeypatch.setattr(getpass, "getuser", lambda: "ops-person")

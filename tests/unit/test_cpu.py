@@ -16,6 +16,7 @@ from aggregator.exceptions import ParseError
 from aggregator.poller import Poller
 from aggregator.store import Store
 from connectors.feed import parse_feed
+from tests.stores import store_url
 
 # feedparser looks for an address in an RSS author with a regex that is
 # quadratic in the name's length: 60,000 characters take minutes.
@@ -55,9 +56,7 @@ async def test_the_pollers_parser_processes_apply_the_budget(
     tmp_path: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(aggregator.poller, "PARSE_BUDGET", 0.5)
-    config = parse_config(
-        {"store": {"url": f"sqlite:///{tmp_path}/c.db"}, "poller": {"workers": 1}}
-    )
+    config = parse_config({"store": {"url": store_url(tmp_path, "c")}, "poller": {"workers": 1}})
     poller = Poller(config, Store(config.store_url))
     try:
         started = time.monotonic()

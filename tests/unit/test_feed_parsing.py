@@ -22,6 +22,7 @@ from aggregator.store import PollRecord, Store
 from aggregator.types import Actor, EventData, PollResult
 from connectors.feed import RULES, FeedConnector, FeedOptions, defuse_prolog, parse_feed
 from tests.corpus import corpus, files
+from tests.stores import store_url
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -481,7 +482,7 @@ async def test_a_dateless_feed_polled_twice_adds_nothing_the_second_time(tmp_pat
       <item><description>An untitled, undated note</description></item>
       <item><description>Another one</description></item></channel></rss>"""
     src = parse_config({"sources": [{"id": "blog", "kind": "feed", "url": "feed.xml"}]}).sources[0]
-    store = Store(f"sqlite:///{tmp_path}/t.db")
+    store = Store(store_url(tmp_path))
     try:
         store.sync_sources([src], NOW)
         first_ids: list[int] = []
@@ -547,7 +548,7 @@ async def test_the_first_poll_under_new_rules_rebaselines(tmp_path: Path) -> Non
     items an older connector stored hash otherwise now. Without a rebaseline
     every one of them would come back as an Update."""
     src, body = feed_source("feed.xml"), rss(rss_item("a"), rss_item("b"))
-    store = Store(f"sqlite:///{tmp_path}/t.db")
+    store = Store(store_url(tmp_path))
     try:
         store.sync_sources([src], NOW)
         fresh = await poll_once(tmp_path, body, None, NOW)
@@ -591,7 +592,7 @@ async def test_new_options_keep_how_the_source_identifies_items(tmp_path: Path) 
     home = "https://e.org/"
     before = [rss_item("a", guid=False), *(rss_item(s, link=home, guid=False) for s in "bc")]
     after = [rss_item("a"), *(rss_item(s, link=home) for s in "bc")]
-    store = Store(f"sqlite:///{tmp_path}/t.db")
+    store = Store(store_url(tmp_path))
     try:
         store.sync_sources([feed_source("feed.xml")], NOW)
         first = await poll_once(tmp_path, rss(*before), None, NOW)

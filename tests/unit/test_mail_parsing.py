@@ -192,7 +192,7 @@ def test_an_inline_text_part_with_a_name_is_the_body_and_8bit_names_decode() -> 
     raw = msg(
         "Subject: x\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b",
         raw_body=(
-            b"--b\r\nContent-Type: text/plain; charset=utf-8; name=\"notes.txt\"\r\n"
+            b'--b\r\nContent-Type: text/plain; charset=utf-8; name="notes.txt"\r\n'
             b"Content-Disposition: inline\r\n\r\nThe body.\r\n"
             b"--b\r\nContent-Type: text/plain\r\n"
             b"Content-Disposition: attachment; filename=ci\xc3\xablE.txt\r\n\r\nHi\r\n--b--\r\n"

@@ -21,6 +21,7 @@ from aggregator.opml import (
     url_key,
 )
 from aggregator.store import Store
+from tests.stores import store_url
 
 NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 
@@ -52,7 +53,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
     (tmp_path / "local.xml").write_text("<rss/>")
     config = parse_config(
         {
-            "store": {"url": f"sqlite:///{tmp_path}/t.db"},
+            "store": {"url": store_url(tmp_path)},
             "files": {"allowed_dirs": ["."]},
             "sources": [
                 {"id": "ben", "kind": "feed", "url": "https://blogs.example.com/ben",
@@ -219,7 +220,7 @@ def test_export_writes_every_http_feed_with_tags_and_imports_again(
         ("https://blogs.example.com/ben", "ben", ("people", "a b c")),  # one tag still
         ("https://e.org/w.xml", "Web & Co", ("news",)),
     }
-    fresh = Store(f"sqlite:///{tmp_path}/fresh.db")
+    fresh = Store(store_url(tmp_path, "fresh"))
     try:
         result = import_feeds(fresh, parsed, audience=None, actor="t", now=NOW)
         assert sorted(c.source_id for c in result.created) == ["ben", "web-co"]

@@ -22,6 +22,7 @@ from aggregator.store import Store
 from aggregator.store.schema import ALERTS_SOURCE
 from aggregator.types import EventData, JSONObject, PollResult
 from aggregator.visibility import Viewer
+from tests.stores import store_url
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -112,7 +113,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Store, dict[
     # Stand-in kinds, found the way plugins are: through the registry.
     monkeypatch.setattr(registry, "connector_kinds", lambda: KINDS)
     cfg = parse_config({"sources": [{"id": k, "kind": k, "interval": "1m"} for k in KINDS]})
-    store = Store(f"sqlite:///{tmp_path}/p.db")
+    store = Store(store_url(tmp_path, "p"))
     store.sync_sources(cfg.sources, NOW)
     return store, {s.id: s for s in cfg.sources}
 
@@ -300,7 +301,7 @@ async def test_a_source_may_ignore_the_feeds_own_pace(
 def test_a_push_source_is_never_due_and_one_made_due_goes_back_unpolled(tmp_path: Path) -> None:
     config = parse_config(
         {
-            "store": {"url": f"sqlite:///{tmp_path}/t.db"},
+            "store": {"url": store_url(tmp_path)},
             "sources": [
                 {"id": "hook", "kind": "webhook", "secret": "env:HOOK", "fields": {"title": "t"}}
             ],

@@ -25,6 +25,7 @@ from aggregator.filters import (
 )
 from aggregator.store import Store
 from aggregator.types import Actor, Event, EventData
+from tests.stores import store_url
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -456,7 +457,7 @@ def test_from_and_to_errors(query: str, position: int, message: str) -> None:
 
 def test_from_and_to_in_sql(tmp_path: Path) -> None:
     # The documented examples on a real store (the property test covers the rest).
-    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+    store = Store(store_url(tmp_path))
     try:
         config = parse_config(
             {"sources": [{"id": "mail", "kind": "feed", "url": "https://e.org/f"}]}

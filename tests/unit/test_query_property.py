@@ -11,7 +11,6 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -38,6 +37,7 @@ from aggregator.store import Store
 from aggregator.store.schema import entries, events
 from aggregator.types import JSON, Actor, Event, EventData
 from aggregator.visibility import Viewer
+from tests.stores import store_url
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 SOURCES = ("wiki", "jira", "CRM")
@@ -177,8 +177,7 @@ def queries(stored: list[Event]) -> st.SearchStrategy[Node]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, list[SourceConfig]]]:
-    path: Path = tmp_path_factory.mktemp("property") / "t.db"
-    store = Store(f"sqlite:///{path}")
+    store = Store(store_url(tmp_path_factory.mktemp("property")))
     config = parse_config(
         {"sources": [{"id": s, "kind": "feed", "url": "https://e.org/f"} for s in SOURCES]}
     )

@@ -34,6 +34,7 @@ from aggregator.store.conditions import matching
 from aggregator.store.schema import events
 from aggregator.types import Actor, EventData
 from aggregator.visibility import Viewer
+from tests.stores import store_url
 from web.app import create_app
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -41,7 +42,7 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path}/t.db")
+    s = Store(store_url(tmp_path))
     yield s
     s.close()
 
@@ -122,7 +123,7 @@ def test_deleting_a_source_takes_its_events_out_of_the_index(store: Store) -> No
 
 
 def test_the_migration_indexes_the_events_already_stored(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/old.db"
+    url = store_url(tmp_path, "old")
     store = Store(url)
     cfg = AlembicConfig(str(Path(aggregator.store.__file__).with_name("alembic.ini")))
     with store._write.begin() as conn:
@@ -338,7 +339,7 @@ def test_a_source_walks_its_own_index_whatever_case_the_query_uses(store: Store)
 
 
 def test_the_planner_gets_statistics_once_the_store_has_events(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/big.db"
+    url = store_url(tmp_path, "big")
     store = Store(url)
     store.sync_sources(sources(*(f"s{i}" for i in range(5))), NOW)
     row = {
@@ -417,7 +418,7 @@ def test_search_only_shows_what_the_viewer_may_see(store: Store) -> None:
 def client(tmp_path: Path) -> Iterator[tuple[TestClient, str, str]]:
     config = parse_config(
         {
-            "store": {"url": f"sqlite:///{tmp_path}/web.db"},
+            "store": {"url": store_url(tmp_path, "web")},
             "server": {"allowed_hosts": ["testserver"]},
             "poller": {"enabled": False},
             "sources": [

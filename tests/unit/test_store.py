@@ -11,13 +11,14 @@ from aggregator.filters import EventFilter
 from aggregator.store import PollRecord, Store
 from aggregator.types import Actor, EventData
 from connectors.feed import FeedConnector, FeedOptions
+from tests.stores import store_url
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    s = Store(f"sqlite:///{tmp_path}/t.db")
+    s = Store(store_url(tmp_path))
     yield s
     s.close()
 
@@ -192,7 +193,7 @@ def _head_revision() -> str | None:
 
 
 def test_migrations_are_idempotent(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/m.db"
+    url = store_url(tmp_path, "m")
     Store(url).close()
     again = Store(url)
     with again._read.connect() as conn:
@@ -304,7 +305,7 @@ def test_migration_0006_frees_the_alerts_id_and_goes_back_down(tmp_path: Path) -
 
     import aggregator.store
 
-    url = f"sqlite:///{tmp_path}/old.db"
+    url = store_url(tmp_path, "old")
     cfg = AlembicConfig(str(Path(aggregator.store.__file__).with_name("alembic.ini")))
     engine = create_engine(url)
 

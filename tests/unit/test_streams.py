@@ -22,6 +22,7 @@ from aggregator.store import Store
 from aggregator.store.schema import streams as streams_table
 from aggregator.store.streams import MAX_NAME, StreamError, UnknownStreamError
 from aggregator.types import EventData
+from tests.stores import store_url
 from web.app import create_app
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -91,7 +92,7 @@ def make_world(tmp_path: Path) -> Iterator[MakeWorld]:
     def make(*, users: bool = True) -> World:
         config = parse_config(
             {
-                "store": {"url": f"sqlite:///{tmp_path}/w{len(clients)}.db"},
+                "store": {"url": store_url(tmp_path, f"w{len(clients)}")},
                 "server": {"allowed_hosts": ["testserver"]},
                 "poller": {"enabled": False},
                 "sources": SOURCES,

@@ -19,6 +19,7 @@ from aggregator.store.schema import ALERTS_SOURCE
 from aggregator.types import EventData, JSONObject, PollResult
 from aggregator.visibility import Viewer, admits
 from connectors.feed import FeedConnector
+from tests.stores import store_url
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -68,7 +69,7 @@ def test_sql_and_memory_agree_and_audience_changes_follow(tmp_path: Path) -> Non
             ]
         }
     )
-    store = Store(f"sqlite:///{tmp_path}/v.db")
+    store = Store(store_url(tmp_path, "v"))
     store.sync_sources(config.sources, NOW, config_file="c")
     for src in config.sources:
         store.record_poll(

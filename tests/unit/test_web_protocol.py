@@ -13,6 +13,7 @@ from aggregator.config import parse_config
 from aggregator.decide import prepare
 from aggregator.store import Store
 from aggregator.types import EventData
+from tests.stores import store_url
 from web.app import create_app
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -22,7 +23,7 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 def client(tmp_path: Path) -> Iterator[TestClient]:
     config = parse_config(
         {
-            "store": {"url": f"sqlite:///{tmp_path}/t.db"},
+            "store": {"url": store_url(tmp_path)},
             "server": {"allowed_hosts": ["testserver"]},
             "poller": {"enabled": False},
             "sources": [
@@ -173,7 +174,7 @@ def test_a_cursor_beyond_the_store_is_clamped(client: TestClient) -> None:
 def test_the_largest_page_still_says_whether_another_follows(tmp_path: Path) -> None:
     config = parse_config(
         {
-            "store": {"url": f"sqlite:///{tmp_path}/big.db"},
+            "store": {"url": store_url(tmp_path, "big")},
             "server": {"allowed_hosts": ["testserver"]},
             "poller": {"enabled": False},
             "sources": [{"id": "s", "kind": "feed", "url": "https://e.org/s"}],

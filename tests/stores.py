@@ -1,0 +1,70 @@
+"""Which store the tests run on: SQLite files (the default) or, with
+TIDINGS_TEST_STORE=postgresql, fresh databases on the machine's PostgreSQL
+(TIDINGS_TEST_PG names the server; trust auth on 127.0.0.1 by default).
+
+Every test asks `store_url(directory)` for its store: a SQLite file in the
+test's own temporary directory, or a new empty database that is dropped when
+the test session ends (conftest). The same directory and name give the same
+store, so a test can reopen what `tidings serve` wrote.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import threading
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+STORE = os.environ.get("TIDINGS_TEST_STORE", "sqlite")
+PG_SERVER = os.environ.get(
+    "TIDINGS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+if STORE not in ("sqlite", "postgresql"):
+    raise RuntimeError(f"TIDINGS_TEST_STORE={STORE!r}: expected sqlite or postgresql")
+
+_SESSION = f"tidings_t_{secrets.token_hex(3)}"  # this session's databases share the prefix
+_counter = itertools.count()
+_made: dict[tuple[str, str], str] = {}
+_lock = threading.Lock()
+
+
+def on_postgresql() -> bool:
+    return STORE == "postgresql"
+
+
+def _admin(sql: str) -> None:
+    engine = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(sql))
+    finally:
+        engine.dispose()
+
+
+def store_url(directory: Path, name: str = "t") -> str:
+    """The URL of a fresh store for one test (see the module docstring)."""
+    if STORE == "sqlite":
+        return f"sqlite:///{directory}/{name}.db"
+    key = (str(directory), name)
+    with _lock:
+        if key not in _made:
+            database = f"{_SESSION}_{next(_counter)}"
+            _admin(f'CREATE DATABASE "{database}"')
+            _made[key] = (
+                make_url(PG_SERVER).set(database=database).render_as_string(hide_password=False)
+            )
+        return _made[key]
+
+
+def drop_all() -> None:
+    """Drop every database this session made (connections still open to
+    them are ended: a killed `tidings serve` may have left some)."""
+    with _lock:
+        for url in _made.values():
+            database = make_url(url).database
+            _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        _made.clear()
