@@ -293,6 +293,23 @@ def _strings(value: Any) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list | tuple) else []
 
 
+def _pasted_secrets(options: BaseModel, where: str) -> list[str]:
+    """A web-made source's secrets must be references it may use; a nested
+    table's (`[sources.microsoft]`) are checked too."""
+    found = []
+    for name in type(options).model_fields:
+        value = getattr(options, name)
+        if isinstance(value, BaseModel):
+            found += _pasted_secrets(value, f"{where}.{name}")
+        elif (
+            is_secret_field(type(options), name)
+            and value is not None
+            and not all(web_ref_allowed(v) for v in _strings(value))
+        ):
+            found.append(f"{where}.{name}: {WEB_REF_MESSAGE}")
+    return found
+
+
 def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db"]) -> SourceConfig:
     """Validate one source table; raise ConfigError listing every problem."""
     try:
@@ -312,13 +329,7 @@ def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db
     except ValidationError as err:
         raise ConfigError(_describe(err, where)) from None
     if origin == "db":
-        refused = [
-            f"{where}.{name}: {WEB_REF_MESSAGE}"
-            for name in type(options).model_fields
-            if is_secret_field(type(options), name)
-            and (value := getattr(options, name)) is not None
-            and not all(web_ref_allowed(v) for v in _strings(value))
-        ]
+        refused = _pasted_secrets(options, where)
         url = getattr(options, "url", None)
         if isinstance(url, str) and urlsplit(url).scheme.lower() not in ("http", "https"):
             # Defence in depth: their polls get no local directories either.
@@ -332,6 +343,11 @@ def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db
             refused.append(
                 f"{where}.auth: negotiate without username and password uses the server's own "
                 "Kerberos credentials; only sources in the config file may do that"
+            )
+        if getattr(getattr(options, "microsoft", None), "authority", None) is not None:
+            refused.append(
+                f"{where}.microsoft.authority: the server would send the client secret there; "
+                "only sources in the config file may set it"
             )
         if getattr(options, "token_command", None) is not None:
             refused.append(

@@ -46,6 +46,7 @@ from aggregator.secrets import SecretRef
 from aggregator.types import EventData, JSONObject, PollResult
 from connectors.files import option_path_problem
 from connectors.mail import MailOptions, parse_messages
+from connectors.microsoft import MicrosoftOptions, access_token
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,11 @@ class ImapOptions(MailOptions):
         default=None,
         description="config-file sources only: a command (argv, no shell) printing an "
         "OAuth 2 access token (xoauth2), run at every connection",
+    )
+    microsoft: MicrosoftOptions | None = Field(
+        default=None,
+        description="xoauth2 with a Microsoft 365 token, fetched with the app's client "
+        "credentials through MSAL (the microsoft extra)",
     )
     folders: list[str] = Field(
         default_factory=lambda: ["INBOX"],
@@ -183,11 +189,14 @@ class ImapOptions(MailOptions):
                 raise _error("auth = login needs password (an env: or file: reference)")
             if self.token is not None or self.token_command is not None:
                 raise _error("token and token_command are for auth = xoauth2")
+            if self.microsoft is not None:
+                raise _error("microsoft is for auth = xoauth2")
         else:
             if self.password is not None:
-                raise _error("auth = xoauth2 takes token or token_command, not password")
-            if (self.token is None) == (self.token_command is None):
-                raise _error("auth = xoauth2 needs either token or token_command")
+                raise _error("auth = xoauth2 takes token, token_command or microsoft, not password")
+            given = [self.token, self.token_command, self.microsoft]
+            if sum(x is not None for x in given) != 1:
+                raise _error("auth = xoauth2 needs one of token, token_command and microsoft")
         return self
 
     @property
@@ -384,6 +393,14 @@ class ImapConnector(Connector[ImapOptions]):
             secret = await ctx.secret(opts.password)
         elif opts.token is not None:
             secret = await ctx.secret(opts.token)
+        elif opts.microsoft is not None:
+            if ctx.web_made and opts.microsoft.authority is not None:
+                raise ConnectorError(
+                    f"{where}: microsoft.authority makes the server send the client "
+                    "secret to that URL: only sources in the config file may set it"
+                )
+            client_secret = await ctx.secret(opts.microsoft.client_secret)
+            secret = await access_token(opts.microsoft, client_secret, where, opts.timeout)
         else:
             if ctx.web_made:
                 raise ConnectorError(

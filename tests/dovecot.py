@@ -1,11 +1,17 @@
 """A real Dovecot for tests: generated config in a short temp dir, passwd-file
 users, maildir storage, 127.0.0.1 only; plain/STARTTLS on `port`, implicit TLS
 on `tls_port`, with a throw-away CA (trustme). See
-/work/shared/notes/real-servers.md for the pitfalls this avoids."""
+/work/shared/notes/real-servers.md for the pitfalls this avoids.
+
+XOAUTH2 and OAUTHBEARER go to Dovecot's oauth2 passdb, which asks a loopback
+token introspection endpoint (RFC 7662, `introspection_mode = post`) run here:
+a token is valid while `Dovecot.tokens` maps it to its user. Password logins
+(PLAIN, LOGIN) still go to the passwd-file passdb only."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -14,12 +20,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 import trustme
 from imapclient import IMAPClient
 
-from tests.support import free_port
+from tests.support import FeedServer, Resource, free_port
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
@@ -48,7 +55,17 @@ class Dovecot:
                 out.write(pem.bytes())
         self.conf = self.dir / "dovecot.conf"
         self.log = self.dir / "dovecot.log"
+        self.tokens: dict[str, str] = {}  # access token -> user, for the oauth2 passdb
+        self.introspection = FeedServer()
+        self.introspection.on_post = self._introspect
         self._write_config()
+
+    def _introspect(self, path: str, body: bytes) -> Resource:
+        """RFC 7662: `token=...` in, whether it is active and whose it is out."""
+        [token] = parse_qs(body.decode()).get("token") or [""]
+        user = self.tokens.get(token)
+        answer = {"active": True, "username": user} if user else {"active": False}
+        return Resource(body=json.dumps(answer).encode(), content_type="application/json")
 
     def _write_config(self) -> None:
         home = self.dir / "home"
@@ -58,6 +75,16 @@ class Dovecot:
             "".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in USERS.items())
         )
         d = self.dir
+        (d / "dovecot-oauth2.conf.ext").write_text(
+            f"""
+introspection_mode = post
+introspection_url = {self.introspection.url("/introspect")}
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 5000
+"""
+        )
         self.conf.write_text(
             f"""
 base_dir = {d}/run
@@ -71,7 +98,7 @@ ssl = yes
 ssl_cert = <{d}/cert.pem
 ssl_key = <{d}/key.pem
 disable_plaintext_auth = no
-auth_mechanisms = plain login xoauth2
+auth_mechanisms = plain login xoauth2 oauthbearer
 mail_uid = nobody
 mail_gid = nogroup
 first_valid_uid = 0
@@ -79,7 +106,13 @@ default_login_user = dovenull
 default_internal_user = dovecot
 mail_location = maildir:~/Maildir
 passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {d}/dovecot-oauth2.conf.ext
+}}
+passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {d}/users
 }}
 userdb {{
@@ -98,6 +131,12 @@ service imap-login {{
     ssl = yes
   }}
 }}
+service anvil {{
+  # No growing delay after refused logins: tests refuse some on purpose.
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 protocol imap {{
   imap_idle_notify_interval = 1 secs
   mail_max_userip_connections = 50
@@ -106,6 +145,7 @@ protocol imap {{
         )
 
     def start(self, timeout: float = 10.0) -> Dovecot:
+        self.introspection.__enter__()
         with self.log.open("ab") as log:
             subprocess.run(
                 [DOVECOT, "-c", str(self.conf)],
@@ -132,6 +172,7 @@ protocol imap {{
         deadline = time.monotonic() + 10
         while pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+        self.introspection.__exit__()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- what tests do to mailboxes ------------------------------------------

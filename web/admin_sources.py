@@ -270,8 +270,11 @@ def _common_fields(cls: ConnectorClass) -> dict[str, FormField]:
 # Options only a config-file source may set (parse_source refuses them otherwise):
 # the address rule's escape hatch, and paths on the server's disk.
 FILE_ONLY_OPTIONS = frozenset(
-    {"allow_link_local", "client_cert", "client_key", "client_key_password", "ca_bundle"}
-)
+    {
+        "allow_link_local", "client_cert", "client_key", "client_key_password", "ca_bundle",
+        "microsoft.authority",
+    }
+)  # fmt: skip
 
 
 def _option_fields(cls: ConnectorClass) -> Iterator[FormField]:
@@ -284,6 +287,8 @@ def _option_fields(cls: ConnectorClass) -> Iterator[FormField]:
         base = _unwrap(info.annotation)
         if isinstance(base, type) and issubclass(base, BaseModel):
             for sub, sub_info in base.model_fields.items():
+                if f"{name}.{sub}" in FILE_ONLY_OPTIONS:
+                    continue
                 f = _model_field(base, sub, sub_info)
                 yield replace(
                     f, name=f"{name}.{sub}", label=f"{_label(name)}: {f.label.lower()}",
