@@ -14,19 +14,21 @@ column: the title, the summary or the author's name.
 is the in-memory twin of `MATCH`: test_search.py checks the tokenizer against
 SQLite for every character of the Basic Multilingual Plane, and
 test_query_property.py checks that both back-ends select the same events.
-A PostgreSQL back-end (tsvector) implements `TextSearch` over the same tokens.
+aggregator/search_postgres.py implements `TextSearch` on PostgreSQL (tsvector)
+over the same tokens.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Literal, Protocol, TypeAlias
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Integer,
     Subquery,
     Table,
@@ -259,6 +261,10 @@ class TextSearch(Protocol):
     they are thread-safe.
     """
 
+    # The SQL dialect its conditions are for (SQLAlchemy's name): the query
+    # language's other terms pick their JSON functions by it.
+    dialect: str
+
     def match(
         self,
         events: Table,
@@ -275,6 +281,11 @@ class TextSearch(Protocol):
         a lower score is a better match (a relevance order)."""
         ...
 
+    def index(self, conn: Connection, rows: Iterable[tuple[int, str, str, str | None]]) -> None:
+        """Index events just inserted, in their transaction: (id, title,
+        summary, author's name) each."""
+        ...
+
 
 _FTS = table("events_fts", column("rowid", Integer), column("events_fts"))
 
@@ -288,6 +299,7 @@ class Fts5Search:
     else the query filters.
     """
 
+    dialect = "sqlite"
     TOKENIZER = "unicode61 remove_diacritics 2"
     # bm25 weights of title, summary, author: a title word counts four summary words.
     WEIGHTS = (4.0, 1.0, 2.0)
@@ -311,6 +323,9 @@ class Fts5Search:
             .subquery("ranked")
         )
 
+    def index(self, conn: Connection, rows: Iterable[tuple[int, str, str, str | None]]) -> None:
+        """Nothing to do: the triggers of migration 0004 index every insert."""
+
     @staticmethod
     def _match(phrases: Sequence[Phrase], field: Field, any_of: bool) -> ColumnElement[bool]:
         return _FTS.c.events_fts.op("MATCH")(match_query(phrases, field=field, any_of=any_of))
@@ -328,27 +343,15 @@ def match_query(phrases: Sequence[Phrase], *, field: Field = "text", any_of: boo
     return (" OR " if any_of else " AND ").join(quoted)
 
 
-class NoTextSearch:
-    """For stores without a full-text index yet (PostgreSQL, until its tsvector
-    back-end lands): any free-text or author term is refused, never guessed."""
-
-    def match(
-        self,
-        events: Table,
-        phrases: Sequence[Phrase],
-        *,
-        field: Field = "text",
-        any_of: bool = False,
-    ) -> ColumnElement[bool]:
-        raise TidingsError("full-text search is not available on this store yet")
-
-    def ranking(self, events: Table, phrases: Sequence[Phrase], *, any_of: bool) -> Subquery:
-        raise TidingsError("full-text search is not available on this store yet")
-
-
 FTS5 = Fts5Search()
 
 
 def text_search_for(dialect: str) -> TextSearch:
     """The full-text back-end of a store on `dialect` (SQLAlchemy's name)."""
-    return FTS5 if dialect == "sqlite" else NoTextSearch()
+    if dialect == "sqlite":
+        return FTS5
+    if dialect == "postgresql":
+        from aggregator.search_postgres import TsvectorSearch  # it builds on this module
+
+        return TsvectorSearch()
+    raise TidingsError(f"no full-text search for a {dialect} store: use sqlite or postgresql")

@@ -885,6 +885,13 @@ class Store:
                 [self._event_row(source, item, rec.now) for item in fresh],
             )
             new_ids = list(inserted.scalars())
+            self.search.index(
+                conn,
+                (
+                    (event_id, item.data.title, item.data.summary, item.data.actor.name)
+                    for item, event_id in zip(fresh, new_ids, strict=True)
+                ),
+            )
             latest = [
                 {"s": source.id, "x": item.external_id, "h": item.content_hash, "e": event_id}
                 for item, event_id in zip(fresh, new_ids, strict=True)
