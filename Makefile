@@ -56,7 +56,7 @@ check: lint types test
 # The feed benches take about 15 minutes: bench.feeds 5, its 10,000-source round 7,
 # bench.hostile 1.5 (its drip lasts 10 minutes but costs the round [http] total_timeout, 60 s);
 # bench.jsonapi and bench.hooks about a minute each.
-bench: install-test
+bench: install-test dovecot
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.feeds
 	$(BIN)/python -m bench.feeds --feeds 10000 --items 3-5 --sides tidings,reader --runs 1
@@ -65,6 +65,7 @@ bench: install-test
 	$(BIN)/python -m bench.hooks
 	$(BIN)/python -m bench.history
 	$(BIN)/python -m bench.live
+	$(BIN)/python -m bench.imap
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

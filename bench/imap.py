@@ -566,7 +566,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rate", type=float, default=1.0, help="APPENDs per second (mean; gaps jittered)"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the jittered APPEND gaps")
-    parser.add_argument("--idle-renew", type=float, default=20.0, help="idle_renew, seconds")
+    parser.add_argument(
+        "--idle-renew", type=float, default=600.0,
+        help="idle_renew, seconds (600: no renew in the phase; 20 shows what renews cost)",
+    )  # fmt: skip
     parser.add_argument(
         "--profile", type=Path, help="cProfile one extra, untimed Tidings poll to here"
     )
