@@ -694,6 +694,7 @@ def test_admin_fields_of_sources_are_for_admins(site: Site) -> None:
 # --- API tokens -------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
 def test_api_tokens_are_shown_once_and_stored_hashed(site: Site) -> None:
     client = site.client
     client.headers.update(peer(REMOTE))

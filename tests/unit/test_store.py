@@ -32,6 +32,7 @@ def items(*pairs: tuple[str, str]) -> list:
     return prepare([EventData(external_id=i, title=t) for i, t in pairs])
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_runs_in_wal_mode(store: Store) -> None:
     with store._read.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
