@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -24,6 +25,12 @@ from sqlalchemy import (
 from aggregator.config import ALERTS_SOURCE
 
 __all__ = ["ALERTS_SOURCE"]  # where the store's users look for it
+
+
+# Ids a client pages by (events, the audit log) are 64-bit on PostgreSQL, as SQLite's rowids
+# are: a cursor may be anything up to 2**63 - 1. On SQLite the primary key must
+# stay INTEGER to be the rowid.
+LongId = Integer().with_variant(BigInteger(), "postgresql")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -82,7 +89,7 @@ webhook_deliveries = Table(
 events = Table(
     "events",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", LongId, primary_key=True, autoincrement=True),
     Column("source_id", String(64), ForeignKey("sources.id"), nullable=False),
     Column("kind", String(64), nullable=False),
     Column("external_id", Text, nullable=False),
@@ -116,7 +123,7 @@ entries = Table(
     Column("source_id", String(64), ForeignKey("sources.id"), primary_key=True),
     Column("external_id", Text, primary_key=True),
     Column("content_hash", String(32), nullable=False),
-    Column("event_id", Integer, nullable=False),
+    Column("event_id", LongId, nullable=False),
 )
 
 # --- people ------------------------------------------------------------------
@@ -185,7 +192,7 @@ settings = Table(
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", LongId, primary_key=True, autoincrement=True),
     Column("at", UTCDateTime, nullable=False, index=True),
     Column("actor", String(128), nullable=False),
     Column("action", String(64), nullable=False),
@@ -206,7 +213,7 @@ streams = Table(
     Column("name", String(100), nullable=False),
     Column("query", Text, nullable=False),
     Column("position", Integer, nullable=False, default=0),
-    Column("last_read_id", Integer, nullable=False, default=0),
+    Column("last_read_id", LongId, nullable=False, default=0),
     Column("created_at", UTCDateTime, nullable=False),
     Column("changed_at", UTCDateTime),  # name or query (migration 0005)
     Index("ix_streams_user_id", "user_id"),

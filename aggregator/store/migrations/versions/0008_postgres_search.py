@@ -1,4 +1,5 @@
-"""Full-text search on PostgreSQL: `event_search`, one tsvector per event
+"""PostgreSQL: 64-bit event ids (as SQLite's rowids: a cursor may be
+anything up to 2**63 - 1), and full-text search: `event_search`, one tsvector per event
 built from Tidings' own tokens (aggregator/search_postgres.py), GIN-indexed,
 and filled from the events already stored. SQLite has its FTS5 index (0004).
 
@@ -18,17 +19,27 @@ branch_labels = None
 depends_on = None
 
 BATCH = 2_000
+BIGINT_COLUMNS = [
+    ("events", "id"),
+    ("entries", "event_id"),
+    ("audit_log", "id"),
+    ("streams", "last_read_id"),
+]
 
 
 def upgrade() -> None:
     conn = op.get_bind()
     if conn.dialect.name != "postgresql":
         return
+    for table, column in BIGINT_COLUMNS:
+        op.alter_column(table, column, type_=sa.BigInteger)
+    for sequence in ("events_id_seq", "audit_log_id_seq"):
+        op.execute(f"ALTER SEQUENCE {sequence} AS bigint")
     op.create_table(
         "event_search",
         sa.Column(
             "event_id",
-            sa.Integer,
+            sa.BigInteger,
             sa.ForeignKey("events.id", ondelete="CASCADE"),
             primary_key=True,
         ),
@@ -54,3 +65,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.drop_table("event_search")
+    for sequence in ("events_id_seq", "audit_log_id_seq"):
+        op.execute(f"ALTER SEQUENCE {sequence} AS integer")
+    for table, column in BIGINT_COLUMNS:
+        op.alter_column(table, column, type_=sa.Integer)
