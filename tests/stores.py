@@ -10,13 +10,14 @@ store, so a test can reopen what `tidings serve` wrote.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import secrets
 import threading
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 STORE = os.environ.get("TIDINGS_TEST_STORE", "sqlite")
@@ -36,13 +37,15 @@ def on_postgresql() -> bool:
     return STORE == "postgresql"
 
 
+@functools.cache
+def _server() -> Engine:
+    """One connection pool to the server for the whole session."""
+    return create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+
+
 def _admin(sql: str) -> None:
-    engine = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(sql))
-    finally:
-        engine.dispose()
+    with _server().connect() as conn:
+        conn.execute(text(sql))
 
 
 def store_url(directory: Path, name: str = "t") -> str:
@@ -68,3 +71,5 @@ def drop_all() -> None:
             database = make_url(url).database
             _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         _made.clear()
+    if STORE == "postgresql":
+        _server().dispose()

@@ -34,15 +34,6 @@ pytestmark = pytest.mark.integration
 PASSWORD_ENV = "TIDINGS_TEST_IMAP_PASSWORD"
 
 
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    server = Dovecot().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(autouse=True)
 def password(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv(PASSWORD_ENV, USERS["alice"])

@@ -43,15 +43,6 @@ TENANT = "contoso.onmicrosoft.com"
 CLIENT_ID = "0d4f9a3e-7b1c-4e55-9f00-1c2d3e4f5a6b"
 
 
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    server = Dovecot().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def tidings() -> Iterator[list[Tidings]]:
     made: list[Tidings] = []

@@ -213,13 +213,20 @@ async def test_large_messages_are_read_in_part(tmp_path: Path) -> None:
     store.close()
 
 
-async def test_paths_outside_allowed_dirs_are_refused(
-    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def archives_outside(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory outside `tmp_path` with an mbox (a.mbox) and a maildir
+    (Mail), and `tmp_path/link` pointing at that maildir."""
     outside = tmp_path_factory.mktemp("outside")
     (outside / "a.mbox").write_bytes(mbox_bytes(message(1)))
     mailbox.Maildir(outside / "Mail", create=True).add(message(2))
     (tmp_path / "link").symlink_to(outside / "Mail")
+    return outside
+
+
+async def test_paths_outside_allowed_dirs_are_refused(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    outside = archives_outside(tmp_path, tmp_path_factory)
     sources = (
         source("mb", "mbox", str(outside / "a.mbox"))
         + source("md", "maildir", str(outside / "Mail"))
@@ -366,10 +373,7 @@ def test_mbox_newest_skips_a_message_still_being_written(tmp_path: Path) -> None
 async def test_preview_keeps_to_the_allowed_dirs(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    outside = tmp_path_factory.mktemp("outside")
-    (outside / "a.mbox").write_bytes(mbox_bytes(message(1)))
-    mailbox.Maildir(outside / "Mail", create=True).add(message(2))
-    (tmp_path / "link").symlink_to(outside / "Mail")
+    outside = archives_outside(tmp_path, tmp_path_factory)
     ctx = local_ctx(tmp_path)
     for connector in (
         MboxConnector(LocalMailOptions(path=str(outside / "a.mbox"))),

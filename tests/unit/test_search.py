@@ -154,26 +154,32 @@ def test_deleting_a_source_takes_its_events_out_of_the_index(store: Store) -> No
     index_is_sound(store)
 
 
-@pytest.mark.sqlite_only
-def test_the_migration_indexes_the_events_already_stored(tmp_path: Path) -> None:
+def stored_before(tmp_path: Path, revision: str, **row: object) -> str:
+    """The URL of a store migrated down to `revision`, holding one event of
+    source wiki ("Merger talks", and `row`) written there."""
     url = store_url(tmp_path, "old")
     store = Store(url)
     cfg = AlembicConfig(str(Path(aggregator.store.__file__).with_name("alembic.ini")))
     with store._write.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0003")
-    [wiki] = sources("wiki")
-    store.sync_sources([wiki], NOW)
-    with store._writing() as conn:  # written before 0004: no trigger indexes it
+        command.downgrade(cfg, revision)
+    store.sync_sources(sources("wiki"), NOW)
+    with store._writing() as conn:
         conn.execute(
             insert(events).values(
                 source_id="wiki", kind="feed", external_id="x", content_hash="h",
                 verb="Create", object_type="Note", title="Merger talks", summary="",
                 content_html="", published=NOW, tags=[], extra={}, audience=[],
-                ingested_at=NOW,
+                ingested_at=NOW, **row,
             )
         )  # fmt: skip
     store.close()
+    return url
+
+
+@pytest.mark.sqlite_only
+def test_the_migration_indexes_the_events_already_stored(tmp_path: Path) -> None:
+    url = stored_before(tmp_path, "0003")  # before 0004: no trigger indexes it
     store = Store(url)  # migrates to the head again
     assert len(found(store, "merger")) == 1
     index_is_sound(store)

@@ -11,17 +11,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy import insert, text
+from sqlalchemy import text
 
-import aggregator.store
 from aggregator.decide import prepare
 from aggregator.search_postgres import MAX_POSITION, document, query
 from aggregator.store import Store
-from aggregator.store.schema import events
 from tests.stores import store_url
-from tests.unit.test_search import NOW, add, found, index_is_sound, item, postgres_index, sources
+from tests.unit.test_search import (
+    NOW,
+    add,
+    found,
+    index_is_sound,
+    item,
+    postgres_index,
+    sources,
+    stored_before,
+)
 
 
 def test_a_document_weighs_each_column_and_keeps_them_apart() -> None:
@@ -88,24 +93,7 @@ def test_a_new_audience_does_not_touch_the_index(store: Store) -> None:
 
 @pytest.mark.postgresql_only
 def test_the_migration_indexes_the_events_already_stored(tmp_path: Path) -> None:
-    url = store_url(tmp_path, "old")
-    store = Store(url)
-    cfg = AlembicConfig(str(Path(aggregator.store.__file__).with_name("alembic.ini")))
-    with store._write.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0007")
-    [wiki] = sources("wiki")
-    store.sync_sources([wiki], NOW)
-    with store._writing() as conn:  # written before 0008: nothing indexes it
-        conn.execute(
-            insert(events).values(
-                source_id="wiki", kind="feed", external_id="x", content_hash="h",
-                verb="Create", object_type="Note", title="Merger talks", summary="",
-                content_html="", published=NOW, tags=[], extra={}, audience=[],
-                ingested_at=NOW, actor_name="Jane",
-            )
-        )  # fmt: skip
-    store.close()
+    url = stored_before(tmp_path, "0007", actor_name="Jane")  # before 0008: not indexed
     store = Store(url)  # migrates to the head again
     assert len(found(store, "merger")) == 1 and len(found(store, "author:jane")) == 1
     index_is_sound(store)
