@@ -97,18 +97,19 @@ class Bus:
 class EventTail:
     """Publishes every committed event exactly once, in id order.
 
-    It looks for new events when nudged (after a commit in this process) and
-    every `interval` seconds, which is how commits by other processes (`tidings
-    poller`, `tidings poll`, another web worker) reach this one's subscribers:
-    their latency is at most `interval` plus the fan-out. A look is one read of
-    the primary key range after `last_id` that usually finds nothing, but with
-    its thread hop it costs about 0.75 ms of CPU on SQLite: an idle server
-    spends about 3% of a core on looks every 25 ms (0.3% at 1 s). A server
-    whose poller runs in-process is nudged for its own commits and can look
-    less often; PostgreSQL is to nudge through LISTEN/NOTIFY. The access rules
-    (`before_publish`) are checked after every look that found events, and at
-    least every `rules_interval` seconds otherwise, so a change made elsewhere
-    (a revoked token) still closes open sockets within about a second.
+        It looks for new events when nudged (after a commit in this process) and
+        every `interval` seconds, which is how commits by other processes (`tidings
+        poller`, `tidings poll`, another web worker) reach this one's subscribers:
+        their latency is at most `interval` plus the fan-out. A look is one read of
+        the primary key range after `last_id` that usually finds nothing, but with
+        its thread hop it costs about 0.75 ms of CPU on SQLite: an idle server
+        spends about 3% of a core on looks every 25 ms (0.3% at 1 s). A server
+        whose poller runs in-process is nudged for its own commits and can look
+        less often; on PostgreSQL every commit nudges it through LISTEN/NOTIFY
+    (aggregator.notify) and it looks every second as well. The access rules
+        (`before_publish`) are checked after every look that found events, and at
+        least every `rules_interval` seconds otherwise, so a change made elsewhere
+        (a revoked token) still closes open sockets within about a second.
     """
 
     def __init__(
@@ -123,7 +124,7 @@ class EventTail:
         self._bus = bus
         self._read_after = read_after
         self.last_id = start_after
-        self._interval = interval
+        self.interval = interval  # may change while it runs (aggregator.notify)
         self._rules_interval = rules_interval
         self._page = page  # the most `read_after` returns at once
         self._rules_checked = float("-inf")
@@ -141,7 +142,7 @@ class EventTail:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            interval = self._interval
+            interval = self.interval
             try:
                 due = started - self._rules_checked >= self._rules_interval
                 await self.catch_up(check_rules=due)

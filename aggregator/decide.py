@@ -26,7 +26,15 @@ from aggregator.types import Actor, EventData, JSONObject
 
 # A lone surrogate (JSON's "\ud800" decodes to one) is no character: SQLite,
 # nh3 and UTF-8 refuse it, and one such item would fail its source's every poll.
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# Lone surrogates cannot be encoded and NUL cannot be stored (PostgreSQL text).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD and each NUL dropped."""
+    return _UNSTORABLE.sub(lambda m: "" if m[0] == "\x00" else "\ufffd", text)
+
+
 MAX_TITLE = 1_000  # characters
 MAX_CONTENT = 1_000_000  # characters of HTML (and of a connector's own summary)
 
@@ -125,7 +133,7 @@ def settle_identities(
             ident = _scheme_identity(item, scheme, item.url if key is not None else None)
         out.append(replace(item, external_id=ident))
         if key is not None and ident != item.url and len(ids) < CARRIED_IDS:
-            ids[key] = _SURROGATE.sub("\ufffd", ident)  # as prepare() stores it
+            ids[key] = storable(ident)  # as prepare() stores it
     return out, _kept(scheme, ids)
 
 
@@ -273,7 +281,7 @@ def _attachments(value: object) -> list[JSONObject]:
         if url is None or url in found:
             continue
         kind, length = entry.get("type"), entry.get("length")
-        kind = _SURROGATE.sub("\ufffd", kind.strip()) if isinstance(kind, str) else ""
+        kind = storable(kind.strip()) if isinstance(kind, str) else ""
         found[url] = {
             "url": url,
             "type": kind or None,
@@ -286,7 +294,7 @@ def _attachments(value: object) -> list[JSONObject]:
 
 def _web_url(url: object) -> str | None:
     """An absolute http(s) URL, made safe as safe_url does; else None."""
-    safe = safe_url(_SURROGATE.sub("\ufffd", url)) if isinstance(url, str) else None
+    safe = safe_url(storable(url)) if isinstance(url, str) else None
     if safe is None:
         return None
     parts = urlsplit(safe)
@@ -294,17 +302,17 @@ def _web_url(url: object) -> str | None:
 
 
 def _characters_only(item: EventData) -> EventData:
-    """`item` with every lone surrogate in its text replaced by U+FFFD."""
+    """`item` with its text `storable`."""
 
     def fix(text: str | None) -> str | None:
-        return _SURROGATE.sub("\ufffd", text) if text else text
+        return storable(text) if text else text
 
     a = item.actor
     texts = (
         *(item.external_id, item.title, item.verb, item.object_type, item.summary),
         *(item.content_html, item.url, item.thread_id, a.name, a.email, a.url, *item.tags),
     )
-    if not any(_SURROGATE.search(t) for t in texts if t):
+    if not any(_UNSTORABLE.search(t) for t in texts if t):
         return item
     return replace(
         item, external_id=fix(item.external_id), title=fix(item.title) or "",

@@ -52,3 +52,10 @@ class AccountError(TidingsError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
         super().__init__(message)
+
+
+def first_line(err: BaseException) -> str:
+    """An error's first line of text, or its type's name when it has none:
+    driver errors run to several lines of context nobody asked for."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

@@ -206,6 +206,8 @@ def _values(query: str, start: int, name: str) -> tuple[tuple[tuple[str, int], .
 def _scan(query: str) -> list[_Token]:
     if bad := _SURROGATE.search(query):
         raise QueryError("not a character (a lone surrogate)", bad.start())
+    if (nul := query.find("\x00")) >= 0:  # no stored text holds one (decide.storable)
+        raise QueryError("a NUL character", nul)
     tokens: list[_Token] = []
     i = 0
     while i < len(query):

@@ -45,7 +45,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from aggregator.connector import Connector, PollContext
-from aggregator.exceptions import ParseError
+from aggregator.exceptions import ParseError, first_line
 from aggregator.secrets import SecretRef
 from aggregator.types import JSONObject, PollResult
 from connectors.mapping import Mapped, MappedOptions
@@ -212,8 +212,7 @@ def parse_payload(body: bytes, content_type: str | None) -> Any:
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise PayloadError(f"the body is not JSON: {reason[:200]}") from None
+        raise PayloadError(f"the body is not JSON: {first_line(err)[:200]}") from None
 
 
 def map_payload(options: WebhookOptions, doc: Any, *, event: str | None, delivery: str) -> Mapped:

@@ -3,9 +3,11 @@ TIDINGS_TEST_STORE=postgresql, fresh databases on the machine's PostgreSQL
 (TIDINGS_TEST_PG names the server; trust auth on 127.0.0.1 by default).
 
 Every test asks `store_url(directory)` for its store: a SQLite file in the
-test's own temporary directory, or a new empty database that is dropped when
-the test session ends (conftest). The same directory and name give the same
-store, so a test can reopen what `tidings serve` wrote.
+test's own temporary directory, or a new database that is dropped when the
+test session ends (conftest). The same directory and name give the same
+store, so a test can reopen what `tidings serve` wrote. A new PostgreSQL
+database is a copy of one migrated once per session (0.03 s, where migrating
+each took 0.5 s); `empty=True` gives one with no tables, for migration tests.
 """
 
 from __future__ import annotations
@@ -48,19 +50,33 @@ def _admin(sql: str) -> None:
         conn.execute(text(sql))
 
 
-def store_url(directory: Path, name: str = "t") -> str:
+def store_url(directory: Path, name: str = "t", *, empty: bool = False) -> str:
     """The URL of a fresh store for one test (see the module docstring)."""
     if STORE == "sqlite":
         return f"sqlite:///{directory}/{name}.db"
     key = (str(directory), name)
     with _lock:
         if key not in _made:
-            database = f"{_SESSION}_{next(_counter)}"
-            _admin(f'CREATE DATABASE "{database}"')
-            _made[key] = (
-                make_url(PG_SERVER).set(database=database).render_as_string(hide_password=False)
-            )
+            template = "" if empty else f' TEMPLATE "{_migrated()}"'
+            _made[key] = _create(f"{_SESSION}_{next(_counter)}", template)
         return _made[key]
+
+
+def _create(database: str, template: str = "") -> str:
+    _admin(f'CREATE DATABASE "{database}"{template}')
+    return make_url(PG_SERVER).set(database=database).render_as_string(hide_password=False)
+
+
+@functools.cache
+def _migrated() -> str:
+    """The session's template: a database at the newest schema, never opened again."""
+    from aggregator.store import Store
+
+    database = f"{_SESSION}_template"
+    url = _create(database)
+    _made[("", database)] = url  # dropped with the rest
+    Store(url).close()
+    return database
 
 
 def drop_all() -> None:
@@ -71,5 +87,6 @@ def drop_all() -> None:
             database = make_url(url).database
             _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         _made.clear()
+        _migrated.cache_clear()
     if STORE == "postgresql":
         _server().dispose()

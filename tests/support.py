@@ -155,6 +155,12 @@ class FeedServer:
             if not self._lock.wait_for(lambda: any(p == path for p, _ in self.requests), timeout):
                 raise TimeoutError(f"{path} was not requested within {timeout}s")
 
+    def wait_for_requests(self, count: int, timeout: float = 20.0) -> None:
+        """Block until at least `count` requests have come in, all told."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self.requests) >= count, timeout):
+                raise TimeoutError(f"fewer than {count} requests within {timeout}s")
+
     def __enter__(self) -> FeedServer:
         self._thread.start()
         return self
@@ -247,25 +253,31 @@ class CliRun:
 
 
 class TidingsProcess:
-    """`tidings serve` as a real process on a free loopback port."""
+    """`tidings serve` (or `command`, such as `serve --no-poller` or `poller`)
+    as a real process; a server listens on a free loopback port."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *command: str, log: str = "serve.log") -> None:
         self.config = config
+        self.command = command or ("serve",)
+        self.serves = self.command[0] == "serve"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = config.parent / "serve.log"
+        self.log = config.parent / log
 
     def start(self, timeout: float = 20.0) -> TidingsProcess:
         env = {**os.environ, "TIDINGS_DISABLE_PLUGINS": "1"}
+        port = ["--port", str(self.port)] if self.serves else []
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "aggregator.cli", "serve", "--config", str(self.config),
-                 "--port", str(self.port)],
+                [sys.executable, "-m", "aggregator.cli", *self.command, "--config",
+                 str(self.config), *port],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                cwd=self.config.parent,
+                cwd=self.config.parent, start_new_session=True,  # kill() ends its children too
             )  # fmt: skip
+        if not self.serves:
+            return self
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -284,6 +296,12 @@ class TidingsProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL it and its parser processes at once, as a crash of its host would."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
     def __enter__(self) -> TidingsProcess:
         return self.start()

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -40,6 +41,24 @@ from web.auth import Authenticate, Sessions
 from web.security import BodyLimit, SecurityHeaders
 from web.state import AppState
 
+if TYPE_CHECKING:
+    from aggregator.notify import Listener
+
+
+def _listener(store_url: str, tail: EventTail, unheard_interval: float) -> Listener:
+    """PostgreSQL announces other processes' commits: the tail looks when told,
+    and often only while it cannot hear them."""
+    from aggregator.notify import Listener  # psycopg is the optional extra tidings[postgres]
+
+    def heard(newest: int | None) -> None:
+        if newest is None or newest > tail.last_id:  # not already published from here
+            tail.nudge()
+
+    def hearing(up: bool) -> None:
+        tail.interval = 1.0 if up else unheard_interval
+
+    return Listener(store_url, heard, hearing)
+
 
 def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
     @asynccontextmanager
@@ -57,6 +76,7 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
         # look interval is how other processes' commits reach subscribers fast.
         interval = 1.0 if polling_here else 0.025
         tail = EventTail(bus, partial(store.events_after, viewer=None), start, interval)
+        listener = None if store.is_sqlite else _listener(config.store_url, tail, interval)
         access = await Access.load(store.people)
         tail.before_publish = access.current  # new rules apply before new events go out
         poller = None
@@ -69,6 +89,8 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
         app.state.tidings = AppState(config, store, bus, tail, poller, access, secret)
         app.state.webhooks = hooks.WebhookReceiver(config, store, on_commit=tail.nudge)
         tail.start()
+        if listener:
+            listener.start()
         if poller:
             poller.start()
         # What start-up made lives as long as the process: keep it out of the
@@ -85,6 +107,8 @@ def create_app(config: Config, *, run_poller: bool = True) -> Starlette:
             if state.preview_pool is not None:
                 state.preview_pool.shutdown(wait=True, cancel_futures=True)
             await app.state.webhooks.aclose()  # deliveries under way are answered
+            if listener:
+                await listener.stop()
             await tail.stop()
             store.close()
 

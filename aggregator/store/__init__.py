@@ -62,6 +62,10 @@ MAX_PAGE = 500
 
 
 _WRITER_LOCK = 0x7469646E  # "tidn": the PostgreSQL advisory lock all writers share
+# PostgreSQL: each transaction that added events notifies this channel with its
+# highest new id, delivered at commit, so web workers look at once (aggregator.notify).
+EVENTS_CHANNEL = "tidings_events"
+_NEWEST = "tidings_newest"  # key in a connection's info: the highest id it added
 
 _SUCCESS: dict[str, Any] = {
     "last_poll_at": bindparam("now"),
@@ -306,7 +310,15 @@ class Store:
                 # One writer at a time, as on SQLite: event ids then become visible
                 # in id order, so a reader's cursor can never skip a later commit.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITER_LOCK})
+            conn.info.pop(_NEWEST, None)
             yield conn
+            newest = conn.info.pop(_NEWEST, None)
+            if newest is not None and not self.is_sqlite:
+                # Ids only, never bodies: listeners read the events themselves.
+                conn.execute(
+                    text("SELECT pg_notify(:channel, :id)"),
+                    {"channel": EVENTS_CHANNEL, "id": str(newest)},
+                )
 
     # --- sources -----------------------------------------------------------
 
@@ -885,6 +897,7 @@ class Store:
                 [self._event_row(source, item, rec.now) for item in fresh],
             )
             new_ids = list(inserted.scalars())
+            conn.info[_NEWEST] = max(new_ids[-1], conn.info.get(_NEWEST, 0))
             self.search.index(
                 conn,
                 (

@@ -295,6 +295,7 @@ def test_render_is_canonical_and_parses_back(query: str, canonical: str) -> None
         ('a "!?"', 2, "nothing to search for"),
         ('author:"--"', 7, "author: needs a name"),
         ("a \ud800b", 2, "lone surrogate"),  # JSON can send one; SQLite cannot store it
+        ("ab\x00c", 2, "a NUL character"),  # no stored text holds one; PostgreSQL refuses it
         (" ".join(["a"] * 65), 128, "too many terms (at most 64)"),
         ("tag:" + ",".join(["t"] * 65), 4 + 64 * 2, "too many terms (at most 64)"),
         ("a " * 30 + "tag:" + ",".join("t" * 35), 64 + 34 * 2, "too many terms"),

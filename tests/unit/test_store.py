@@ -11,7 +11,7 @@ from aggregator.filters import EventFilter
 from aggregator.store import PollRecord, Store
 from aggregator.types import Actor, EventData
 from connectors.feed import FeedConnector, FeedOptions
-from tests.stores import store_url
+from tests.stores import on_postgresql, store_url
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -57,14 +57,15 @@ def test_record_poll_appends_new_skips_same_appends_updates(store: Store) -> Non
     assert [e.id for e in store.latest_events(viewer=None)] == [upd[0], ids[1], ids[0]]
 
 
-def test_lone_surrogates_become_replacement_characters_not_a_failed_poll(store: Store) -> None:
+def test_lone_surrogates_and_nul_are_fixed_not_a_failed_poll(store: Store) -> None:
     """JSON's "\\ud800" decodes to half a character, which SQLite, nh3 and UTF-8
-    all refuse: one such item must not fail every poll of its source."""
+    all refuse, and PostgreSQL's text cannot hold "\\u0000": one such item must
+    not fail every poll of its source."""
     src = config().sources[0]
     store.sync_sources([src], NOW)
-    bad = "half \ud800 a pair"
+    bad = "half \ud800 a\x00 pair"
     item = EventData(
-        external_id="id\udfff", title=bad, summary=bad, content_html=f"<p>{bad}</p>",
+        external_id="id\udfff\x00", title=bad, summary=bad, content_html=f"<p>{bad}</p>",
         url="https://e.org/\ud800", actor=Actor(bad, None, None), tags=(bad,),
     )  # fmt: skip
     [new] = store.record_poll(src, prepare([item]), state=None, now=NOW, next_poll_at=NOW)
@@ -310,13 +311,14 @@ def test_migration_0006_frees_the_alerts_id_and_goes_back_down(tmp_path: Path) -
 
     import aggregator.store
 
-    url = store_url(tmp_path, "old")
+    url = store_url(tmp_path, "old", empty=True)
     cfg = AlembicConfig(str(Path(aggregator.store.__file__).with_name("alembic.ini")))
     engine = create_engine(url)
 
     def migrate(step: str, target: str) -> None:
         with engine.begin() as conn:
-            conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            if not on_postgresql():  # PostgreSQL always enforces them
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
             cfg.attributes["connection"] = conn
             getattr(command, step)(cfg, target)
 
@@ -325,7 +327,7 @@ def test_migration_0006_frees_the_alerts_id_and_goes_back_down(tmp_path: Path) -
         conn.exec_driver_sql(
             "INSERT INTO sources (id, kind, origin, config, enabled, consecutive_failures,"
             " created_at) VALUES ('tidings-alerts', 'feed', 'db', '{\"audience\": [\"everyone\"]}',"
-            " 1, 0, '2026-01-01 00:00:00')"
+            " TRUE, 0, '2026-01-01 00:00:00')"
         )
     store = Store(url)  # upgrades to the head
     src = SourceConfig(
