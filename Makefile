@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.example.toml
 
-.PHONY: run test check lint types bench install install-test browser dovecot clean
+.PHONY: run test test-sqlite test-postgresql check lint types bench install install-test browser dovecot clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,8 +40,25 @@ dovecot:
 	  echo "installing Debian's dovecot-imapd for the mailbox tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null; }
 
+# Every test runs twice, both passes at once (most of a pass waits on servers):
+# on SQLite (the embedded default) and on the machine's PostgreSQL (in fresh
+# databases it drops; tests/stores.py). Without a PostgreSQL server the second
+# pass is skipped with the reason, except in CI (TIDINGS_REQUIRE_SERVERS).
 test: install-test browser dovecot
-	TIDINGS_DISABLE_PLUGINS=1 $(BIN)/pytest -q
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgresql
+
+PYTEST := TIDINGS_DISABLE_PLUGINS=1 $(BIN)/pytest -q -p no:cacheprovider
+
+test-sqlite: install-test
+	@echo "--- every test on SQLite"
+	$(PYTEST)
+
+test-postgresql: install-test
+	@if $(BIN)/python -m tests.stores; then \
+	  echo "--- every test on PostgreSQL"; \
+	  TIDINGS_TEST_STORE=postgresql $(PYTEST); \
+	elif [ -n "$$TIDINGS_REQUIRE_SERVERS" ]; then exit 1; \
+	else echo "skipped the PostgreSQL pass: no server (see above; TIDINGS_TEST_PG names one)"; fi
 
 lint: install-test
 	$(BIN)/ruff check aggregator connectors web tests bench

@@ -7,19 +7,26 @@ import asyncio
 import getpass
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
 from aggregator import __version__
 from aggregator.accounts import check_password, check_user_name, hash_password, token_hash
+from aggregator.backup import backup_store
 from aggregator.config import Config, default_config_path, load_config
 from aggregator.connector import HttpSettings
-from aggregator.exceptions import AccountError, ConfigError, TidingsError
-from aggregator.humanize import relative_time
+from aggregator.exceptions import AccountError, ConfigError, TidingsError, blot, driver_error
+from aggregator.humanize import file_size, relative_time
 from aggregator.opml import OpmlError, audience_problems, export_opml, import_feeds, parse_opml
 from aggregator.store import SourceStatus, Store
 
@@ -277,7 +284,93 @@ def cmd_export_opml(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
+    if not args.no_store and (problem := _store_problem(config.store_url)):
+        raise TidingsError(f"{args.file} is valid, but {problem}")
     print(f"{args.file}: ok ({len(config.sources)} sources)")
+    return 0
+
+
+STORE_CONNECT_TIMEOUT = 5  # seconds: check-config answers soon when a server is away
+
+
+def _store_problem(store_url: str) -> str | None:
+    """Why the store cannot be opened, or None when it can. Creates nothing:
+    a SQLite file that does not exist yet is fine where it can be made, as
+    every command makes it (and its directory) on first use."""
+    url = make_url(store_url)
+    if url.get_backend_name() == "sqlite":
+        try:
+            return _sqlite_problem(url.database)
+        except OSError as err:  # a directory on the way that may not be read
+            return f"cannot open the store {url.database}: {err.strerror or err}"
+    return _server_problem(url)
+
+
+def _sqlite_problem(database: str | None) -> str | None:
+    if not database or database == ":memory:":
+        return None
+    db = Path(database)
+    if not db.exists():
+        ancestor = db.absolute().parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            return f"cannot create the store {db}: {ancestor} is not a directory"
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            return f"cannot create the store {db}: the directory {ancestor} is not writable"
+        return None
+    if not db.is_file():
+        return f"the store {db} is not a file"
+    # SQLite makes its -wal and -shm files beside the database.
+    for path in (db, db.absolute().parent):
+        if not os.access(path, os.W_OK):
+            return f"cannot write to the store {db}: {path} is not writable"
+    try:
+        uri = f"{db.absolute().as_uri()}?mode=rw"  # never creates the file
+        with closing(sqlite3.connect(uri, uri=True, timeout=STORE_CONNECT_TIMEOUT)) as conn:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as err:
+        return f"cannot open the store {db}: {err}"
+    return None
+
+
+def _server_problem(url: URL) -> str | None:
+    shown = url.render_as_string(hide_password=True)
+    postgresql = url.get_backend_name() == "postgresql"
+    try:
+        engine = create_engine(
+            url,
+            poolclass=NullPool,
+            connect_args={"connect_timeout": STORE_CONNECT_TIMEOUT} if postgresql else {},
+        )
+    except ImportError as err:
+        extra = " (pip install 'tidings[postgres]')" if postgresql else ""
+        return f"cannot reach the store {shown}: its driver is not installed: {err}{extra}"
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as err:
+        said = blot(str(driver_error(err)).strip(), url.password)
+        lines = [line.strip() for line in said.splitlines() if line.strip()]
+        return f"cannot reach the store {shown}: " + "\n    ".join(lines)
+    finally:
+        engine.dispose()
+    return None
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    config = load_config(args.config or default_config_path())
+    done = backup_store(config.store_url, Path(args.path), force=args.force)
+    for warning in done.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    size = f"{file_size(done.size) or '0 B'}, {done.size} bytes"
+    if done.format == "sqlite":
+        print(f"wrote {done.path} ({size}): a copy of the SQLite store {done.store}")
+    else:
+        print(
+            f"wrote {done.path} ({size}): a pg_dump archive of {done.store}; restore it "
+            f"into an empty database with: pg_restore --dbname=URL {done.path}"
+        )
     return 0
 
 
@@ -721,9 +814,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_export_opml)
 
-    p = sub.add_parser("check-config", help="validate a config file")
+    p = sub.add_parser(
+        "check-config",
+        help="validate a config file and that its store can be reached",
+        description="Validate a config file, and that the store it names can be opened "
+        "(a server answers, the database exists, a SQLite file's directory is writable). "
+        "Exits 2, saying why, when either is wrong.",
+    )
     p.add_argument("file", metavar="FILE")
+    p.add_argument(
+        "--no-store", action="store_true", help="check the file only, not the store it names"
+    )
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser(
+        "backup",
+        help="copy the store to a file, consistently, while Tidings runs",
+        description="Copy the store to PATH: SQLite's online backup (a database file) or, "
+        "on PostgreSQL, pg_dump --format=custom (an archive for pg_restore). The copy is "
+        "written beside PATH and renamed into place only when complete. The store is "
+        "only read: it is neither created nor migrated.",
+    )
+    _config_arg(p)
+    p.add_argument("path", metavar="PATH", help="the file to write")
+    p.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    p.set_defaults(func=cmd_backup)
 
     _add_people_commands(sub)
     return parser

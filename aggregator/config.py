@@ -40,6 +40,7 @@ SOURCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # config file or admin may define a source of that id and see its events.
 ALERTS_SOURCE = "tidings-alerts"
 MIN_INTERVAL = 5.0
+MIN_RETENTION = 86400.0  # a day: a typo such as "30m" for "30d" must not empty the store
 
 
 class _Strict(BaseModel):
@@ -109,6 +110,32 @@ class PollerConfig(_Strict):
         return parse_duration(self.max_backoff)
 
 
+def _retention_period(value: str | None) -> str | None:
+    """A retention setting: a duration of at least MIN_RETENTION."""
+    if value is not None and parse_duration(value) < MIN_RETENTION:
+        raise ValueError("must be at least 1d")
+    return value
+
+
+class RetentionConfig(_Strict):
+    """The `[retention]` table (issue 13): how long events are kept."""
+
+    events: str | None = Field(
+        default=None,
+        description="events stored longer ago than this are deleted (at least 1d), unless "
+        "their source sets its own `retention`; default: kept forever",
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: str | None) -> str | None:
+        return _retention_period(value)
+
+    @property
+    def events_seconds(self) -> float | None:
+        return parse_duration(self.events) if self.events is not None else None
+
+
 class HttpConfig(_Strict):
     """The `[http]` table; its defaults are HttpSettings' (one source of truth)."""
 
@@ -175,6 +202,12 @@ class SourceCommon(BaseModel):
     enabled: bool = True
     track_updates: bool = True
     obey_hints: bool = True
+    retention: str | None = None  # None: [retention] events
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str | None) -> str | None:
+        return _retention_period(value)
 
     @field_validator("interval")
     @classmethod
@@ -220,6 +253,8 @@ class SourceConfig:
     # polling down; off for a system whose feed says "hourly" but changes
     # by the minute. Retry-After is obeyed either way.
     obey_hints: bool = True
+    # Seconds its events are kept; None: as `[retention] events` says.
+    retention: float | None = None
     origin: Literal["file", "db", "system"] = "file"
 
     @property
@@ -236,6 +271,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     files: FilesConfig = field(default_factory=FilesConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     sources: tuple[SourceConfig, ...] = ()
 
     @property
@@ -272,6 +308,7 @@ _TABLES: dict[str, type[BaseModel]] = {
     "http": HttpConfig,
     "files": FilesConfig,
     "auth": AuthConfig,
+    "retention": RetentionConfig,
 }
 
 
@@ -373,6 +410,7 @@ def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db
         enabled=common.enabled,
         track_updates=common.track_updates,
         obey_hints=common.obey_hints,
+        retention=parse_duration(common.retention) if common.retention else None,
         origin=origin,
     )
 

@@ -59,3 +59,17 @@ def first_line(err: BaseException) -> str:
     driver errors run to several lines of context nobody asked for."""
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
+
+
+def driver_error(err: BaseException) -> BaseException:
+    """The database driver's own error inside one SQLAlchemy wrapped (whose
+    text adds the SQL statement and a link), else `err` itself."""
+    orig = getattr(err, "orig", None)
+    return orig if isinstance(orig, BaseException) else err
+
+
+def blot(text: str, secret: str | None) -> str:
+    """`text` with `secret` replaced by ***. For a store's password in driver
+    messages: libpq names host and port, never the password, and this keeps
+    it so should that ever change."""
+    return text.replace(secret, "***") if secret else text

@@ -3,7 +3,8 @@
 APScheduler (3.x, AsyncIOScheduler) fires `tick` every second or so; a tick
 claims due sources from the store (so restarts and several pollers are safe)
 and starts their polls, bounded by a global limit. CPU-heavy parsing runs in a
-process pool so the event loop stays responsive.
+process pool so the event loop stays responsive. Every hour it also deletes
+the events older than retention keeps them (aggregator.store.retention).
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ from aggregator.pipeline import POLL_TIMEOUT, PollOutcome, PollPolicy, poll_sour
 from aggregator.recorder import Recorder
 from aggregator.registry import is_push
 from aggregator.store import Claim, Store
+from aggregator.store.retention import RetentionPolicy
 
 log = logging.getLogger(__name__)
 
 LEASE = POLL_TIMEOUT + 60  # a claimed source is not claimed again for this long
 REFRESH = 1.0  # seconds between looks for sources made in the web admin, when claiming
 UNKNOWN_RETRY = 30.0  # a claimed source this poller does not know is due again after
+PRUNE_EVERY = 3600.0  # seconds between retention passes
+PRUNE_FIRST = 60.0  # the first pass, after start-up's own writes (and not never, on restarts)
 
 
 class Poller:
@@ -229,6 +233,29 @@ class Poller:
             self._backlog = False
             self._refill = asyncio.create_task(self.tick(), name="tick:refill")
 
+    # --- maintenance ---------------------------------------------------------
+
+    async def prune(self) -> int:
+        """One retention pass, in a thread: the events older than their
+        source (or `[retention] events`) keeps them go; how many. A failure
+        is logged, and the next pass tries again."""
+        policy = RetentionPolicy.of(self.config, self._sources.values())
+        try:
+            gone = await asyncio.to_thread(self._prune, datetime.now(UTC), policy)
+        except Exception:  # a maintenance job must never stop the poller
+            log.exception("retention: deleting old events failed; trying again in an hour")
+            return 0
+        if gone:
+            log.info("retention: deleted %d events older than their sources keep them", gone)
+        return gone
+
+    def _prune(self, now: datetime, policy: RetentionPolicy) -> int:
+        gone = self.store.prune(now, policy)
+        if gone:
+            # A much smaller table needs new planner statistics (Store.optimize).
+            self.store.optimize()
+        return gone
+
     # --- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
@@ -240,6 +267,11 @@ class Poller:
         self._scheduler.add_job(
             self.tick, "interval", seconds=self.config.poller.tick, id="tick",
             max_instances=1, coalesce=True, next_run_time=datetime.now(UTC),
+        )  # fmt: skip
+        self._scheduler.add_job(
+            self.prune, "interval", seconds=PRUNE_EVERY, id="retention",
+            max_instances=1, coalesce=True,
+            next_run_time=datetime.now(UTC) + timedelta(seconds=PRUNE_FIRST),
         )  # fmt: skip
         self._scheduler.start()
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from aggregator.exceptions import first_line
+
 STORE = os.environ.get("TIDINGS_TEST_STORE", "sqlite")
 PG_SERVER = os.environ.get(
     "TIDINGS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -90,3 +92,22 @@ def drop_all() -> None:
         _migrated.cache_clear()
     if STORE == "postgresql":
         _server().dispose()
+
+
+def reachable() -> str | None:
+    """Why the PostgreSQL server cannot be used for tests, or None when it can."""
+    try:
+        with create_engine(PG_SERVER, connect_args={"connect_timeout": 5}).connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as err:  # any reason at all: it is reported, not handled
+        return first_line(err)
+    return None
+
+
+if __name__ == "__main__":  # `python -m tests.stores`: exit 1 when PostgreSQL cannot be used
+    import sys
+
+    reason = reachable()
+    if reason:
+        print(f"PostgreSQL at {make_url(PG_SERVER).render_as_string()}: {reason}", file=sys.stderr)
+    sys.exit(1 if reason else 0)

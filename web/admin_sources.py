@@ -260,6 +260,12 @@ def _common_fields(cls: ConnectorClass) -> dict[str, FormField]:
             help="Its TTL, update period and caching headers may slow polling below the "
             "interval (Retry-After always does).", is_option=False,
         ),
+        "retention": FormField(
+            "retention", "Keep events for", "text", placeholder="365d",
+            help="Events stored longer ago are deleted: 30d, 52w... (at least 1d); when "
+            "empty, as the config file's [retention] says (by default, kept forever).",
+            is_option=False,
+        ),
         "enabled": FormField(
             "enabled", "Enabled", "checkbox", default=True, help="Polled on its schedule.",
             is_option=False,

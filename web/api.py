@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import UTC, datetime
 from functools import partial
 
+from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from aggregator import metrics
-from aggregator.exceptions import QueryError
+from aggregator.exceptions import QueryError, blot, driver_error, first_line
 from aggregator.filters import EventFilter
 from aggregator.store import MAX_PAGE
 from web.access import Principal
 from web.auth import guard, principal_of
 from web.forms import parse_id, path_id
 from web.state import app_state
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 50
 
@@ -175,12 +180,47 @@ async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
+class Outage:
+    """When to log a failure that lasts and is asked about often: as it
+    starts, then once per `every` seconds while it lasts; `ended()` says
+    whether one just ended. Time is passed in."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._logged_at: float | None = None  # None: no outage
+
+    def should_log(self, now: float) -> bool:
+        if self._logged_at is not None and now - self._logged_at < self.every:
+            return False
+        self._logged_at = now
+        return True
+
+    def ended(self) -> bool:
+        was_down, self._logged_at = self._logged_at is not None, None
+        return was_down
+
+
+# Load balancers poll /readyz every few seconds: one warning a minute is plenty.
+store_outage = Outage(every=60.0)
+
+
 @guard("public")
 async def readyz(request: Request) -> Response:
+    """503 with the driver's reason while the store cannot be read. libpq's
+    messages name the host and port, never the password (tested)."""
+    state = app_state(request)
     try:
-        await run_in_threadpool(app_state(request).store.max_event_id)
+        await run_in_threadpool(state.store.max_event_id)
     except Exception as err:
-        return PlainTextResponse(f"store unavailable: {type(err).__name__}", status_code=503)
+        cause = driver_error(err)
+        password = make_url(state.config.store_url).password
+        if store_outage.should_log(time.monotonic()):
+            said = blot(str(cause).strip(), password)
+            log.warning("not ready: the store is unavailable: %s", said)
+        reason = f"{type(err).__name__}: {blot(first_line(cause), password)}"
+        return PlainTextResponse(f"store unavailable: {reason}", status_code=503)
+    if store_outage.ended():  # at the warning's level: whoever saw that sees this
+        log.warning("ready: the store is available again")
     return PlainTextResponse("ready")
 
 

@@ -45,6 +45,8 @@ from aggregator.registry import connector_class, first_poll
 from aggregator.search import TextSearch, text_search_for
 from aggregator.store.conditions import matching, newest_id
 from aggregator.store.people import People, audit, bump_revision
+from aggregator.store.retention import BATCH, RetentionPolicy
+from aggregator.store.retention import prune as prune_events
 from aggregator.store.schema import (
     ALERTS_SOURCE,
     entries,
@@ -249,6 +251,7 @@ def source_config_json(source: SourceConfig, raw: Mapping[str, Any] | None = Non
         "tags": list(source.tags),
         "track_updates": source.track_updates,
         "obey_hints": source.obey_hints,
+        "retention": source.retention,
         "options": source.options.model_dump(mode="json"),
     }
 
@@ -264,7 +267,10 @@ class Store:
             self._write = _sqlite_engine(url, writer=True)
             self._read = _sqlite_engine(url, writer=False)
         else:
-            self._write = self._read = create_engine(url, pool_pre_ping=True)
+            # A host that drops packets must fail a request soon, not after TCP's
+            # ~2 minutes; a connect_timeout in the URL wins.
+            timeout = {} if "connect_timeout" in parsed.query else {"connect_timeout": 10}
+            self._write = self._read = create_engine(url, pool_pre_ping=True, connect_args=timeout)
         # Free text in queries: what every EventFilter.where() here is given.
         self.search: TextSearch = text_search_for(parsed.get_backend_name())
         self.migrate()
@@ -276,6 +282,8 @@ class Store:
         """Create or upgrade the schema to the newest migration."""
         cfg = AlembicConfig(str(Path(__file__).with_name("alembic.ini")))
         with self._write.begin() as conn:
+            if not self.is_sqlite:  # processes starting at once migrate in turn
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITER_LOCK})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
@@ -867,6 +875,14 @@ class Store:
             return conn.execute(
                 delete(webhook_deliveries).where(webhook_deliveries.c.received_at < before)
             ).rowcount
+
+    # --- retention -----------------------------------------------------------
+
+    def prune(self, now: datetime, policy: RetentionPolicy, *, batch: int = BATCH) -> int:
+        """Delete the events stored longer ago than `policy` keeps them, in
+        batches of short write transactions; how many went. Entries stay, so
+        items still listed upstream are not stored again (aggregator.store.retention)."""
+        return prune_events(self._read, self._writing, now, policy, batch=batch)
 
     def _append(self, conn: Connection, rec: PollRecord) -> list[int]:
         """Append a poll's new and changed items; their ids, oldest first."""

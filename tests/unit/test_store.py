@@ -194,6 +194,20 @@ def _head_revision() -> str | None:
     return ScriptDirectory.from_config(AlembicConfig(str(ini))).get_current_head()
 
 
+def test_processes_starting_at_once_on_an_empty_store_migrate_in_turn(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = store_url(tmp_path, "race", empty=True)
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: Store(url), range(4)))  # each raises if it lost a race
+    with stores[0]._read.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == (
+            _head_revision()
+        )
+    for s in stores:
+        s.close()
+
+
 def test_migrations_are_idempotent(tmp_path: Path) -> None:
     url = store_url(tmp_path, "m")
     Store(url).close()
@@ -350,3 +364,50 @@ def test_migration_0006_frees_the_alerts_id_and_goes_back_down(tmp_path: Path) -
 def test_the_alerts_id_is_reserved() -> None:
     with pytest.raises(ConfigError, match="'tidings-alerts' is reserved"):
         config(id="tidings-alerts")
+
+
+def test_a_store_of_the_previous_schema_upgrades_with_its_data(tmp_path: Path) -> None:
+    """What `tidings` of the previous release wrote (schema 0007: events, full
+    text, people, tokens, streams and read marks, source state) is all there,
+    searchable and usable after the upgrade to the newest schema."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    import aggregator.store
+
+    url = store_url(tmp_path, "previous")
+    old = Store(url)
+    src = config().sources[0]
+    old.sync_sources([src], NOW)
+    old.people.create_user("ann", password_hash="h", admin=False, actor="t", now=NOW)
+    token = old.people.create_token("ann", "script", actor="t", now=NOW)
+    ann = old.people.user("ann")
+    assert ann is not None
+    stream = old.streams.create(ann.id, "Deals", "merger", now=NOW, viewer=None)
+    ids = old.record_poll(
+        src, items(("a", "Merger talks"), ("b", "Budget review")), state={"etag": "v1"},
+        now=NOW, next_poll_at=NOW,
+    )  # fmt: skip
+    old.streams.mark_read(ann.id, stream.id, ids[0], viewer=None)
+    cfg = AlembicConfig(str(Path(aggregator.store.__file__).with_name("alembic.ini")))
+    with old._write.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0007")
+    old.close()
+
+    store = Store(url)  # upgrades to the head
+    try:
+        assert [e.id for e in store.latest_events(viewer=None)] == ids[::-1]
+        found = store.search_events(EventFilter.parse("merger"), viewer=None, limit=10)
+        assert [e.id for e in found] == [ids[0]]
+        assert store.source_state("blog") == ({"etag": "v1"}, 0)
+        assert [t.name for t in store.people.tokens("ann")] == ["script"] and token
+        [kept] = store.streams.list(ann.id)
+        assert (kept.name, kept.query, kept.last_read_id) == ("Deals", "merger", ids[0])
+        more = store.record_poll(src, items(("c", "Merger closed")), state=None, now=NOW,
+                                 next_poll_at=NOW)  # fmt: skip
+        assert more[0] > ids[-1]
+        found = store.search_events(EventFilter.parse("merger"), viewer=None, limit=10)
+        assert [e.id for e in found] == [more[0], ids[0]]
+    finally:
+        store.close()
