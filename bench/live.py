@@ -2,37 +2,46 @@
 
     python -m bench.live                          # 1,000 clients, 3 runs x 20 s (make bench)
     python -m bench.live --conns 200 --seconds 5 --runs 1     # a quick look
+    python -m bench.live --store postgresql --workers 2        # through LISTEN/NOTIFY (issue 13)
 
-Each run measures two sides in turn, each with a fresh server and fresh
+Each run measures two sides in turn, each with fresh servers and fresh
 client processes:
 
-- Tidings: a real `tidings serve --no-poller` (uvicorn, websockets-sansio) on
-  a fresh SQLite store with four sources. A writer process commits 20 events/s
-  with `Store.record_poll`, as `tidings poller` would; the server learns of
-  them through its EventTail and pushes each to every subscribed client.
-  Every client has its own query, and every query matches every event.
+- Tidings: `--workers` real `tidings serve --no-poller` processes (uvicorn,
+  websockets-sansio; one by default) on a fresh store with four sources: a
+  copy of a SQLite file, or with `--store postgresql` a database made for the
+  run on `--pg-server` (from a template made once) and dropped after it. A
+  writer process commits 20 events/s with `Store.record_poll`, as `tidings
+  poller` would; each server learns of them through its EventTail and pushes
+  each to every subscribed client. On SQLite the tail looks every 25 ms; on
+  PostgreSQL each commit NOTIFYs every worker, whose tail otherwise looks only
+  every second. Every client has its own query, and every query matches every
+  event.
 - the floor (`bench.broadcast_floor`): a bare Starlette app under the same
   uvicorn that sends each message to every connected client as it is made,
-  20 per second, with no store, filter, queue or task per client.
+  20 per second, with no store, filter, queue or task per client; as many
+  processes as there are workers, each with its own share of the clients.
 
 The same client processes (several, each holding a share of the 1,000
 websocket connections through `websockets`' sans-I/O client protocol on a
 bare asyncio Protocol, so that the load generator stays cheap) subscribe
 before the first event and note the arrival time of each event message.
-Latency is arrival time minus commit time: the writer takes `time.time()`
-right after each commit and records it per event id (the floor takes it just
-before each fan-out), and the bench joins the two by id afterwards. The first
-`--warmup` seconds of events are left out of the figures.
+Connection i goes to server i mod `--workers`, so each server has an even
+share. Latency is arrival time minus commit time: the writer takes
+`time.time()` right after each commit and records it per event id (a floor
+process takes it just before each of its fan-outs), and the bench joins the
+two by id afterwards. The first `--warmup` seconds of events are left out of
+the figures, which are given overall and, with several servers, per server.
 
 Clients authenticate as `tidings` users do: 100 member users of group
 `staff` (the sources' audience) with one API token per client, sent as
 `Authorization: Bearer` on the handshake, so every delivery passes a real
 visibility check (`--auth setup`: no accounts, loopback clients let in).
-Two cores are shared by the server, the clients and anything else running,
-so each side waits for a quiet machine first (`--wait-quiet`) and a run
-during which other processes used more than `--max-other` cores is repeated
-(`--retries`); the report says how often. `--profile DIR` runs the servers
-under cProfile.
+Two cores are shared by the servers, the clients, PostgreSQL and anything
+else running, so each side waits for a quiet machine first (`--wait-quiet`)
+and a run during which other processes used more than `--max-other` cores is
+repeated (`--retries`); the report says how often. `--profile DIR` runs the
+servers under cProfile.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -72,7 +82,9 @@ TARGET_P99_MS = 150.0  # ... and p99 commit-to-receive latency at most 150 ms
 ROOT = Path(__file__).resolve().parent.parent
 STREAM = "live"
 SOURCES = ("wiki", "tickets", "ci", "news")
+PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 Result = dict[str, Any]
+_RUNS = itertools.count(1)  # names each run's PostgreSQL database
 
 
 # --- what is sent: the same content on both sides ------------------------------
@@ -221,33 +233,43 @@ async def _clients_main(args: argparse.Namespace, tokens: list[str | None]) -> i
     gate = asyncio.Semaphore(25)  # handshakes in flight
     clients: list[_Client] = []
 
+    ports = [int(p) for p in args.ports.split(",")]
+
     async def open_one(index: int) -> None:
         token = tokens[index] if index < len(tokens) else None
-        client = _Client(index, args.url, token, sink)
+        port = ports[server_of(index, len(ports))]
+        client = _Client(index, f"ws://127.0.0.1:{port}/ws", token, sink)
         clients.append(client)
         async with gate:
-            await loop.create_connection(lambda: client, "127.0.0.1", args.port)
+            await loop.create_connection(lambda: client, "127.0.0.1", port)
             await asyncio.wait_for(client.subscribed, 60)
 
     indices = range(args.first, args.first + args.count)
     results = await asyncio.gather(*(open_one(i) for i in indices), return_exceptions=True)
-    failed = [r for r in results if isinstance(r, BaseException)]
-    print(f"ready {len(results) - len(failed)} {len(failed)} {failed[0] if failed else ''}")
+    failed = [i for i, r in zip(indices, results, strict=True) if isinstance(r, BaseException)]
+    first = next((r for r in results if isinstance(r, BaseException)), "")
+    print(f"ready {len(results) - len(failed)} {len(failed)} {first}")
     sys.stdout.flush()
     await loop.run_in_executor(None, sys.stdin.readline)  # "stop", or EOF
     for client in clients:
         if client.transport is not None:
             client.transport.close()
     await asyncio.sleep(0.1)  # the close frames go out
-    _write_client_result(Path(args.out), sink, failed=len(failed))
+    _write_client_result(Path(args.out), sink, failed=failed)
     return 0
 
 
-def _write_client_result(out: Path, sink: _Sink, failed: int) -> None:
+def server_of(conn: int, servers: int) -> int:
+    """Which of `servers` connection `conn` goes to: an even share for each."""
+    return conn % servers
+
+
+def _write_client_result(out: Path, sink: _Sink, failed: list[int]) -> None:
     for name in ("conn", "ids", "times"):
         with out.with_suffix(f".{name}").open("wb") as f:
             getattr(sink, name).tofile(f)
-    out.write_text(json.dumps({"bytes": sink.bytes, "closes": sink.closes, "failed": failed}))
+    meta = {"bytes": sink.bytes, "closes": sink.closes, "failed": failed}
+    out.write_text(json.dumps(meta))
 
 
 def _read_client_result(out: Path) -> Result:
@@ -267,7 +289,9 @@ def _read_client_result(out: Path) -> Result:
 
 def _writer_main(args: argparse.Namespace) -> int:
     """Commits `--count` events at `--rate`, one transaction each, once told to
-    start; writes `[event id, time after commit, time before]` per event."""
+    start; writes `[event id, time after commit, time before]` per event, says
+    "done", and keeps its connection until told to exit (on PostgreSQL the
+    bench counts the CPU of the server process behind it)."""
     os.environ["TIDINGS_DISABLE_PLUGINS"] = "1"
     from datetime import UTC, datetime, timedelta
 
@@ -306,8 +330,10 @@ def _writer_main(args: argparse.Namespace) -> int:
         )
         rows.append((event_id, time.time(), before))
     cpu = time.process_time() - cpu0
-    store.close()
     Path(args.out).write_text(json.dumps({"cpu": cpu, "commits": rows}))
+    print("done", flush=True)
+    sys.stdin.readline()
+    store.close()
     return 0
 
 
@@ -388,14 +414,16 @@ class _Cpu:
         self.t0 = time.perf_counter()
         self.wall0 = time.time()
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self, more: dict[str, list[int]] | None = None) -> dict[str, Any]:
+        """The figures; `more` adds groups known only now (processes started
+        in the window count from zero)."""
         tck = os.sysconf("SC_CLK_TCK")
         now = _all_ticks()
         used = {p: t - self.everyone.get(p, 0) for p, t in now.items()}
         out: dict[str, Any] = {}
         ours = {os.getpid()}
-        for name, pids in self.groups.items():
-            out[name] = sum(used.get(p, 0) for p in pids) / tck
+        for name, pids in {**self.groups, **(more or {})}.items():
+            out[name] = sum(used.get(p, 0) for p in set(pids)) / tck
             ours.update(pids)
         out["machine"] = _machine_busy() - self.busy0
         out["seconds"] = time.perf_counter() - self.t0
@@ -405,7 +433,84 @@ class _Cpu:
         return out
 
 
-def _tidings_template(args: argparse.Namespace, root: Path) -> list[str | None]:
+# --- the store: a SQLite file, or a PostgreSQL database per run ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """What every run starts from: a directory (with the tokens) and the store
+    made once, a SQLite file there or a PostgreSQL database on the server."""
+
+    directory: Path
+    store_url: str
+    pg_server: str | None = None  # where run databases are made, on PostgreSQL
+
+
+def _pg_admin(server: str, sql: str, **params: Any) -> list[Any]:
+    """One statement on the server's admin database, outside a transaction."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            result = conn.execute(text(sql), params)
+            return list(result.scalars()) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def _pg_database(server: str, name: str, template: str | None = None) -> str:
+    """Create database `name` (a copy of `template`) and return its URL."""
+    from sqlalchemy.engine import make_url
+
+    _pg_admin(server, f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+def make_template(args: argparse.Namespace, directory: Path) -> Template:
+    """The template's (empty) store: see `_tidings_template` for what goes in."""
+    if args.store == "sqlite":
+        return Template(directory, f"sqlite:///{directory}/tidings.db")
+    name = f"tidings_bench_live_{secrets.token_hex(3)}"
+    return Template(directory, _pg_database(args.pg_server, name), args.pg_server)
+
+
+def fresh_store(template: Template, directory: Path, run: int) -> str:
+    """A copy of the template's store for one run: its URL."""
+    if template.pg_server is None:
+        for db in template.directory.glob("tidings.db*"):  # with its WAL, if any
+            shutil.copy(db, directory / db.name)
+        return f"sqlite:///{directory}/tidings.db"
+    from sqlalchemy.engine import make_url
+
+    name = make_url(template.store_url).database
+    assert name is not None
+    return _pg_database(template.pg_server, f"{name}_r{run}", template=name)
+
+
+def drop_store(template: Template, store_url: str) -> None:
+    """Drop a run's (or the template's) PostgreSQL database; SQLite files go
+    with their temporary directory."""
+    if template.pg_server is None:
+        return
+    from sqlalchemy.engine import make_url
+
+    name = make_url(store_url).database
+    _pg_admin(template.pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _backends(template: Template, store_url: str) -> list[int]:
+    """The PostgreSQL server processes behind the connections to a run's
+    database (one per connection; the server runs on this machine)."""
+    if template.pg_server is None:
+        return []
+    from sqlalchemy.engine import make_url
+
+    query = "SELECT pid FROM pg_stat_activity WHERE datname = :name"
+    return [int(p) for p in _pg_admin(template.pg_server, query, name=make_url(store_url).database)]
+
+
+def _tidings_template(args: argparse.Namespace, template: Template) -> list[str | None]:
     """A store with the sources, users and one API token per client, made once
     and copied for every run. Returns the tokens (None each in setup mode)."""
     os.environ["TIDINGS_DISABLE_PLUGINS"] = "1"
@@ -414,7 +519,7 @@ def _tidings_template(args: argparse.Namespace, root: Path) -> list[str | None]:
     from aggregator.config import load_config
     from aggregator.store import Store
 
-    config_path = _write_config(root, port=0)
+    config_path = _write_config(template.directory, port=0, store_url=template.store_url)
     config = load_config(config_path)
     store = Store(config.store_url)
     now = datetime.now(UTC)
@@ -433,7 +538,7 @@ def _tidings_template(args: argparse.Namespace, root: Path) -> list[str | None]:
     return tokens
 
 
-def _write_config(directory: Path, port: int) -> Path:
+def _write_config(directory: Path, port: int, store_url: str) -> Path:
     path = directory / "config.toml"
     sources = "".join(
         f'\n[[sources]]\nid = "{sid}"\nkind = "feed"\nurl = "http://127.0.0.1:9/{sid}.xml"\n'
@@ -442,7 +547,7 @@ def _write_config(directory: Path, port: int) -> Path:
     )
     path.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
-        f'[store]\nurl = "sqlite:///{directory}/tidings.db"\n' + sources
+        f"[store]\nurl = {json.dumps(store_url)}\n" + sources
     )
     return path
 
@@ -462,8 +567,19 @@ def _wait_for_quiet(limit: float) -> float:
             return time.perf_counter() - started
 
 
-def run_side(side: str, args: argparse.Namespace, template: Path) -> Result:
-    """One side, one run: a fresh server, fresh client processes, fresh data."""
+def _stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_side(side: str, args: argparse.Namespace, template: Template) -> Result:
+    """One side, one run: fresh servers (`--workers` of them), fresh client
+    processes, fresh data."""
     if args.wait_quiet > 0:
         waited = _wait_for_quiet(args.wait_quiet)
         if waited > 2.5:
@@ -477,30 +593,39 @@ def run_side(side: str, args: argparse.Namespace, template: Path) -> Result:
     count = round((args.warmup + args.seconds) * args.rate)
     with tempfile.TemporaryDirectory(prefix=f"bench-live-{side}-") as tmp_name:
         tmp = Path(tmp_name)
-        port = _free_port()
-        log = tmp / "server.log"
+        ports: list[int] = []
+        while len(ports) < args.workers:
+            if (port := _free_port()) not in ports:
+                ports.append(port)
+        logs = [tmp / f"server{k}.log" for k in range(args.workers)]
+        store_url = config = None
         if side == "tidings":
-            for db in template.glob("tidings.db*"):  # with its WAL, if any
-                shutil.copy(db, tmp / db.name)
-            config = _write_config(tmp, port)
-            cmd = ["-m", "aggregator.cli", "--log-level", "WARNING", "serve",
-                   "--config", str(config), "--no-poller", "--port", str(port)]  # fmt: skip
-        else:
-            cmd = ["-m", "bench.broadcast_floor", "--port", str(port)]
-        if args.profile:  # cProfile slows the server: for finding hot spots, not for figures
-            args.profile.mkdir(parents=True, exist_ok=True)
-            out = args.profile / f"{side}-{len(list(args.profile.glob(side + '-*')))}.prof"
-            cmd = ["-m", "cProfile", "-o", str(out), *cmd]
-        cmd = [sys.executable, *cmd]
-        with log.open("wb") as log_file:
-            server = subprocess.Popen(
-                cmd, cwd=tmp, stdout=log_file, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env=env,
-            )  # fmt: skip
+            store_url = fresh_store(template, tmp, next(_RUNS))
+            config = _write_config(tmp, ports[0], store_url)
+        servers: list[subprocess.Popen[bytes]] = []
         clients: list[subprocess.Popen[str]] = []
+        writer: subprocess.Popen[str] | None = None
+        profiled = len(list(args.profile.glob(side + "-*"))) if args.profile else 0
         try:
-            _wait_healthy(port, server, log)
-            rss_idle = _rss_mb(server.pid)
+            for port, log in zip(ports, logs, strict=True):
+                if config is not None:
+                    cmd = ["-m", "aggregator.cli", "--log-level", "WARNING", "serve",
+                           "--config", str(config), "--no-poller", "--port", str(port)]  # fmt: skip
+                else:
+                    cmd = ["-m", "bench.broadcast_floor", "--port", str(port)]
+                if args.profile:  # it slows the server: for finding hot spots, not for figures
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    out = args.profile / f"{side}-{profiled + len(servers)}.prof"
+                    cmd = ["-m", "cProfile", "-o", str(out), *cmd]
+                with log.open("wb") as log_file:
+                    server = subprocess.Popen(
+                        [sys.executable, *cmd], cwd=tmp, stdout=log_file,
+                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                    )  # fmt: skip
+                servers.append(server)
+            for port, server, log in zip(ports, servers, logs, strict=True):
+                _wait_healthy(port, server, log)
+            rss_idle = [_rss_mb(s.pid) for s in servers]
             per = -(-args.conns // args.client_procs)
             for k in range(args.client_procs):
                 first, n = k * per, min(per, args.conns - k * per)
@@ -514,16 +639,14 @@ def run_side(side: str, args: argparse.Namespace, template: Path) -> Result:
                             "bench.live",
                             "--role",
                             "clients",
-                            "--port",
-                            str(port),
-                            "--url",
-                            f"ws://127.0.0.1:{port}/ws",
+                            "--ports",
+                            ",".join(map(str, ports)),
                             "--first",
                             str(first),
                             "--count",
                             str(n),
                             "--tokens",
-                            str(template / "tokens.json"),
+                            str(template.directory / "tokens.json"),
                             "--out",
                             str(tmp / f"clients{k}.json"),
                         ],
@@ -533,19 +656,22 @@ def run_side(side: str, args: argparse.Namespace, template: Path) -> Result:
                         env=env,
                     )
                 )
-            connected = 0
             for proc in clients:
                 assert proc.stdout is not None
                 line = proc.stdout.readline().split(maxsplit=3)
                 if not line or line[0] != "ready":
                     raise SystemExit(f"a client process failed to start ({line})")
-                connected += int(line[1])
                 if int(line[2]):
                     print(f"  {line[2]} connections failed: {' '.join(line[3:])}", flush=True)
             time.sleep(0.5)  # let the last subscriptions settle
-            rss_connected = _rss_mb(server.pid)
-            groups = {"server": _descendants(server.pid), "clients": [p.pid for p in clients]}
-            if side == "tidings":
+            rss_connected = [_rss_mb(s.pid) for s in servers]
+            trees = [_descendants(s.pid) for s in servers]
+            groups = {
+                "server": [p for tree in trees for p in tree],
+                **{f"server{k}": tree for k, tree in enumerate(trees)},
+                "clients": [p.pid for p in clients],
+            }
+            if config is not None and store_url is not None:
                 commits_file = tmp / "commits.json"
                 writer = subprocess.Popen(
                     [sys.executable, "-m", "bench.live", "--role", "writer",
@@ -559,26 +685,31 @@ def run_side(side: str, args: argparse.Namespace, template: Path) -> Result:
                 cpu = _Cpu(groups)
                 writer.stdin.write("go\n")
                 writer.stdin.flush()
-                if writer.wait(args.seconds + args.warmup + 60) != 0:
+                if writer.stdout.readline().strip() != "done":
+                    raise SystemExit(f"the writer failed (exit {writer.wait(60)})")
+                # Its connection is still open, as are the servers'.
+                figures = cpu.stop({"database": _backends(template, store_url)})
+                writer.stdin.write("exit\n")
+                writer.stdin.flush()
+                if writer.wait(60) != 0:
                     raise SystemExit(f"the writer failed (exit {writer.returncode})")
-                figures = cpu.stop()
                 written = json.loads(commits_file.read_text())
                 figures["writer"] = written["cpu"]
-                commits = [tuple(r) for r in written["commits"]]
+                commits = [[tuple(r) for r in written["commits"]]] * len(servers)
             else:
-                base = f"http://127.0.0.1:{port}"
+                bases = [f"http://127.0.0.1:{port}" for port in ports]
                 cpu = _Cpu(groups)
-                _get(f"{base}/produce?rate={args.rate}&count={count}", method="POST")
-                while True:
+                for base in bases:
+                    _get(f"{base}/produce?rate={args.rate}&count={count}", method="POST")
+                bodies: list[Any] = [None] * len(bases)
+                while not all(body and body["done"] for body in bodies):
                     time.sleep(0.2)
-                    body = json.loads(_get(f"{base}/produced"))
-                    if body["done"]:
-                        break
+                    bodies = [json.loads(_get(f"{base}/produced")) for base in bases]
                 figures = cpu.stop()
-                commits = [(i, t, t) for i, t in body["events"]]
+                commits = [[(i, t, t) for i, t in body["events"]] for body in bodies]
             time.sleep(args.drain)  # what is still on its way
-            rss_peak = _peak_rss_mb(server.pid)
-            rss_end = _rss_mb(server.pid)
+            rss_peak = [_peak_rss_mb(s.pid) for s in servers]
+            rss_end = [_rss_mb(s.pid) for s in servers]
             results = []
             for proc in clients:
                 assert proc.stdin is not None
@@ -589,23 +720,20 @@ def run_side(side: str, args: argparse.Namespace, template: Path) -> Result:
                     raise SystemExit(f"client process {k} failed (exit {proc.returncode})")
                 results.append(_read_client_result(tmp / f"clients{k}.json"))
         finally:
-            for proc in clients:
+            for proc in [*clients, *([writer] if writer else [])]:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-            # uvicorn re-raises the signal it stopped on; cProfile writes its
-            # file on the KeyboardInterrupt that SIGINT then becomes.
-            server.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            for server in servers:
+                # uvicorn re-raises the signal it stopped on; cProfile writes its
+                # file on the KeyboardInterrupt that SIGINT then becomes.
+                _stop(server, signal.SIGINT if args.profile else signal.SIGTERM)
+            if store_url is not None:
+                drop_store(template, store_url)
         return _figures(
             args,
             commits=commits,
             clients=results,
-            connected=connected,
             cpu=figures,
             rss={"idle": rss_idle, "connected": rss_connected, "end": rss_end, "peak": rss_peak},
         )
@@ -618,86 +746,126 @@ def _pct(sorted_values: Sequence[float], p: float) -> float:
     return sorted_values[k]
 
 
+def _latency(sorted_values: Sequence[float]) -> Result:
+    out = {f"p{p}_ms": _pct(sorted_values, p) * 1000 for p in (50, 90, 95, 99)}
+    out["max_ms"] = (sorted_values[-1] if sorted_values else float("nan")) * 1000
+    return out
+
+
 def _figures(
     args: argparse.Namespace,
     *,
-    commits: list[tuple[Any, ...]],
+    commits: list[list[tuple[Any, ...]]],
     clients: list[Result],
-    connected: int,
     cpu: dict[str, float],
-    rss: dict[str, float],
+    rss: dict[str, list[float]],
 ) -> Result:
-    committed = {int(i): t for i, t, _ in commits}
-    order = sorted(committed)
+    """The figures of one run. `commits[k]` is server k's table of `(event id,
+    time after commit, time before)`: the writer's for every Tidings worker,
+    its own for each floor process. Connection i is server `server_of(i)`'s."""
+    n = len(commits)
+    committed = [{int(i): t for i, t, _ in table} for table in commits]
+    order = sorted(committed[0])
     measured = set(order[round(args.warmup * args.rate) :])
-    window0 = min(committed[i] for i in measured)
+    window0 = min(c[i] for c in committed for i in measured)
     last_receipt = window0
-    latencies: list[float] = []
-    in_cpu_window = 0
+    latencies: list[list[float]] = [[] for _ in range(n)]
+    in_cpu_window = [0] * n
     per_conn: dict[int, list[int]] = {}
     total_bytes = messages = 0
     closes: dict[int, int | None] = {}
+    failed: set[int] = set()
     for r in clients:
         total_bytes += r["bytes"]
         messages += len(r["ids"])
         closes.update(r["closes"])
+        failed.update(r["failed"])
         for conn, event_id, t in zip(r["conn"], r["ids"], r["times"], strict=True):
+            k = server_of(conn, n)
             per_conn.setdefault(conn, []).append(event_id)
             if cpu["wall0"] <= t <= cpu["wall1"]:
-                in_cpu_window += 1
+                in_cpu_window[k] += 1
             if event_id in measured:
-                latencies.append(t - committed[event_id])
+                latencies[k].append(t - committed[k][event_id])
                 last_receipt = max(last_receipt, t)
-    latencies.sort()
-    everything = order
-    duplicates = out_of_order = incomplete = 0
-    for ids in per_conn.values():
-        duplicates += len(ids) - len(set(ids))
-        out_of_order += sum(1 for a, b in itertools.pairwise(ids) if b <= a)
-        incomplete += ids != everything
-    incomplete += connected - len(per_conn)
+    held = [0] * n  # connections each server had
+    for conn in range(args.conns):
+        if conn not in failed:
+            held[server_of(conn, n)] += 1
+    # Every connection must get every event once, in order: counted per server.
+    duplicates, out_of_order, incomplete, unique = [0] * n, [0] * n, list(held), [0] * n
+    for conn, ids in per_conn.items():
+        k = server_of(conn, n)
+        seen = set(ids)
+        duplicates[k] += len(ids) - len(seen)
+        out_of_order[k] += sum(1 for a, b in itertools.pairwise(ids) if b <= a)
+        incomplete[k] -= ids == order and conn not in failed
+        unique[k] += len(seen & measured)
+    seconds = cpu["seconds"]
+    workers = []
+    for k in range(n):
+        latencies[k].sort()
+        server_cpu = cpu.get(f"server{k}", cpu["server"] if n == 1 else 0.0)
+        workers.append(
+            {
+                "connected": held[k],
+                "expected": len(measured) * held[k],
+                "received": len(latencies[k]),
+                "missing": len(measured) * held[k] - unique[k],
+                "duplicates": duplicates[k],
+                "out_of_order": out_of_order[k],
+                "incomplete_streams": incomplete[k],
+                **_latency(latencies[k]),
+                "server_cores": server_cpu / seconds,
+                "server_cpu_us_per_delivery": server_cpu / in_cpu_window[k] * 1e6
+                if in_cpu_window[k]
+                else 0.0,
+                "rss_peak_mb": rss["peak"][k],
+            }
+        )
+    everything = sorted(itertools.chain.from_iterable(latencies))
+    delivered = sum(in_cpu_window)
     # Codes the server chose: 1013 is "too slow". Closes by the bench's own
     # stop (none received) do not count.
     dropped = sum(1 for code in closes.values() if code == 1013)
     other_closes = sum(1 for code in closes.values() if code is not None and code != 1013)
-    expected = len(measured) * connected
-    seconds = cpu["seconds"]
+    writer, database = cpu.get("writer", 0.0), cpu.get("database", 0.0)
     return {
-        "connected": connected,
-        "events": len(committed),
+        "connected": sum(held),
+        "events": len(order),
         "measured_events": len(measured),
         # Work done: deliveries of the measured events over the time from the
         # first one's commit to the last one's arrival anywhere.
-        "delivered_per_s": len(latencies) / (last_receipt - window0)
+        "delivered_per_s": len(everything) / (last_receipt - window0)
         if last_receipt > window0
         else 0.0,
-        "deliveries": len(latencies),
-        "missing": expected - len(latencies),
-        "p50_ms": _pct(latencies, 50) * 1000,
-        "p90_ms": _pct(latencies, 90) * 1000,
-        "p99_ms": _pct(latencies, 99) * 1000,
-        "max_ms": (latencies[-1] if latencies else float("nan")) * 1000,
+        "expected": sum(w["expected"] for w in workers),
+        "received": len(everything),
+        "missing": sum(w["missing"] for w in workers),
+        **_latency(everything),
         "dropped_1013": dropped,
         "other_closes": other_closes,
-        "duplicates": duplicates,
-        "out_of_order": out_of_order,
-        "incomplete_streams": incomplete,
+        "duplicates": sum(duplicates),
+        "out_of_order": sum(out_of_order),
+        "incomplete_streams": sum(incomplete),
         "message_bytes": total_bytes / messages if messages else 0.0,
         "server_cores": cpu["server"] / seconds,
         "clients_cores": cpu["clients"] / seconds,
-        "writer_cores": cpu.get("writer", 0.0) / seconds,
+        "writer_cores": writer / seconds,
+        "database_cores": database / seconds,
         "machine_cores": cpu["machine"] / seconds,
         "other_cores": max(
-            0.0,
-            (cpu["machine"] - cpu["server"] - cpu["clients"] - cpu.get("writer", 0.0)) / seconds,
+            0.0, (cpu["machine"] - cpu["server"] - cpu["clients"] - writer - database) / seconds
         ),
-        "server_cpu_us_per_delivery": cpu["server"] / in_cpu_window * 1e6 if in_cpu_window else 0.0,
-        "commit_ms": statistics.median(a - b for _, a, b in commits) * 1000,
-        "rss_idle_mb": rss["idle"],
-        "rss_connected_mb": rss["connected"],
-        "rss_end_mb": rss["end"],
-        "rss_peak_mb": rss["peak"],
+        "server_cpu_us_per_delivery": cpu["server"] / delivered * 1e6 if delivered else 0.0,
+        "database_cpu_us_per_delivery": database / delivered * 1e6 if delivered else 0.0,
+        "commit_ms": statistics.median(a - b for _, a, b in commits[0]) * 1000,
+        "rss_idle_mb": sum(rss["idle"]),
+        "rss_connected_mb": sum(rss["connected"]),
+        "rss_end_mb": sum(rss["end"]),
+        "rss_peak_mb": sum(rss["peak"]),
         "busiest_others": cpu["busiest_others"],
+        "workers": workers,
     }
 
 
@@ -707,9 +875,11 @@ ROWS = [
     ("delivered messages/s", "delivered_per_s", True),
     ("latency p50, ms", "p50_ms", False),
     ("latency p90, ms", "p90_ms", False),
+    ("latency p95, ms", "p95_ms", False),
     ("latency p99, ms", "p99_ms", False),
     ("latency max, ms", "max_ms", False),
-    ("deliveries measured", "deliveries", False),
+    ("deliveries expected", "expected", False),
+    ("deliveries received", "received", False),
     ("missing deliveries", "missing", False),
     ("dropped with 1013", "dropped_1013", False),
     ("other closes", "other_closes", False),
@@ -720,6 +890,8 @@ ROWS = [
     ("server CPU per delivery, us", "server_cpu_us_per_delivery", False),
     ("client processes' CPU, cores", "clients_cores", False),
     ("writer process CPU, cores", "writer_cores", False),
+    ("PostgreSQL backends' CPU, cores", "database_cores", False),
+    ("PostgreSQL CPU per delivery, us", "database_cpu_us_per_delivery", False),
     ("other processes' CPU, cores", "other_cores", False),
     ("server RSS idle / connected, MB", "rss_idle_connected", False),
     ("server RSS peak, MB", "rss_peak_mb", False),
@@ -742,12 +914,37 @@ def summarise(runs: dict[str, list[Result]]) -> dict[str, Result]:
             continue
         numeric = [k for k, v in results[0].items() if isinstance(v, int | float)]
         s: Result = {k: statistics.median(r[k] for r in results) for k in numeric}
+        s["workers"] = [
+            {k: statistics.median(r["workers"][w][k] for r in results) for k in worker}
+            for w, worker in enumerate(results[0]["workers"])
+        ]
         s["dup_ooo"] = f"{_fmt(s['duplicates'])} / {_fmt(s['out_of_order'])}"
         s["rss_idle_connected"] = f"{_fmt(s['rss_idle_mb'])} / {_fmt(s['rss_connected_mb'])}"
         s["all_delivered"] = [r["delivered_per_s"] for r in results]
         s["all_p99"] = [r["p99_ms"] for r in results]
         out[side] = s
     return out
+
+
+def setup(args: argparse.Namespace) -> str:
+    """The store and the servers, in words: for the report's header."""
+    if args.store == "sqlite":
+        store = "store: SQLite (a copy per run; each tail looks every 25 ms)"
+    else:
+        from sqlalchemy.engine import make_url
+
+        server = make_url(args.pg_server).render_as_string()
+        store = (
+            f"store: PostgreSQL at {server} (a fresh database per run, dropped after it; "
+            "commits reach the tails through LISTEN/NOTIFY)"
+        )
+    if args.workers == 1:
+        return f"{store}; 1 web worker; floor: 1 bare process"
+    return (
+        f"{store}; {args.workers} web workers (`tidings serve --no-poller` each), "
+        f"connection i on worker i mod {args.workers}; floor: {args.workers} bare "
+        f"processes, each with the same share of the clients"
+    )
 
 
 def print_table(s: dict[str, Result], args: argparse.Namespace) -> None:
@@ -759,11 +956,14 @@ def print_table(s: dict[str, Result], args: argparse.Namespace) -> None:
         f"every client's query matching every event; {os.cpu_count()} cores; "
         f"medians of {args.runs} run(s)"
     )
+    print(setup(args))
     print(f"{'':34}  {'Tidings':>12}  {'floor':>12}  {'Tidings/floor':>13}")
     for label, key, ratio in ROWS:
         tv = t.get(key) if t else None
         fv = f.get(key) if f else None
         if key == "writer_cores" and t is None:
+            continue
+        if key.startswith("database_") and (t is None or args.store != "postgresql"):
             continue
         cells = [v if isinstance(v, str) else ("-" if v is None else _fmt(v)) for v in (tv, fv)]
         r = f"{tv / fv:.2f}x" if ratio and isinstance(tv, float) and fv else ""
@@ -773,6 +973,8 @@ def print_table(s: dict[str, Result], args: argparse.Namespace) -> None:
             rates = ", ".join(f"{v:,.0f}" for v in d["all_delivered"])
             p99s = ", ".join(f"{v:,.0f}" for v in d["all_p99"])
             print(f"\n{side} runs: delivered/s [{rates}]; p99 ms [{p99s}]")
+    if args.workers > 1:
+        print_workers(s, args.workers)
     for side, d in (("Tidings", t), ("floor", f)):
         if d and d["other_cores"] > 0.15:
             print(f"\nWARNING: other processes used {d['other_cores']:.2f} cores during "
@@ -790,12 +992,30 @@ def print_table(s: dict[str, Result], args: argparse.Namespace) -> None:
               f"{t['rss_idle_mb']:.0f} MB before the clients connected")  # fmt: skip
 
 
+def print_workers(s: dict[str, Result], workers: int) -> None:
+    """Each server's share: its clients' deliveries, latency and CPU."""
+    print(f"\nPer server (connection i on server i mod {workers}; latency in ms):")
+    head = ("clients", "expected", "received", "missing", "dup", "p50", "p95", "p99", "max")
+    print(f"{'':18}" + "".join(f"{h:>10}" for h in head) + f"{'CPU cores':>11}{'us/deliv.':>11}")
+    keys = ["connected", "expected", "received", "missing", "duplicates"]
+    keys += ["p50_ms", "p95_ms", "p99_ms", "max_ms", "server_cores", "server_cpu_us_per_delivery"]
+    for side, name in (("tidings", "Tidings worker"), ("floor", "floor process")):
+        for k, w in enumerate(s[side]["workers"] if side in s else []):
+            cells = [_fmt(w[key]) for key in keys]
+            print(
+                f"{f'{name} {k + 1}':18}"
+                + "".join(f"{c:>10}" for c in cells[:-2])
+                + "".join(f"{c:>11}" for c in cells[-2:])
+            )
+
+
 def _brief(r: Result) -> str:
     others = "; ".join(f"{name} {cpu:.1f} CPU s" for name, cpu in r["busiest_others"])
     return (
         f"{r['delivered_per_s']:,.0f} delivered/s; latency p50 {r['p50_ms']:.0f} ms, "
         f"p99 {r['p99_ms']:.0f} ms, max {r['max_ms']:.0f} ms; {r['missing']} missing, "
-        f"{r['dropped_1013']} dropped (1013); server {r['server_cores']:.2f} cores, "
+        f"{r['duplicates']} duplicates, {r['dropped_1013']} dropped (1013); "
+        f"server {r['server_cores']:.2f} cores, "
         f"clients {r['clients_cores']:.2f}; peak RSS {r['rss_peak_mb']:.0f} MB"
         + (f"\n  busy meanwhile: {others}" if others else "")
     )
@@ -811,6 +1031,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--drain", type=float, default=2.0, help="seconds to wait after the last")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sides", default="tidings,floor", help="tidings,floor or one of them")
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the store the workers and the writer share (default: sqlite)",
+    )
+    parser.add_argument(
+        "--pg-server",
+        default=PG_SERVER,
+        help="for --store postgresql: the server, as a SQLAlchemy URL to a database there "
+        "(each run gets a fresh database, dropped after it; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="`tidings serve --no-poller` processes on the same store, the clients split "
+        "evenly across them (the floor: as many bare processes); default 1",
+    )
     parser.add_argument(
         "--auth",
         choices=("tokens", "setup"),
@@ -835,8 +1074,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--profile", type=Path, help="run the servers under cProfile, into DIR")
     parser.add_argument("--role", choices=("clients", "writer"), help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--ports", help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--tokens", help=argparse.SUPPRESS)
@@ -853,11 +1091,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sides = [x.strip() for x in args.sides.split(",") if x.strip()]
     if unknown := set(sides) - {"tidings", "floor"}:
         parser.error(f"unknown side(s): {', '.join(sorted(unknown))}")
+    if not 1 <= args.workers <= args.conns:
+        parser.error("--workers: from 1 to --conns")
     auth = f"{args.users} member users, one API token per client"
     print(
         f"{args.conns} clients in {args.client_procs} processes; auth: {args.auth}"
         + (f" ({auth})" if args.auth == "tokens" else " (no accounts: setup mode)")
     )
+    print(setup(args))
     print(
         environment(
             ", ".join(f"{n} {package_version(n)}" for n in ("uvicorn", "starlette", "websockets"))
@@ -867,19 +1108,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: dict[str, list[Result]] = {side: [] for side in sides}
     repeated = dict.fromkeys(sides, 0)
     with tempfile.TemporaryDirectory(prefix="bench-live-template-") as template_name:
-        template = Path(template_name)
-        tokens = _tidings_template(args, template) if "tidings" in sides else []
-        (template / "tokens.json").write_text(json.dumps(tokens))
-        for run in range(1, args.runs + 1):
-            for side in sides:  # interleaved, so drift hits both sides alike
-                for attempt in range(args.retries + 1):
-                    result = run_side(side, args, template)
-                    print(f"run {run}/{args.runs} {side}: {_brief(result)}", flush=True)
-                    if result["other_cores"] <= args.max_other or attempt == args.retries:
-                        break
-                    repeated[side] += 1
-                    print(f"  other processes used {result['other_cores']:.2f} cores: repeating")
-                runs[side].append(result)
+        directory = Path(template_name)
+        if "tidings" in sides:
+            template = make_template(args, directory)
+        else:
+            template = Template(directory, store_url="")  # the floor has no store
+        try:
+            tokens = _tidings_template(args, template) if "tidings" in sides else []
+            (directory / "tokens.json").write_text(json.dumps(tokens))
+            for run in range(1, args.runs + 1):
+                for side in sides:  # interleaved, so drift hits both sides alike
+                    for attempt in range(args.retries + 1):
+                        result = run_side(side, args, template)
+                        print(f"run {run}/{args.runs} {side}: {_brief(result)}", flush=True)
+                        other = result["other_cores"]
+                        if other <= args.max_other or attempt == args.retries:
+                            break
+                        repeated[side] += 1
+                        print(f"  other processes used {other:.2f} cores: repeating")
+                    runs[side].append(result)
+        finally:
+            drop_store(template, template.store_url)
     summary = summarise(runs)
     print_table(summary, args)
     if any(repeated.values()):
