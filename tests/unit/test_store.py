@@ -150,6 +150,35 @@ def test_claim_due_leases_sources(store: Store) -> None:
     assert len(store.claim_due(NOW + timedelta(seconds=61), 10, lease=60)) == 3
 
 
+def test_pollers_claiming_at_once_take_each_due_source_once(store: Store, tmp_path: Path) -> None:
+    """Four pollers (each its own Store: its own connections) claim 400 due
+    sources in small bites at the same moment: every source goes to exactly one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = parse_config({"sources": [
+        {"id": f"s{i}", "kind": "feed", "url": "https://e.org/f"} for i in range(400)
+    ]})  # fmt: skip
+    store.sync_sources(cfg.sources, NOW)
+    pollers = [Store(store.url) for _ in range(4)]
+
+    def claim_all(poller: Store) -> list[str]:
+        taken: list[str] = []
+        for _ in range(400):  # bounded: at least one source a bite until none is left
+            bite = poller.claim_due(NOW, 7, lease=60)
+            if not bite:
+                return taken
+            taken += [c.source_id for c in bite]
+        raise AssertionError("claims did not run out")
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            taken = [sid for got in pool.map(claim_all, pollers) for sid in got]
+    finally:
+        for p in pollers:
+            p.close()
+    assert sorted(taken) == sorted(f"s{i}" for i in range(400))
+
+
 def test_sources_removed_from_the_file_are_disabled(store: Store) -> None:
     store.sync_sources(config().sources, NOW)
     store.sync_sources([], NOW)
