@@ -442,9 +442,12 @@ class _Sql:
     sources: Mapping[str, tuple[str, ...]]  # folded name -> the ids it names
 
     def lower(self, text: ColumnElement[str]) -> ColumnElement[str]:
-        """ASCII-only lower case, as fold() (PostgreSQL's lower() folds more)."""
+        """ASCII-only lower case, as fold(). PostgreSQL's lower() folds more,
+        but not under the C collation; and it costs half what translate() did
+        (a tag: page 24 -> 12 ms). Migration 0009 keeps statistics on exactly
+        these expressions for kind, verb and type."""
         if self.search.dialect == "postgresql":
-            return func.translate(text, string.ascii_uppercase, string.ascii_lowercase)
+            return func.lower(text.collate("C"))
         return func.lower(text)
 
     def of(self, node: Node) -> ColumnElement[bool]:
