@@ -247,17 +247,21 @@ class _Http(asyncio.Protocol):
         return True
 
 
+def publish(site: _Site, feed: int, body: bytes) -> None:
+    """Serve `body` as feed `feed` from now on, with its own ETag."""
+    path = f"/feed/{feed}.xml".encode()
+    tag = etag_of(body)
+    site.etags[path] = tag.encode()
+    site.full[path] = _response(
+        "200 OK", {"Content-Type": "application/rss+xml; charset=utf-8", "ETag": tag}, body
+    )
+    site.not_modified[path] = _response("304 Not Modified", {"ETag": tag})
+
+
 def _build_site(n: int, seed: str, items: Items) -> _Site:
     site = _Site({}, {}, {})
     for i in range(n):
-        body = render_feed(i, seed, items)  # one at a time: only the responses are kept
-        path = f"/feed/{i}.xml".encode()
-        tag = etag_of(body)
-        site.etags[path] = tag.encode()
-        site.full[path] = _response(
-            "200 OK", {"Content-Type": "application/rss+xml; charset=utf-8", "ETag": tag}, body
-        )
-        site.not_modified[path] = _response("304 Not Modified", {"ETag": tag})
+        publish(site, i, render_feed(i, seed, items))  # one at a time: responses are kept
     return site
 
 

@@ -83,11 +83,10 @@ from bench.feedgen import (
     _Counters,
     _description,
     _Http,
-    _response,
     _Site,
-    etag_of,
     fetch_stats,
     parse_items,
+    publish,
     render_feed,
 )
 from bench.feeds import _proc_stat, environment, package_version
@@ -143,17 +142,6 @@ def new_item_xml(item: NewItem, when: datetime, seed: str = SEED) -> bytes:
     ).encode()
 
 
-def _publish(site: _Site, feed: int, body: bytes) -> None:
-    """Serve `body` as feed `feed` from now on, with its own ETag."""
-    path = f"/feed/{feed}.xml".encode()
-    tag = etag_of(body)
-    site.etags[path] = tag.encode()
-    site.full[path] = _response(
-        "200 OK", {"Content-Type": "application/rss+xml; charset=utf-8", "ETag": tag}, body
-    )
-    site.not_modified[path] = _response("304 Not Modified", {"ETag": tag})
-
-
 def _feeds_main(args: argparse.Namespace) -> int:
     """The feed server: prints its port, waits for "go" on stdin, then makes
     the scheduled items appear, writing `k feed time` per item to `--out` as it
@@ -162,7 +150,7 @@ def _feeds_main(args: argparse.Namespace) -> int:
     bases = [render_feed(i, args.seed, args.items) for i in range(args.sources)]
     site = _Site({}, {}, {})
     for i, body in enumerate(bases):
-        _publish(site, i, body)
+        publish(site, i, body)
     fresh: dict[int, list[bytes]] = {}  # feed -> its new items, newest first
     counters = _Counters()
 
@@ -181,7 +169,7 @@ def _feeds_main(args: argparse.Namespace) -> int:
             del listed[KEEP_NEW:]
             base = bases[item.feed]
             first = base.index(b"<item>")  # new items go above the old ones
-            _publish(site, item.feed, base[:first] + b"".join(listed) + base[first:])
+            publish(site, item.feed, base[:first] + b"".join(listed) + base[first:])
             out.write(f"{item.k} {item.feed} {time.time():.6f}\n")
         await server.serve_forever()  # until the bench ends it
 

@@ -5,7 +5,8 @@ connection is cut says so, comes back, and asks for a look at what it missed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,18 @@ class Heard:
                 await self.changed.wait()
 
 
+@contextlib.asynccontextmanager
+async def listening(store: Store) -> AsyncIterator[Heard]:
+    """A running listener on the store, and what it reports."""
+    heard = Heard()
+    listener = Listener(store.url, heard.event, heard.state)
+    listener.start()
+    try:
+        yield heard
+    finally:
+        await listener.stop()
+
+
 def poll(store: Store, source: int, *titles: str) -> list[int]:
     src = sources("wiki", "blog")[source]
     items = prepare([EventData(external_id=t, title=t) for t in titles])
@@ -63,10 +76,7 @@ def poll(store: Store, source: int, *titles: str) -> list[int]:
 
 @pytest.mark.postgresql_only
 async def test_each_commit_with_events_is_announced_once_with_its_newest_id(store: Store) -> None:
-    heard = Heard()
-    listener = Listener(store.url, heard.event, heard.state)
-    listener.start()
-    try:
+    async with listening(store) as heard:
         await heard.until(lambda: heard.states == [True] and heard.ids == [None])
         ids = await asyncio.to_thread(poll, store, 0, "a", "b")
         await heard.until(lambda: len(heard.ids) == 2)
@@ -76,16 +86,11 @@ async def test_each_commit_with_events_is_announced_once_with_its_newest_id(stor
         more = await asyncio.to_thread(poll, store, 1, "c")
         await heard.until(lambda: len(heard.ids) == 3)
         assert heard.ids == [None, max(ids), more[0]]
-    finally:
-        await listener.stop()
 
 
 @pytest.mark.postgresql_only
 async def test_a_listener_cut_off_says_so_comes_back_and_asks_for_a_look(store: Store) -> None:
-    heard = Heard()
-    listener = Listener(store.url, heard.event, heard.state)
-    listener.start()
-    try:
+    async with listening(store) as heard:
         await heard.until(lambda: heard.states == [True])
         with store._write.begin() as conn:  # the server ends the listener's session
             conn.execute(
@@ -100,5 +105,3 @@ async def test_a_listener_cut_off_says_so_comes_back_and_asks_for_a_look(store: 
         ids = await asyncio.to_thread(poll, store, 0, "after")
         await heard.until(lambda: len(heard.ids) == 3)
         assert heard.ids[-1] == ids[0]
-    finally:
-        await listener.stop()
