@@ -24,6 +24,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
+from aggregator import dburl
+from aggregator.dburl import libpq_url, password_of, without_password
 from aggregator.exceptions import TidingsError, blot, first_line
 
 
@@ -146,12 +148,10 @@ def _backup_sqlite(db: Path, target: Path, force: bool) -> Backup:
 
 
 def _backup_postgresql(url: URL, target: Path, force: bool) -> Backup:
-    from aggregator.notify import libpq_url  # imports psycopg, an optional extra
-
-    password = url.password
+    password = password_of(url)
     # The password goes through the environment: a command line is public (ps).
-    dsn = libpq_url(url._replace(password=None).render_as_string(hide_password=False))
-    shown = url.render_as_string(hide_password=True)
+    dsn = libpq_url(without_password(url))
+    shown = dburl.shown(url)
     pg_dump = shutil.which("pg_dump")
     if pg_dump is None:
         raise TidingsError(

@@ -97,19 +97,19 @@ class Bus:
 class EventTail:
     """Publishes every committed event exactly once, in id order.
 
-        It looks for new events when nudged (after a commit in this process) and
-        every `interval` seconds, which is how commits by other processes (`tidings
-        poller`, `tidings poll`, another web worker) reach this one's subscribers:
-        their latency is at most `interval` plus the fan-out. A look is one read of
-        the primary key range after `last_id` that usually finds nothing, but with
-        its thread hop it costs about 0.75 ms of CPU on SQLite: an idle server
-        spends about 3% of a core on looks every 25 ms (0.3% at 1 s). A server
-        whose poller runs in-process is nudged for its own commits and can look
-        less often; on PostgreSQL every commit nudges it through LISTEN/NOTIFY
+    It looks for new events when nudged (after a commit in this process) and
+    every `interval` seconds, which is how commits by other processes (`tidings
+    poller`, `tidings poll`, another web worker) reach this one's subscribers:
+    their latency is at most `interval` plus the fan-out. A look is one read of
+    the primary key range after `last_id` that usually finds nothing, but with
+    its thread hop it costs about 0.75 ms of CPU on SQLite: an idle server
+    spends about 3% of a core on looks every 25 ms (0.3% at 1 s). A server
+    whose poller runs in-process is nudged for its own commits and can look
+    less often; on PostgreSQL every commit nudges it through LISTEN/NOTIFY
     (aggregator.notify) and it looks every second as well. The access rules
-        (`before_publish`) are checked after every look that found events, and at
-        least every `rules_interval` seconds otherwise, so a change made elsewhere
-        (a revoked token) still closes open sockets within about a second.
+    (`before_publish`) are checked after every look that found events, and at
+    least every `rules_interval` seconds otherwise, so a change made elsewhere
+    (a revoked token) still closes open sockets within about a second.
     """
 
     def __init__(

@@ -20,11 +20,12 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from aggregator import __version__
+from aggregator import __version__, dburl
 from aggregator.accounts import check_password, check_user_name, hash_password, token_hash
 from aggregator.backup import backup_store
 from aggregator.config import Config, default_config_path, load_config
 from aggregator.connector import HttpSettings
+from aggregator.dburl import password_of
 from aggregator.exceptions import AccountError, ConfigError, TidingsError, blot, driver_error
 from aggregator.humanize import file_size, relative_time
 from aggregator.opml import OpmlError, audience_problems, export_opml, import_feeds, parse_opml
@@ -335,7 +336,7 @@ def _sqlite_problem(database: str | None) -> str | None:
 
 
 def _server_problem(url: URL) -> str | None:
-    shown = url.render_as_string(hide_password=True)
+    shown = dburl.shown(url)
     postgresql = url.get_backend_name() == "postgresql"
     try:
         engine = create_engine(
@@ -350,7 +351,7 @@ def _server_problem(url: URL) -> str | None:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as err:
-        said = blot(str(driver_error(err)).strip(), url.password)
+        said = blot(str(driver_error(err)).strip(), password_of(url))
         lines = [line.strip() for line in said.splitlines() if line.strip()]
         return f"cannot reach the store {shown}: " + "\n    ".join(lines)
     finally:

@@ -16,19 +16,14 @@ import logging
 from collections.abc import Callable
 
 import psycopg
-from sqlalchemy.engine import make_url
 
+from aggregator.dburl import libpq_url
 from aggregator.exceptions import first_line
 from aggregator.store import EVENTS_CHANNEL
 
 log = logging.getLogger(__name__)
 
 RETRY_MAX = 30.0  # seconds between attempts to listen again, at most
-
-
-def libpq_url(store_url: str) -> str:
-    """The SQLAlchemy URL as libpq takes it (no `+psycopg` driver part)."""
-    return make_url(store_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class Listener:
@@ -63,6 +58,8 @@ class Listener:
                 log.warning(
                     "not hearing new events from other processes (%s); retrying", first_line(err)
                 )
+            except Exception:  # a bug: still keep listening, and say so loudly
+                log.exception("listening for new events failed; retrying")
             if self.listening.is_set():  # it was working: try again soon
                 delay = 1.0
             self.listening.clear()
@@ -71,9 +68,12 @@ class Listener:
             delay = min(delay * 2, RETRY_MAX)
 
     async def _listen(self) -> None:
+        # A dead server or network is noticed within about a minute, not TCP's
+        # default of hours: meanwhile the tail looks only every second.
         conn = await psycopg.AsyncConnection.connect(
-            self._url, autocommit=True, keepalives=1, keepalives_idle=30
-        )
+            self._url, autocommit=True, connect_timeout=10,
+            keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3,
+        )  # fmt: skip
         async with conn:
             await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
             self.listening.set()

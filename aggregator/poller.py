@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
@@ -71,6 +72,7 @@ class Poller:
         # Push for polled kinds (IMAP IDLE): started by start(), not by `tidings poll`.
         self._watchers: Watchers | None = None
         self._watched_revision: int | None = None
+        self._stop_pruning = threading.Event()
 
     # --- the pieces a poll needs ------------------------------------------
 
@@ -250,7 +252,7 @@ class Poller:
         return gone
 
     def _prune(self, now: datetime, policy: RetentionPolicy) -> int:
-        gone = self.store.prune(now, policy)
+        gone = self.store.prune(now, policy, stop=self._stop_pruning)
         if gone:
             # A much smaller table needs new planner statistics (Store.optimize).
             self.store.optimize()
@@ -277,6 +279,7 @@ class Poller:
 
     async def aclose(self) -> None:
         self._closing = True  # no new polls from here on, scheduled or refilled
+        self._stop_pruning.set()  # a retention pass in its thread ends after its batch
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         if self._refill is not None:

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from aggregator import metrics
+from aggregator.dburl import password_of
 from aggregator.exceptions import QueryError, blot, driver_error, first_line
 from aggregator.filters import EventFilter
 from aggregator.store import MAX_PAGE
@@ -206,18 +207,21 @@ store_outage = Outage(every=60.0)
 
 @guard("public")
 async def readyz(request: Request) -> Response:
-    """503 with the driver's reason while the store cannot be read. libpq's
-    messages name the host and port, never the password (tested)."""
+    """503 with the reason while the store cannot be read. The endpoint is
+    public, so it says what went wrong (the end of the driver's first line:
+    "Connection refused", "timeout expired") but not where: libpq's message
+    names the host, port and user, which the log gets in full."""
     state = app_state(request)
     try:
         await run_in_threadpool(state.store.max_event_id)
     except Exception as err:
         cause = driver_error(err)
-        password = make_url(state.config.store_url).password
+        password = password_of(make_url(state.config.store_url))
         if store_outage.should_log(time.monotonic()):
             said = blot(str(cause).strip(), password)
             log.warning("not ready: the store is unavailable: %s", said)
-        reason = f"{type(err).__name__}: {blot(first_line(cause), password)}"
+        what = blot(first_line(cause), password).rsplit(": ", 1)[-1].strip()
+        reason = f"{type(err).__name__}: {what}"
         return PlainTextResponse(f"store unavailable: {reason}", status_code=503)
     if store_outage.ended():  # at the warning's level: whoever saw that sees this
         log.warning("ready: the store is available again")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -244,6 +245,9 @@ def source_config_json(source: SourceConfig, raw: Mapping[str, Any] | None = Non
     extra = {"raw": dict(raw)} if raw is not None else {}
     return {
         **extra,
+        # Only when set: a key every source gained would make each one "changed",
+        # and due at once, on the first start after an upgrade.
+        **({"retention": source.retention} if source.retention is not None else {}),
         "title": source.title,
         "interval": source.interval,
         "cron": source.cron,
@@ -251,7 +255,6 @@ def source_config_json(source: SourceConfig, raw: Mapping[str, Any] | None = Non
         "tags": list(source.tags),
         "track_updates": source.track_updates,
         "obey_hints": source.obey_hints,
-        "retention": source.retention,
         "options": source.options.model_dump(mode="json"),
     }
 
@@ -318,7 +321,7 @@ class Store:
                 # One writer at a time, as on SQLite: event ids then become visible
                 # in id order, so a reader's cursor can never skip a later commit.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITER_LOCK})
-            conn.info.pop(_NEWEST, None)
+            conn.info.pop(_NEWEST, None)  # left by a rolled-back transaction on this connection
             yield conn
             newest = conn.info.pop(_NEWEST, None)
             if newest is not None and not self.is_sqlite:
@@ -878,11 +881,19 @@ class Store:
 
     # --- retention -----------------------------------------------------------
 
-    def prune(self, now: datetime, policy: RetentionPolicy, *, batch: int = BATCH) -> int:
+    def prune(
+        self,
+        now: datetime,
+        policy: RetentionPolicy,
+        *,
+        batch: int = BATCH,
+        stop: threading.Event | None = None,
+    ) -> int:
         """Delete the events stored longer ago than `policy` keeps them, in
-        batches of short write transactions; how many went. Entries stay, so
-        items still listed upstream are not stored again (aggregator.store.retention)."""
-        return prune_events(self._read, self._writing, now, policy, batch=batch)
+        batches of short write transactions, until done or `stop` is set; how
+        many went. Entries stay, so items still listed upstream are not stored
+        again (aggregator.store.retention)."""
+        return prune_events(self._read, self._writing, now, policy, batch=batch, stop=stop)
 
     def _append(self, conn: Connection, rec: PollRecord) -> list[int]:
         """Append a poll's new and changed items; their ids, oldest first."""

@@ -25,7 +25,7 @@ that are old at that moment, so a row another poller took is just not counted.
 from __future__ import annotations
 
 import logging
-import time
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -100,9 +100,13 @@ def prune(
     policy: RetentionPolicy,
     *,
     batch: int = BATCH,
+    stop: threading.Event | None = None,
 ) -> int:
     """One pass: delete every event stored before its source's cutoff; how
-    many went."""
+    many went. Setting `stop` ends the pass after the batch under way: a
+    first pass over a big store takes minutes, and a poller shutting down
+    must not wait for it."""
+    stop = stop or threading.Event()
     if policy.keeps_everything():
         return 0
     with read.connect() as conn:
@@ -111,7 +115,9 @@ def prune(
         due = [s for s, cutoff in sorted(cutoffs.items()) if _oldest_before(conn, s, cutoff)]
     total = 0
     for source_id in due:
-        gone = _prune_source(writing, source_id, cutoffs[source_id], batch)
+        if stop.is_set():
+            break
+        gone = _prune_source(writing, source_id, cutoffs[source_id], batch, stop)
         if gone:
             log.debug("retention: %d events of %s deleted", gone, source_id)
         total += gone
@@ -135,6 +141,7 @@ def _prune_source(
     source_id: str,
     cutoff: datetime,
     batch: int,
+    stop: threading.Event,
 ) -> int:
     total = 0
     while True:
@@ -145,7 +152,8 @@ def _prune_source(
             # The source's last old events, or the head held young ones: the
             # rest are younger still (a straggler waits for the next pass).
             return total
-        time.sleep(PAUSE)
+        if stop.wait(PAUSE):
+            return total
 
 
 def _delete_batch(conn: Connection, source_id: str, cutoff: datetime, batch: int) -> int:

@@ -13,16 +13,11 @@ import pytest
 from sqlalchemy import text
 
 from aggregator.decide import prepare
-from aggregator.notify import Listener, libpq_url
+from aggregator.notify import Listener
 from aggregator.store import Store
 from aggregator.types import EventData
 from tests.stores import store_url
 from tests.unit.test_search import NOW, sources
-
-
-def test_the_listener_connects_with_libpq_s_own_url() -> None:
-    url = libpq_url("postgresql+psycopg://tidings:s3cret@db.internal:5433/tidings?sslmode=require")
-    assert url == "postgresql://tidings:s3cret@db.internal:5433/tidings?sslmode=require"
 
 
 @pytest.fixture

@@ -431,3 +431,15 @@ async def test_the_poller_prunes_hourly_logs_what_went_and_survives_failures(
     finally:
         await poller.aclose()
         store.close()
+
+
+def test_a_pass_stops_when_told(store: Store) -> None:
+    """A poller shutting down sets `stop`: the pass under way ends after the
+    batch it is in (here: before the first), rather than running on for
+    minutes in its thread."""
+    cfg = config("30d", blog=None)
+    old = add(store, cfg, "blog", 40 * DAY, *(f"t{i}" for i in range(30)))
+    stop = threading.Event()
+    stop.set()
+    assert store.prune(NOW, policy(cfg), batch=10, stop=stop) == 0
+    assert store.prune(NOW, policy(cfg), batch=10) == len(old)

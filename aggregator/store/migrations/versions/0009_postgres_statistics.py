@@ -26,9 +26,11 @@ FOLDED = ", ".join(f'lower({c} COLLATE "C")' for c in ("kind", "verb", "object_t
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
+    conn = op.get_bind()
+    if conn.dialect.name != "postgresql":
         return
-    op.execute(f"CREATE STATISTICS events_folded ON {FOLDED} FROM events")
+    if (conn.dialect.server_version_info or (0,)) >= (14,):  # expressions: PostgreSQL 14+
+        op.execute(f"CREATE STATISTICS events_folded ON {FOLDED} FROM events")
     op.execute("ALTER TABLE event_search ALTER COLUMN doc SET STATISTICS 1000")
     # Samples, not whole tables: a few seconds at 10,000,000 events.
     op.execute("ANALYZE events")
