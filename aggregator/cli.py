@@ -30,6 +30,7 @@ from aggregator.exceptions import AccountError, ConfigError, TidingsError, blot,
 from aggregator.humanize import file_size, relative_time
 from aggregator.opml import OpmlError, audience_problems, export_opml, import_feeds, parse_opml
 from aggregator.store import SourceStatus, Store
+from web.logs import RedactFeedTokens
 
 if TYPE_CHECKING:
     from connectors.discover import FoundFeed
@@ -58,6 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from web.app import create_app
+    from web.logs import uvicorn_log_config
 
     config = load_config(args.config or default_config_path())
     app = create_app(config, run_poller=not args.no_poller)
@@ -69,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # A client sends subscriptions and pings: 64 KiB, not uvicorn's 16 MiB.
         ws_max_size=64 * 1024,
         log_level=args.log_level.lower(),
+        log_config=uvicorn_log_config(),  # personal-feed tokens never reach the log
         proxy_headers=False,
     )
     return 0
@@ -855,6 +858,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # included. Our own messages name URLs through redact().
     for noisy in ("alembic", "apscheduler", "httpx2", "httpcore2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:  # a feed's URL is its credential
+        handler.addFilter(RedactFeedTokens())
     try:
         code: int = args.func(args)
     except TidingsError as err:
