@@ -448,7 +448,51 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
         sources.append(source)
     if problems:
         raise ConfigError(problems, str(path) if path else None)
-    return Config(path=path, sources=tuple(sources), **tables)
+    config = Config(path=path, sources=tuple(sources), **tables)
+    if problems := _location_problems(config):
+        raise ConfigError(problems, str(path) if path else None)
+    return config
+
+
+WEB_SCHEMES = ("http", "https")
+
+
+def _location_problems(config: Config) -> list[str]:
+    """What a poll would refuse from the config alone, refused here instead
+    (check-config, start-up): a protocol no connector speaks, and a local
+    file outside `[files] allowed_dirs`. A `url` or `path` option is a
+    location; an http(s) URL is left to the fetcher."""
+    problems: list[str] = []
+    for index, source in enumerate(config.sources):
+        for key in ("url", "path"):
+            location = getattr(source.options, key, None)
+            if not isinstance(location, str):
+                continue
+            scheme = urlsplit(location).scheme.lower()
+            if scheme in WEB_SCHEMES:
+                continue
+            where = f"sources[{index}].{key}"
+            if scheme not in ("file", "") or (key == "path" and scheme):
+                problems.append(
+                    f"{where}: unsupported protocol {scheme!r}: http, https, or a file "
+                    "under [files] allowed_dirs"
+                )
+            elif problem := _outside_allowed(config, location):
+                problems.append(f"{where}: {problem}")
+    return problems
+
+
+def _outside_allowed(config: Config, location: str) -> str | None:
+    from connectors.files import local_path  # connectors import this module
+
+    path = local_path(location) if "://" in location or location.startswith("file:") else None
+    resolved = (config.base_dir / (path or Path(location))).resolve()
+    if not config.allowed_dirs:
+        return f"{location}: this source may not read local files (no [files] allowed_dirs)"
+    if not any(resolved.is_relative_to(d) for d in config.allowed_dirs):
+        allowed = ", ".join(str(d) for d in config.allowed_dirs)
+        return f"{location}: not under an allowed directory ({allowed})"
+    return None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

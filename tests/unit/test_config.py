@@ -91,3 +91,28 @@ def test_sources_made_in_the_web_admin_may_not_run_a_token_command() -> None:
     assert parse_source(raw, "sources[0]", "file").id == "mail"
     with pytest.raises(ConfigError, match=r"source\.token_command: runs a command on the server"):
         parse_source(raw, "source", "db")
+
+
+def test_what_a_poll_would_refuse_is_refused_with_the_config() -> None:
+    """A local file with no allowed directory, one outside them, and a
+    protocol no connector speaks: refused when the file is read (check-config,
+    start-up), each naming its key, not at the first poll."""
+    said = problems(
+        {
+            "sources": [
+                feed(url="file:///etc/passwd"),
+                feed(id="gopher", url="gopher://e.org/1"),
+                {"id": "mail", "kind": "maildir", "path": "/var/mail/x"},
+            ]
+        }
+    )
+    assert "sources[0].url: file:///etc/passwd: this source may not read local files" in said
+    assert "sources[1].url: unsupported protocol 'gopher'" in said
+    assert "sources[2].path: /var/mail/x: this source may not read local files" in said
+    said = problems({"files": {"allowed_dirs": ["feeds"]}, "sources": [feed(url="../secret.xml")]})
+    assert "sources[0].url: ../secret.xml: not under an allowed directory (/etc/feeds)" in said
+    ok = parse_config(
+        {"files": {"allowed_dirs": ["feeds"]}, "sources": [feed(url="feeds/a.xml")]},
+        Path("/etc/tidings.toml"),
+    )
+    assert ok.sources[0].options.url == "feeds/a.xml"  # type: ignore[attr-defined]

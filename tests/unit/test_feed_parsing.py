@@ -481,7 +481,7 @@ async def test_a_dateless_feed_polled_twice_adds_nothing_the_second_time(tmp_pat
       <item><title>Fire drill</title><description>Tuesday</description></item>
       <item><description>An untitled, undated note</description></item>
       <item><description>Another one</description></item></channel></rss>"""
-    src = parse_config({"sources": [{"id": "blog", "kind": "feed", "url": "feed.xml"}]}).sources[0]
+    src = feed_source("feed.xml")
     store = Store(store_url(tmp_path))
     try:
         store.sync_sources([src], NOW)
@@ -540,7 +540,13 @@ def rss_item(
 
 
 def feed_source(url: str) -> Any:
-    return parse_config({"sources": [{"id": "blog", "kind": "feed", "url": url}]}).sources[0]
+    """A config-file feed source; a local `url` is read from under the test's
+    own directory (local_context), so the config allows its directory."""
+    data = {
+        "files": {"allowed_dirs": ["."]},
+        "sources": [{"id": "blog", "kind": "feed", "url": url}],
+    }
+    return parse_config(data).sources[0]
 
 
 async def test_the_first_poll_under_new_rules_rebaselines(tmp_path: Path) -> None:

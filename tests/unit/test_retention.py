@@ -132,11 +132,15 @@ def test_sources_the_file_dropped_follow_the_global_setting_others_are_left_alon
     tmp_path: Path,
 ) -> None:
     mine = parse_config(
-        {"retention": {"events": "30d"}, "sources": [{"id": "gone", "kind": "feed", "url": "u"}]},
+        {
+            "retention": {"events": "30d"},
+            "sources": [{"id": "gone", "kind": "feed", "url": "https://e.org/u"}],
+        },
         tmp_path / "mine.toml",
     )
     theirs = parse_config(
-        {"sources": [{"id": "theirs", "kind": "feed", "url": "u"}]}, tmp_path / "theirs.toml"
+        {"sources": [{"id": "theirs", "kind": "feed", "url": "https://e.org/u"}]},
+        tmp_path / "theirs.toml",
     )
     store = Store(store_url(tmp_path))
     for cfg in (mine, theirs):
@@ -377,11 +381,19 @@ def test_config_reads_durations() -> None:
         ({"retention": {"days": "30d"}}, "retention.days: unknown key"),
         ({"retention": "30d"}, "retention: Input should be a valid dictionary"),
         (
-            {"sources": [{"id": "b", "kind": "feed", "url": "u", "retention": "23h"}]},
+            {
+                "sources": [
+                    {"id": "b", "kind": "feed", "url": "https://e.org/u", "retention": "23h"}
+                ]
+            },
             "sources[0].retention: Value error, must be at least 1d",
         ),
         (
-            {"sources": [{"id": "b", "kind": "feed", "url": "u", "retention": "a month"}]},
+            {
+                "sources": [
+                    {"id": "b", "kind": "feed", "url": "https://e.org/u", "retention": "a month"}
+                ]
+            },
             "sources[0].retention: Value error, 'a month' is not a duration",
         ),
     ],
