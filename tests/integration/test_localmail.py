@@ -18,7 +18,7 @@ import pytest
 import connectors.localmail
 from aggregator.config import load_config
 from aggregator.connector import PollContext, Resources
-from aggregator.exceptions import FetchError
+from aggregator.exceptions import ConfigError, FetchError
 from aggregator.pipeline import PollOutcome
 from aggregator.poller import Poller
 from aggregator.store import Store
@@ -234,9 +234,29 @@ async def test_paths_outside_allowed_dirs_are_refused(
         + source("ln", "maildir", "link")
     )
     config = write_config(tmp_path, sources)
-    store, outcomes = await poll_all(config)
-    errors = {o.source_id: o.error or "" for o in outcomes}
-    assert all("not under an allowed directory" in e for e in errors.values()), errors
+    # Refused with the config, before any poll: each one named (a symlink
+    # counts where it leads). A poll checks again (a link made later).
+    with pytest.raises(ConfigError) as refused:
+        load_config(config)
+    said = str(refused.value)
+    for index in range(4):
+        assert f"sources[{index}].path: " in said, said
+    assert said.count("not under an allowed directory") == 4, said
+    # A link that pointed inside when the config was read, and outside since.
+    (tmp_path / "link").unlink()
+    mailbox.Maildir(tmp_path / "Mail", create=True)
+    (tmp_path / "link").symlink_to(tmp_path / "Mail")
+    loaded = load_config(write_config(tmp_path, source("ln", "maildir", "link")))
+    (tmp_path / "link").unlink()
+    (tmp_path / "link").symlink_to(outside / "Mail")
+    store = Store(loaded.store_url)
+    store.sync_sources(loaded.sources, datetime.now(UTC), config_file=loaded.source_file)
+    poller = Poller(loaded, store)
+    try:
+        [outcome] = await poller.poll_now()
+    finally:
+        await poller.aclose()
+    assert "not under an allowed directory" in (outcome.error or "")
     assert store.latest_events(viewer=None) == []
     store.close()
 
