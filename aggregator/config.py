@@ -483,16 +483,11 @@ def _location_problems(config: Config) -> list[str]:
 
 
 def _outside_allowed(config: Config, location: str) -> str | None:
-    from connectors.files import local_path  # connectors import this module
+    from connectors.files import local_path, refusal  # connectors import this module
 
-    path = local_path(location) if "://" in location or location.startswith("file:") else None
-    resolved = (config.base_dir / (path or Path(location))).resolve()
-    if not config.allowed_dirs:
-        return f"{location}: this source may not read local files (no [files] allowed_dirs)"
-    if not any(resolved.is_relative_to(d) for d in config.allowed_dirs):
-        allowed = ", ".join(str(d) for d in config.allowed_dirs)
-        return f"{location}: not under an allowed directory ({allowed})"
-    return None
+    path = local_path(location) or Path(location)
+    _, reason = refusal(path, config.base_dir, config.allowed_dirs)
+    return f"{location}: {reason}" if reason else None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

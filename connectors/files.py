@@ -9,6 +9,7 @@ file costs one stat() and stores nothing.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -28,17 +29,24 @@ def local_path(location: str) -> Path | None:
     return None
 
 
+def refusal(path: Path, base_dir: Path, dirs: Sequence[Path]) -> tuple[Path, str | None]:
+    """`path` resolved against `base_dir`, and why a source allowed `dirs`
+    may not read it (None: it may). The poll and the config's check both ask."""
+    resolved = (base_dir / path).resolve()
+    if any(resolved.is_relative_to(base) for base in dirs):
+        return resolved, None
+    if not dirs:
+        return resolved, "this source may not read local files"
+    return resolved, f"not under an allowed directory ({', '.join(str(d) for d in dirs)})"
+
+
 def allowed_path(path: Path, ctx: PollContext) -> Path:
     """`path` resolved against the config's directory, when this source may
     read it: under one of ctx.local_dirs (none for web-made sources)."""
-    resolved = (ctx.base_dir / path).resolve()
-    for base in ctx.local_dirs:
-        if resolved.is_relative_to(base):
-            return resolved
-    if not ctx.local_dirs:
-        raise FetchError(f"{path}: this source may not read local files")
-    allowed = ", ".join(str(d) for d in ctx.local_dirs)
-    raise FetchError(f"{path}: not under an allowed directory ({allowed})")
+    resolved, reason = refusal(path, ctx.base_dir, ctx.local_dirs)
+    if reason:
+        raise FetchError(f"{path}: {reason}")
+    return resolved
 
 
 def _read(path: Path, version: str | None, cap: int) -> tuple[str, bytes | None]:

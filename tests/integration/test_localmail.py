@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import connectors.localmail
-from aggregator.config import load_config
+from aggregator.config import Config, load_config
 from aggregator.connector import PollContext, Resources
 from aggregator.exceptions import ConfigError, FetchError
 from aggregator.pipeline import PollOutcome
@@ -57,8 +57,8 @@ def source(sid: str, kind: str, path: str, extra: str = "") -> str:
     )
 
 
-async def poll_all(config_path: Path) -> tuple[Store, list[PollOutcome]]:
-    config = load_config(config_path)
+async def poll_all(config_or_path: Path | Config) -> tuple[Store, list[PollOutcome]]:
+    config = config_or_path if isinstance(config_or_path, Config) else load_config(config_or_path)
     store = Store(config.store_url)
     store.sync_sources(config.sources, datetime.now(UTC), config_file=config.source_file)
     poller = Poller(config, store)
@@ -249,13 +249,7 @@ async def test_paths_outside_allowed_dirs_are_refused(
     loaded = load_config(write_config(tmp_path, source("ln", "maildir", "link")))
     (tmp_path / "link").unlink()
     (tmp_path / "link").symlink_to(outside / "Mail")
-    store = Store(loaded.store_url)
-    store.sync_sources(loaded.sources, datetime.now(UTC), config_file=loaded.source_file)
-    poller = Poller(loaded, store)
-    try:
-        [outcome] = await poller.poll_now()
-    finally:
-        await poller.aclose()
+    store, [outcome] = await poll_all(loaded)
     assert "not under an allowed directory" in (outcome.error or "")
     assert store.latest_events(viewer=None) == []
     store.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,9 +44,9 @@ class Heard:
         self.states.append(up)
         self.changed.set()
 
-    async def until(self, done: object, wait: float = 10.0) -> None:
+    async def until(self, done: Callable[[], bool], wait: float = 10.0) -> None:
         async with asyncio.timeout(wait):
-            while not done():  # type: ignore[operator]
+            while not done():
                 self.changed.clear()
                 await self.changed.wait()
 
