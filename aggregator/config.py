@@ -9,11 +9,12 @@ the directory of the config file, not the working directory.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from limits import parse as parse_rate
@@ -26,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from aggregator.accounts import EVERYONE, check_group_name
 from aggregator.connector import ConnectorOptions, HttpSettings
@@ -41,6 +43,9 @@ SOURCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ALERTS_SOURCE = "tidings-alerts"
 MIN_INTERVAL = 5.0
 MIN_RETENTION = 86400.0  # a day: a typo such as "30m" for "30d" must not empty the store
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -312,14 +317,42 @@ _TABLES: dict[str, type[BaseModel]] = {
 }
 
 
+def _problem(item: ErrorDetails, prefix: str) -> str:
+    key = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"])
+    msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+    msg = msg.removeprefix("Value error, ")  # pydantic's wording, not ours
+    return f"{key.lstrip('.')}: {msg}"
+
+
 def _describe(err: ValidationError, prefix: str) -> list[str]:
-    problems = []
-    for item in err.errors():
-        key = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"])
-        key = key.lstrip(".")
-        msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        problems.append(f"{key}: {msg}")
-    return problems
+    return [_problem(item, prefix) for item in err.errors()]
+
+
+def _validate(model: type[_M], data: Any, where: str) -> _M:
+    """`model.model_validate`, raising ConfigError with every problem. Pydantic
+    skips a model's cross-field checks while any field is wrong, so they run
+    again without the wrong fields; what they find is added unless it is
+    about one of those fields (already reported)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        problems = _describe(err, where)
+        wrong = {str(item["loc"][0]) for item in err.errors() if item["loc"]}
+        if isinstance(data, Mapping) and wrong & set(data):
+            try:
+                model.model_validate({k: v for k, v in data.items() if k not in wrong})
+            except ValidationError as again:
+                for item in again.errors():
+                    problem = _problem(item, where)
+                    if problem not in problems and not _mentions(item, wrong):
+                        problems.append(problem)
+        raise ConfigError(problems) from None
+
+
+def _mentions(item: ErrorDetails, keys: set[str]) -> bool:
+    return (bool(item["loc"]) and str(item["loc"][0]) in keys) or any(
+        re.search(rf"\b{re.escape(key)}\b", item["msg"]) for key in keys
+    )
 
 
 def _strings(value: Any) -> list[str]:
@@ -348,56 +381,36 @@ def _pasted_secrets(options: BaseModel, where: str) -> list[str]:
 
 
 def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db"]) -> SourceConfig:
-    """Validate one source table; raise ConfigError listing every problem."""
+    """Validate one source table; raise ConfigError listing every problem:
+    the common keys' and the kind's options' are all reported in one go."""
+    problems: list[str] = []
+    common = options = None
     try:
-        common = SourceCommon.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(_describe(err, where)) from None
-    if common.id == ALERTS_SOURCE:
-        raise ConfigError([f"{where}.id: {ALERTS_SOURCE!r} is reserved for Tidings' own alerts"])
-    if common.interval and common.cron:
-        raise ConfigError([f"{where}: give either interval or cron, not both"])
-    try:
-        cls = connector_class(common.kind)
-    except TidingsError as err:
-        raise ConfigError([f"{where}.kind: {err}"]) from None
-    try:
-        options = cls.Options.model_validate(common.model_extra or {})
-    except ValidationError as err:
-        raise ConfigError(_describe(err, where)) from None
-    if origin == "db":
-        refused = _pasted_secrets(options, where)
-        url = getattr(options, "url", None)
-        if isinstance(url, str) and urlsplit(url).scheme.lower() not in ("http", "https"):
-            # Defence in depth: their polls get no local directories either.
-            refused.append(f"{where}.url: sources made in the web admin fetch http(s) URLs only")
-        if getattr(options, "allow_link_local", False):
-            refused.append(f"{where}.allow_link_local: only sources in the config file may set it")
-        for name in ("ca_bundle", "client_cert", "client_key"):  # files on the server's disk
-            if getattr(options, name, None) is not None:
-                refused.append(f"{where}.{name}: only sources in the config file may name files")
-        if getattr(options, "auth", None) == "negotiate" and not getattr(options, "username", ""):
-            refused.append(
-                f"{where}.auth: negotiate without username and password uses the server's own "
-                "Kerberos credentials; only sources in the config file may do that"
-            )
-        if getattr(getattr(options, "microsoft", None), "authority", None) is not None:
-            refused.append(
-                f"{where}.microsoft.authority: the server would send the client secret there; "
-                "only sources in the config file may set it"
-            )
-        if getattr(options, "token_command", None) is not None:
-            refused.append(
-                f"{where}.token_command: runs a command on the server; "
-                "only sources in the config file may do that"
-            )
-        if common.kind == "webhook" and getattr(options, "signature", None) == "none":
-            refused.append(
-                f"{where}.signature: an unsigned webhook takes events from anyone; "
-                "only sources in the config file may accept that"
-            )
-        if refused:
-            raise ConfigError(refused)
+        common = _validate(SourceCommon, raw, where)
+    except ConfigError as err:
+        problems += err.problems
+    if not isinstance(raw, Mapping):
+        raise ConfigError(problems)
+    if raw.get("id") == ALERTS_SOURCE:
+        problems.append(f"{where}.id: {ALERTS_SOURCE!r} is reserved for Tidings' own alerts")
+    if raw.get("interval") is not None and raw.get("cron") is not None:
+        problems.append(f"{where}: give either interval or cron, not both")
+    cls = None
+    if isinstance(kind := raw.get("kind"), str):
+        try:
+            cls = connector_class(kind)
+        except TidingsError as err:
+            problems.append(f"{where}.kind: {err}")
+    if cls is not None:
+        extra = {k: v for k, v in raw.items() if k not in SourceCommon.model_fields}
+        try:
+            options = _validate(cls.Options, extra, where)
+        except ConfigError as err:
+            problems += err.problems
+    if options is not None and origin == "db":
+        problems += _web_refusals(options, raw.get("kind"), where)
+    if problems or common is None or options is None or cls is None:
+        raise ConfigError(problems)
     return SourceConfig(
         id=common.id,
         kind=common.kind,
@@ -415,7 +428,44 @@ def parse_source(raw: Mapping[str, Any], where: str, origin: Literal["file", "db
     )
 
 
+def _web_refusals(options: ConnectorOptions, kind: Any, where: str) -> list[str]:
+    """What a source made in the web admin may not do, though a config
+    file's may."""
+    refused = _pasted_secrets(options, where)
+    url = getattr(options, "url", None)
+    if isinstance(url, str) and urlsplit(url).scheme.lower() not in ("http", "https"):
+        # Defence in depth: their polls get no local directories either.
+        refused.append(f"{where}.url: sources made in the web admin fetch http(s) URLs only")
+    if getattr(options, "allow_link_local", False):
+        refused.append(f"{where}.allow_link_local: only sources in the config file may set it")
+    for name in ("ca_bundle", "client_cert", "client_key"):  # files on the server's disk
+        if getattr(options, name, None) is not None:
+            refused.append(f"{where}.{name}: only sources in the config file may name files")
+    if getattr(options, "auth", None) == "negotiate" and not getattr(options, "username", ""):
+        refused.append(
+            f"{where}.auth: negotiate without username and password uses the server's own "
+            "Kerberos credentials; only sources in the config file may do that"
+        )
+    if getattr(getattr(options, "microsoft", None), "authority", None) is not None:
+        refused.append(
+            f"{where}.microsoft.authority: the server would send the client secret there; "
+            "only sources in the config file may set it"
+        )
+    if getattr(options, "token_command", None) is not None:
+        refused.append(
+            f"{where}.token_command: runs a command on the server; "
+            "only sources in the config file may do that"
+        )
+    if kind == "webhook" and getattr(options, "signature", None) == "none":
+        refused.append(
+            f"{where}.signature: an unsigned webhook takes events from anyone; "
+            "only sources in the config file may accept that"
+        )
+    return refused
+
+
 def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
+    """The config in `data`, or ConfigError with every problem it has."""
     problems: list[str] = []
     tables: dict[str, Any] = {}
     for key, value in data.items():
@@ -426,10 +476,13 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
             problems.append(f"{key}: unknown key")
             continue
         try:
-            tables[key] = model.model_validate(value)
-        except ValidationError as err:
-            problems.extend(_describe(err, key))
-    sources: list[SourceConfig] = []
+            tables[key] = _validate(model, value, key)
+        except ConfigError as err:
+            problems += err.problems
+    parsed: list[SourceConfig] = []
+    # Each source's url or path, checked below even when the source has
+    # other problems; the key is None where a problem already names it.
+    locations: list[tuple[str, str]] = []
     raw_sources = data.get("sources", [])
     if not isinstance(raw_sources, list):
         problems.append("sources: must be an array of tables ([[sources]])")
@@ -440,45 +493,54 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
         try:
             source = parse_source(raw, where, "file")
         except ConfigError as err:
-            problems.extend(err.problems)
-            continue
-        if source.id in seen:
-            problems.append(f"{where}.id: duplicate source id {source.id!r}")
-        seen.add(source.id)
-        sources.append(source)
+            problems += err.problems
+            given = raw if isinstance(raw, Mapping) else {}
+            locations += [
+                (f"{where}.{key}", value)
+                for key in LOCATION_KEYS
+                if isinstance(value := given.get(key), str)
+                and not any(p.startswith(f"{where}.{key}:") for p in err.problems)
+            ]
+        else:
+            parsed.append(source)
+            locations += [
+                (f"{where}.{key}", value)
+                for key in LOCATION_KEYS
+                if isinstance(value := getattr(source.options, key, None), str)
+            ]
+        source_id = raw.get("id") if isinstance(raw, Mapping) else None
+        if isinstance(source_id, str) and source_id in seen:
+            problems.append(f"{where}.id: duplicate source id {source_id!r}")
+        seen.add(str(source_id))
+    config = Config(path=path, sources=tuple(parsed), **tables)
+    if "files" in tables or "files" not in data:  # else its own problem is reported
+        problems += _location_problems(config, locations)
     if problems:
-        raise ConfigError(problems, str(path) if path else None)
-    config = Config(path=path, sources=tuple(sources), **tables)
-    if problems := _location_problems(config):
         raise ConfigError(problems, str(path) if path else None)
     return config
 
 
 WEB_SCHEMES = ("http", "https")
+LOCATION_KEYS = ("url", "path")  # the options that say where a source reads
 
 
-def _location_problems(config: Config) -> list[str]:
+def _location_problems(config: Config, locations: list[tuple[str, str]]) -> list[str]:
     """What a poll would refuse from the config alone, refused here instead
     (check-config, start-up): a protocol no connector speaks, and a local
-    file outside `[files] allowed_dirs`. A `url` or `path` option is a
-    location; an http(s) URL is left to the fetcher."""
+    file outside `[files] allowed_dirs`. `locations` holds each source's
+    `url` or `path` with its key; an http(s) URL is left to the fetcher."""
     problems: list[str] = []
-    for index, source in enumerate(config.sources):
-        for key in ("url", "path"):
-            location = getattr(source.options, key, None)
-            if not isinstance(location, str):
-                continue
-            scheme = urlsplit(location).scheme.lower()
-            if scheme in WEB_SCHEMES:
-                continue
-            where = f"sources[{index}].{key}"
-            if scheme not in ("file", "") or (key == "path" and scheme):
-                problems.append(
-                    f"{where}: unsupported protocol {scheme!r}: http, https, or a file "
-                    "under [files] allowed_dirs"
-                )
-            elif problem := _outside_allowed(config, location):
-                problems.append(f"{where}: {problem}")
+    for where, location in locations:
+        scheme = urlsplit(location).scheme.lower()
+        if scheme in WEB_SCHEMES:
+            continue
+        if scheme not in ("file", "") or (where.endswith(".path") and scheme):
+            problems.append(
+                f"{where}: unsupported protocol {scheme!r}: http, https, or a file "
+                "under [files] allowed_dirs"
+            )
+        elif problem := _outside_allowed(config, location):
+            problems.append(f"{where}: {problem}")
     return problems
 
 

@@ -138,7 +138,7 @@ def audience_problems(audience: Sequence[str]) -> list[str]:
     try:
         parse_source(probe, "source", "db")
     except ConfigError as err:
-        return [p.removeprefix("source.").replace("Value error, ", "") for p in err.problems]
+        return [p.removeprefix("source.") for p in err.problems]
     return []
 
 

@@ -455,7 +455,6 @@ def read_form(fields: Iterable[FormField], form: FormData) -> Submitted:
 
 
 def _tidy(message: str) -> str:
-    message = message.removeprefix("Value error, ")
     return "required" if message == "Field required" else message
 
 

@@ -117,7 +117,7 @@ def test_check_config_accepts_the_kind_and_names_a_bad_key(
     bad = write_config(tmp_path, statuspage_source("status", "ftp://127.0.0.1/x.json"))
     run = tidings("check-config", str(bad), site=plugin_site, cwd=tmp_path)
     assert run.returncode == 2
-    assert "sources[0].url: Value error, must be an http(s) URL" in run.stderr, run.stderr
+    assert "sources[0].url: must be an http(s) URL" in run.stderr, run.stderr
 
 
 def test_poll_stores_incidents_and_revisits_with_the_etag(

@@ -116,3 +116,82 @@ def test_what_a_poll_would_refuse_is_refused_with_the_config() -> None:
         Path("/etc/tidings.toml"),
     )
     assert ok.sources[0].options.url == "feeds/a.xml"  # type: ignore[attr-defined]
+
+
+def test_check_config_reports_every_problem_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Cross-field checks run even while other keys are wrong: a bad cron, a
+    non-string audience and an Authorization header are all three reported;
+    interval + cron does not hide token + username, nor a bad field a
+    model's own consistency check; a broken source's url is still checked."""
+    from aggregator.cli import main
+
+    path = tmp_path / "all.toml"
+    path.write_text(
+        """
+[auth]
+session_lifetime = "soon"
+proxy_header = "X-Forwarded-User"
+
+[[sources]]
+id = "a"
+kind = "feed"
+url = "https://e.org/feed"
+cron = "every day"
+audience = [3]
+headers = { Authorization = "Bearer abc" }
+
+[[sources]]
+id = "b"
+kind = "feed"
+url = "https://e.org/feed"
+interval = "5m"
+cron = "0 * * * *"
+token = "env:T"
+username = "u"
+password = "env:P"
+
+[[sources]]
+id = "c"
+kind = "html"
+url = "https://e.org/"
+items = ".entry"
+watch = ".news"
+date_format = "day"
+
+[[sources]]
+id = "c"
+kind = "feed"
+url = "gopher://e.org/1"
+interval = "1s"
+"""
+    )
+    assert main(["check-config", "--no-store", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    said = "\n".join(line.removeprefix("error: ").removeprefix(f"{path}: ") for line in lines)
+    assert all(str(path) in line for line in lines), lines
+    for expected in (
+        "auth.session_lifetime",
+        "auth: proxy_header needs trusted_proxies",
+        "sources[0].cron: not a cron expression",
+        "sources[0].audience[0]: Input should be a valid string",
+        "sources[0].headers: Authorization cannot be set here",
+        "sources[1]: give either interval or cron, not both",
+        "sources[1].token: give either token or username and password, not both",
+        "sources[2].date_format: a strptime format needs %-directives",
+        "sources[2]: give either items or watch, not both",
+        "sources[3].interval: must be at least 5s",
+        "sources[3].id: duplicate source id 'c'",
+        "sources[3].url: unsupported protocol 'gopher'",
+    ):
+        assert expected in said, f"{expected!r} not in:\n{said}"
+    assert len(lines) == 12, said
+
+
+def test_a_cross_field_check_is_silent_about_a_key_already_reported() -> None:
+    """Re-run without a wrong key, a model's consistency check would blame
+    its absence: that is not a second problem."""
+    said = problems({"sources": [feed(username="bad:name", password="env:P")]})
+    assert "sources[0].username: must be non-empty" in said
+    assert "password" not in said

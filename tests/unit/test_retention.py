@@ -375,8 +375,8 @@ def test_config_reads_durations() -> None:
 @pytest.mark.parametrize(
     ("data", "problem"),
     [
-        ({"retention": {"events": "12h"}}, "retention.events: Value error, must be at least 1d"),
-        ({"retention": {"events": "soon"}}, "retention.events: Value error, 'soon' is not a"),
+        ({"retention": {"events": "12h"}}, "retention.events: must be at least 1d"),
+        ({"retention": {"events": "soon"}}, "retention.events: 'soon' is not a"),
         ({"retention": {"events": 30}}, "retention.events: Input should be a valid string"),
         ({"retention": {"days": "30d"}}, "retention.days: unknown key"),
         ({"retention": "30d"}, "retention: Input should be a valid dictionary"),
@@ -386,7 +386,7 @@ def test_config_reads_durations() -> None:
                     {"id": "b", "kind": "feed", "url": "https://e.org/u", "retention": "23h"}
                 ]
             },
-            "sources[0].retention: Value error, must be at least 1d",
+            "sources[0].retention: must be at least 1d",
         ),
         (
             {
@@ -394,7 +394,7 @@ def test_config_reads_durations() -> None:
                     {"id": "b", "kind": "feed", "url": "https://e.org/u", "retention": "a month"}
                 ]
             },
-            "sources[0].retention: Value error, 'a month' is not a duration",
+            "sources[0].retention: 'a month' is not a duration",
         ),
     ],
 )
