@@ -12,13 +12,16 @@ signals there) the task runs without one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from functools import partial
+from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
@@ -49,9 +52,43 @@ def within(budget: float, fn: Callable[..., Any], *args: Any) -> Any:
             signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
 
 
+class ParserPool(ProcessPoolExecutor):
+    """A process pool whose workers die with the process that made it.
+
+    A worker blocks on a queue that other workers also hold open, so it
+    outlives a parent killed by SIGKILL (or the OOM killer) and lives on
+    under init. Each worker therefore watches a pipe whose only write end
+    this process holds: when this process dies, however it dies, the
+    kernel closes that end, the read returns EOF and the worker exits.
+    """
+
+    def __init__(self, workers: int) -> None:
+        lifeline, self._lifeline = multiprocessing.Pipe(duplex=False)
+        # forkserver: never fork a process that already runs threads.
+        super().__init__(
+            workers,
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=_exit_with_parent,
+            initargs=(lifeline,),
+        )
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait, cancel_futures=cancel_futures)
+        if wait:  # else the workers finish their tasks first; closing it would stop them
+            self._lifeline.close()
+
+
+def _exit_with_parent(lifeline: Connection) -> None:
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            lifeline.recv_bytes()  # nothing is ever sent: this returns when the parent is gone
+        os._exit(1)  # mid-task too: there is no one left to answer
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def process_pool(workers: int) -> ProcessPoolExecutor:
-    # forkserver: never fork a process that already runs threads.
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+    return ParserPool(workers)
 
 
 async def run_within(executor: Executor, budget: float, fn: Callable[..., Any], *args: Any) -> Any:

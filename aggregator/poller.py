@@ -25,7 +25,7 @@ from aggregator.config import Config, SourceConfig
 from aggregator.connector import PollContext, Resources
 from aggregator.cpu import PARSE_BUDGET, process_pool, run_within
 from aggregator.idle import Watchers, WatchStatus
-from aggregator.pipeline import POLL_TIMEOUT, PollOutcome, PollPolicy, poll_source
+from aggregator.pipeline import PollOutcome, PollPolicy, poll_source
 from aggregator.recorder import Recorder
 from aggregator.registry import is_push
 from aggregator.store import Claim, Store
@@ -33,7 +33,11 @@ from aggregator.store.retention import RetentionPolicy
 
 log = logging.getLogger(__name__)
 
-LEASE = POLL_TIMEOUT + 60  # a claimed source is not claimed again for this long
+# A claimed source is not claimed again for LEASE seconds, renewed every RENEW
+# seconds while its poll runs (a poll may take POLL_TIMEOUT): the claims of a
+# poller that crashed lapse within LEASE, and another poller takes them.
+LEASE = 15.0
+RENEW = LEASE / 3
 REFRESH = 1.0  # seconds between looks for sources made in the web admin, when claiming
 UNKNOWN_RETRY = 30.0  # a claimed source this poller does not know is due again after
 PRUNE_EVERY = 3600.0  # seconds between retention passes
@@ -65,6 +69,8 @@ class Poller:
         self._backlog = False
         self._closing = False
         self._refill: asyncio.Task[None] | None = None
+        self._leases: dict[str, datetime] = {}  # running polls' claims: when each lapses
+        self._renewer: asyncio.Task[None] | None = None
         self._http = config.http_settings
         self._policy = PollPolicy.of(config.poller)
         self._local_dirs = config.allowed_dirs
@@ -148,12 +154,43 @@ class Poller:
 
     async def _poll(self, claim: Claim, now: datetime) -> PollOutcome:
         source = self._sources[claim.source_id]  # claims are only ever made among these
-        async with self._slots:
-            ctx = self.context(source, now)
-            outcome = await poll_source(source, claim, self.recorder, ctx, self._policy)
+        self._hold(claim)
+        try:
+            async with self._slots:
+                ctx = self.context(source, now)
+                outcome = await poll_source(source, claim, self.recorder, ctx, self._policy)
+        finally:
+            self._leases.pop(claim.source_id, None)
         if outcome.new_event_ids or outcome.alert_ids:
             self._on_commit()
         return outcome
+
+    def _hold(self, claim: Claim) -> None:
+        """Keep the claim while its poll runs (waiting for a slot included)."""
+        self._leases[claim.source_id] = claim.until
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew(), name="leases")
+
+    async def _renew(self) -> None:
+        """Renew the claims of running polls every RENEW seconds, until none
+        is left. A claim already recorded (or made due by an admin, or lost)
+        is not renewed, and no longer held."""
+        while self._leases and not self._closing:
+            await asyncio.sleep(RENEW)
+            held = dict(self._leases)
+            until = datetime.now(UTC) + timedelta(seconds=LEASE)
+            try:
+                renewed = await asyncio.to_thread(self.store.renew, held, until)
+            except Exception:  # the store is away: try again; the claims lapse meanwhile
+                log.warning("could not renew the claims of %d running polls", len(held))
+                continue
+            for source_id, lapse in held.items():
+                if self._leases.get(source_id) != lapse:
+                    continue  # finished (or claimed anew) meanwhile
+                if source_id in renewed:
+                    self._leases[source_id] = until
+                else:
+                    del self._leases[source_id]
 
     async def poll_now(self, source_ids: Iterable[str] | None = None) -> list[PollOutcome]:
         """Poll the given (default: all enabled) sources once, whatever their schedule."""
@@ -290,6 +327,8 @@ class Poller:
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
+        if self._renewer is not None:
+            self._renewer.cancel()
         await self.recorder.aclose()
         if interrupted:
             # Their lease would delay them after a restart; they are due now.

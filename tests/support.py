@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,9 @@ class FeedServer:
     def __init__(self) -> None:
         self.resources: dict[str, Resource] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.arrivals: list[tuple[str, float]] = []  # (path, time.monotonic()) per GET
+        self.overlapped: list[str] = []  # paths got while a GET of them was unanswered
+        self._in_flight: Counter[str] = Counter()
         self.posted: list[tuple[str, bytes]] = []
         self.on_post: Callable[[str, bytes], Resource | None] | None = None
         self._lock = threading.Condition()
@@ -69,8 +73,19 @@ class FeedServer:
             def do_GET(self) -> None:
                 with server._lock:
                     server.requests.append((self.path, dict(self.headers)))
+                    server.arrivals.append((self.path, time.monotonic()))
+                    server._in_flight[self.path] += 1
+                    if server._in_flight[self.path] > 1:
+                        server.overlapped.append(self.path)
                     server._lock.notify_all()
                     res = server.resources.get(self.path)
+                try:
+                    self._get(res)
+                finally:
+                    with server._lock:
+                        server._in_flight[self.path] -= 1
+
+            def _get(self, res: Resource | None) -> None:
                 if res is None:
                     self._send(404, b"not found", "text/plain")
                     return
@@ -301,6 +316,13 @@ class TidingsProcess:
         """SIGKILL it and its parser processes at once, as a crash of its host would."""
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def crash(self) -> None:
+        """SIGKILL the process alone, as the OOM killer would: its children
+        are left to notice by themselves."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
             self.proc.wait()
 
     def __enter__(self) -> TidingsProcess:

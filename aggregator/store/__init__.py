@@ -154,6 +154,7 @@ class Claim:
     source_id: str
     state: JSONObject | None
     failures: int
+    until: datetime  # when the claim lapses unless renewed (Store.renew)
 
 
 @dataclass(frozen=True, slots=True)
@@ -576,14 +577,17 @@ class Store:
         )
         if not self.is_sqlite:
             due = due.with_for_update(skip_locked=True)
+        until = now + timedelta(seconds=lease)
         claim = (
             update(sources)
             .where(sources.c.id.in_(due.scalar_subquery()))
-            .values(next_poll_at=now + timedelta(seconds=lease))
+            .values(next_poll_at=until)
             .returning(sources.c.id, sources.c.state, sources.c.consecutive_failures)
         )
         with self._writing() as conn:
-            return [Claim(r.id, r.state, r.consecutive_failures) for r in conn.execute(claim)]
+            return [
+                Claim(r.id, r.state, r.consecutive_failures, until) for r in conn.execute(claim)
+            ]
 
     def claim(self, source_ids: Sequence[str], now: datetime, lease: float) -> list[Claim]:
         """Take these sources now, whatever their schedule (`tidings poll`),
@@ -607,13 +611,34 @@ class Store:
             return []
         query = select(sources.c.id, sources.c.state, sources.c.consecutive_failures)
         claims = [
-            Claim(r.id, r.state, r.consecutive_failures)
+            Claim(r.id, r.state, r.consecutive_failures, until)
             for chunk in _chunks(source_ids, 500)
             for r in conn.execute(query.where(sources.c.id.in_(chunk)))
         ]
         for chunk in _chunks(source_ids, 500):
             conn.execute(update(sources).where(sources.c.id.in_(chunk)).values(next_poll_at=until))
         return claims
+
+    def renew(self, claims: Mapping[str, datetime], until: datetime) -> set[str]:
+        """Extend to `until` the claims (source id: when it lapses) that are
+        still as they were made: not yet recorded by their poll, made due by
+        an admin, or taken by another poller after lapsing. The ids renewed."""
+        renewed: set[str] = set()
+        by_lapse: dict[datetime, list[str]] = {}
+        for source_id, lapse in claims.items():
+            by_lapse.setdefault(lapse, []).append(source_id)
+        with self._writing() as conn:
+            for lapse, ids in by_lapse.items():
+                for chunk in _chunks(ids, 500):
+                    renewed.update(
+                        conn.scalars(
+                            update(sources)
+                            .where(sources.c.id.in_(chunk), sources.c.next_poll_at == lapse)
+                            .values(next_poll_at=until)
+                            .returning(sources.c.id)
+                        )
+                    )
+        return renewed
 
     def source_state(self, source_id: str) -> tuple[JSONObject | None, int]:
         """The connector's opaque state and the count of consecutive failures."""

@@ -7,6 +7,11 @@ ETag names the feed's version) has all that version's entries stored, and no
 entry is stored twice. A state saved without its events would lose them for
 good, since the next poll gets 304 Not Modified. Last, one `tidings poll`
 brings every source up to date, and every entry served is there once.
+
+And a crash blinds no source for long: the claims of a killed poller lapse
+within seconds while a live poller's claims hold for as long as its polls
+run, so another poller takes the dead one's sources soon and never a live
+one's.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +30,7 @@ import pytest
 from sqlalchemy import select, update
 
 from aggregator.config import load_config
+from aggregator.poller import LEASE
 from aggregator.store import Store
 from aggregator.store.schema import events, sources
 from tests.support import FeedServer, TidingsProcess, feed_source, rss, write_config
@@ -104,3 +111,60 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
             assert len(conn.execute(select(events.c.id)).all()) == sum(served)
     finally:
         store.close()
+
+
+RECOVERY_TARGET = 30.0  # seconds after a crash by which every source is polled again
+
+
+def test_a_killed_pollers_sources_are_polled_again_within_seconds(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """Poller A claims every source, slow ones among them (a fetch that
+    outlasts a claim's lease); B starts while A's slow fetches run, and A is
+    killed with SIGKILL after its claims would have lapsed had it not renewed
+    them. No source is ever fetched by both at once, and every source (a 5 s
+    interval) is fetched again within RECOVERY_TARGET of the kill."""
+    fast, slow, slow_fetch = 40, 4, LEASE + 12
+    for feed in range(fast):
+        serve(feed_server, feed, 3)
+    body = rss([{"guid": "s", "title": "slow"}])
+    for k in range(slow):  # no ETag: every poll of it drips the whole body again
+        feed_server.put(f"/slow{k}.xml", body, drip=slow_fetch / len(body))
+    paths = [f"/f{i}.xml" for i in range(fast)] + [f"/slow{k}.xml" for k in range(slow)]
+    config = write_config(
+        tmp_path,
+        "".join(feed_source(f"s{n}", feed_server.url(path)) for n, path in enumerate(paths)),
+    )
+    a = TidingsProcess(config, "poller", log="a.log").start()
+    b = TidingsProcess(config, "poller", log="b.log")
+    try:
+        for k in range(slow):
+            feed_server.wait_for_hit(f"/slow{k}.xml", timeout=30)
+        claimed = time.monotonic()  # A holds the slow sources from about here
+        b.start()
+        # Past the lapse of A's first claims, while their fetches still run.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            assert a.proc is not None
+            a.proc.wait(max(0.0, claimed + LEASE + 3 - time.monotonic()))
+        a.kill()
+        assert a.proc.returncode == -signal.SIGKILL, "A ended before the kill"
+        killed = time.monotonic()
+        deadline = killed + RECOVERY_TARGET + 30
+        while time.monotonic() < deadline:
+            after = {path: t for path, t in reversed(feed_server.arrivals) if t > killed}
+            if len(after) == len(paths):
+                break
+            with contextlib.suppress(TimeoutError):  # quiet a while: look again
+                feed_server.wait_for_requests(len(feed_server.requests) + 1, timeout=5)
+        unpolled = sorted(set(paths) - set(after))
+        assert not unpolled, f"not polled within {deadline - killed:.0f}s of the kill: {unpolled}"
+        recovery = max(after.values()) - killed
+        slowest = max(after, key=after.__getitem__)
+        print(f"every source polled again {recovery:.1f}s after the kill (last: {slowest})")
+        assert recovery <= RECOVERY_TARGET
+        assert not feed_server.overlapped, (
+            f"fetched by two pollers at once: {feed_server.overlapped}"
+        )
+    finally:
+        a.kill()
+        b.kill()

@@ -288,8 +288,29 @@ def test_a_changed_url_forgets_the_old_etag(store: Store) -> None:
     assert store.source_state("blog")[0] == {"rules": 1}
 
 
+def test_renewing_extends_only_a_claim_still_as_it_was_made(store: Store) -> None:
+    """A running poll's claim is renewed; one its poll has recorded, one an
+    admin made due, or one that lapsed and another poller took, is not."""
+    cfg = parse_config({"sources": [
+        {"id": f"s{i}", "kind": "feed", "url": "https://e.org/f"} for i in range(4)
+    ]})  # fmt: skip
+    store.sync_sources(cfg.sources, NOW)
+    claims = {c.source_id: c.until for c in store.claim_due(NOW, 10, lease=15)}
+    assert set(claims.values()) == {NOW + timedelta(seconds=15)}
+    store.record_poll(
+        cfg.sources[1], [], state=None, now=NOW, next_poll_at=NOW + timedelta(minutes=5)
+    )
+    store.set_next_poll(["s2"], NOW)  # "Poll now"
+    [taken] = store.claim(["s3"], NOW + timedelta(seconds=1), lease=15)  # say it lapsed
+    assert taken.until == NOW + timedelta(seconds=16)
+    until = NOW + timedelta(seconds=25)
+    assert store.renew(claims, until) == {"s0"}
+    due = {c.source_id for c in store.claim_due(NOW + timedelta(seconds=15.5), 10, lease=15)}
+    assert due == {"s2"}  # s0 renewed, s1 recorded, s3 the other poller's
+
+
 def test_a_poller_hands_back_what_it_does_not_know(store: Store) -> None:
-    from aggregator.poller import UNKNOWN_RETRY, Poller
+    from aggregator.poller import LEASE, UNKNOWN_RETRY, Poller
 
     def sources(*ids: str) -> list[SourceConfig]:
         raw = [{"id": i, "kind": "feed", "url": "https://e.org/f"} for i in ids]
@@ -303,7 +324,9 @@ def test_a_poller_hands_back_what_it_does_not_know(store: Store) -> None:
     # "theirs" is due again soon, for a poller of its own file; until then nobody takes it.
     assert store.claim_due(NOW, 10, 60) == []
     later = NOW + timedelta(seconds=UNKNOWN_RETRY)
-    assert [c.source_id for c in store.claim_due(later, 10, 60)] == ["theirs"]
+    # By then the claim of "mine" (never renewed: no poll ran) has lapsed too.
+    assert LEASE < UNKNOWN_RETRY
+    assert sorted(c.source_id for c in store.claim_due(later, 10, 60)) == ["mine", "theirs"]
     # One made in the web admin since the poller's last look is its own, not handed back.
     store.create_source(
         {"id": "web", "kind": "feed", "url": "https://e.org/w"}, actor="a", now=later
