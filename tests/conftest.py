@@ -8,10 +8,25 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import stores
+from tests import leaks, stores
 from tests.support import FeedServer
 
 os.environ.setdefault("TIDINGS_DISABLE_PLUGINS", "1")
+leaks.install()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A secret in the run's logs fails the run (tests/leaks.py)."""
+    found = leaks.WATCH.findings()
+    leaks.WATCH.close()
+    if not found:
+        return
+    report = session.config.pluginmanager.get_plugin("terminalreporter")
+    if report is not None:
+        report.write_sep("=", f"{len(found)} secrets in the logs of this run", red=True)
+        for finding in found:
+            report.write_line(f"a {finding.kind} in the log of {finding.where}")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -24,6 +24,7 @@ import pytest
 
 from aggregator.cli import main
 from aggregator.store import Store
+from tests import leaks
 from tests.stores import store_url
 
 
@@ -280,6 +281,7 @@ class TidingsProcess:
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = config.parent / log
+        leaks.WATCH.log_file(self.log)
 
     def start(self, timeout: float = 20.0) -> TidingsProcess:
         env = {**os.environ, "TIDINGS_DISABLE_PLUGINS": "1"}

@@ -3,6 +3,7 @@ requests for it (uvicorn's access log) with the token hidden."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from aggregator.config import load_config
 from aggregator.store import Store
 from tests.support import TidingsProcess, write_config
-from web.logs import redact
+from web.logs import RedactFeedTokens, redact
 
 pytestmark = pytest.mark.integration
 
@@ -23,6 +24,18 @@ def test_redact_hides_the_token_of_every_feed_path() -> None:
         redact(line) == '127.0.0.1:5 - "GET /feeds/***/all.atom?x=1 HTTP/1.1" 200 /feeds/***/s.rss'
     )
     assert redact("GET /api/events") == "GET /api/events"
+
+
+def test_the_filter_redacts_a_token_given_as_an_argument_and_keeps_the_format() -> None:
+    """Our own "/feeds/%s/" format string must not lose its placeholder
+    (it did, and the record then failed to format)."""
+    record = logging.LogRecord(
+        "t", logging.INFO, __file__, 1, "GET /feeds/%s/a.atom", ("1.x",), None
+    )
+    assert RedactFeedTokens().filter(record)
+    assert record.getMessage() == "GET /feeds/***/a.atom"
+    plain = logging.LogRecord("t", logging.INFO, __file__, 1, "%d%% done", (5,), None)
+    assert RedactFeedTokens().filter(plain) and plain.getMessage() == "5% done"
 
 
 def test_feed_tokens_never_reach_the_servers_log(tmp_path: Path) -> None:
