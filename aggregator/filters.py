@@ -440,6 +440,7 @@ class _Sql:
     events: Table
     search: TextSearch
     sources: Mapping[str, tuple[str, ...]]  # folded name -> the ids it names
+    after: int | None = None  # the caller's lower bound on event ids, for the full-text index
 
     def lower(self, text: ColumnElement[str]) -> ColumnElement[str]:
         """ASCII-only lower case, as fold(). PostgreSQL's lower() folds more,
@@ -458,12 +459,12 @@ class _Sql:
             phrases = [c.tokens for c in node.children if isinstance(c, Text)]
             clauses = [self.of(c) for c in node.children if not isinstance(c, Text)]
             if phrases:
-                clauses.insert(0, search.match(events, phrases, any_of=any_of))
+                clauses.insert(0, search.match(events, phrases, any_of=any_of, after=self.after))
             return or_(false(), *clauses) if any_of else and_(true(), *clauses)
         if isinstance(node, Not):
             return not_(self.of(node.child))
         if isinstance(node, Text):
-            return search.match(events, [node.tokens])
+            return search.match(events, [node.tokens], after=self.after)
         if isinstance(node, Time):
             if node.field == "since":
                 return events.c.published >= node.at
@@ -476,7 +477,7 @@ class _Sql:
             return events.c.source_id.in_(exact) if exact else false()
         if node.field == "author":
             phrases = [tuple(v.split(" ")) for v in values]
-            return search.match(events, phrases, field="author", any_of=True)
+            return search.match(events, phrases, field="author", any_of=True, after=self.after)
         if node.field == "tag":
             # Each tag exactly: the list's items one by one.
             if search.dialect == "postgresql":
@@ -676,19 +677,26 @@ class EventFilter:
         search: TextSearch,
         *,
         source_ids: Iterable[str],
+        after: int | None = None,
     ) -> ColumnElement[bool]:
         """The SQL condition on the `events` table. `search` is the store's
         full-text back-end; `source_ids` every source id there is (needed
         only when `names_sources()`), so that `source:` terms, which ignore
-        case, compile to exact ids."""
+        case, compile to exact ids. `after`: the caller selects only events
+        of higher ids, and full-text lookups start there too."""
         known: dict[str, tuple[str, ...]] = {}
         for source_id in source_ids:
             known[fold(source_id)] = (*known.get(fold(source_id), ()), source_id)
-        return _Sql(events, search, known).of(self.root)
+        return _Sql(events, search, known, after).of(self.root)
 
     def names_sources(self) -> bool:
         """Whether a `source:` term is in the query (see `where`'s `source_ids`)."""
-        return _names_sources(self.root)
+        return _any_node(self.root, lambda n: isinstance(n, Term) and n.field == "source")
+
+    def bounded_in_time(self) -> bool:
+        """Whether a `since:` or `until:` term is in the query: which events
+        it selects then changes as time passes, not only as events arrive."""
+        return _any_node(self.root, lambda n: isinstance(n, Time))
 
     def matches(self, event: Event) -> bool:
         """The same condition, in memory, for live events."""
@@ -710,13 +718,13 @@ class EventFilter:
         return tuple(optional), None
 
 
-def _names_sources(node: Node) -> bool:
-    if isinstance(node, Term):
-        return node.field == "source"
+def _any_node(node: Node, test: Callable[[Node], bool]) -> bool:
+    if test(node):
+        return True
     if isinstance(node, Not):
-        return _names_sources(node.child)
+        return _any_node(node.child, test)
     if isinstance(node, And | Or):
-        return any(_names_sources(c) for c in node.children)
+        return any(_any_node(c, test) for c in node.children)
     return False
 
 

@@ -272,8 +272,11 @@ class TextSearch(Protocol):
         *,
         field: Field = "text",
         any_of: bool = False,
+        after: int | None = None,
     ) -> ColumnElement[bool]:
-        """The condition on `events`: it contains every one (or `any_of`) of `phrases`."""
+        """The condition on `events`: it contains every one (or `any_of`) of
+        `phrases`. With `after`, the caller looks only at events of higher
+        ids, and the index is read from there on."""
         ...
 
     def ranking(self, events: Table, phrases: Sequence[Phrase], *, any_of: bool) -> Subquery:
@@ -311,8 +314,11 @@ class Fts5Search:
         *,
         field: Field = "text",
         any_of: bool = False,
+        after: int | None = None,
     ) -> ColumnElement[bool]:
         found = select(_FTS.c.rowid).where(self._match(phrases, field, any_of))
+        if after is not None:  # FTS5 seeks its lists to a rowid bound: only the newer part is read
+            found = found.where(_FTS.c.rowid > after)
         return events.c.id.in_(found)
 
     def ranking(self, events: Table, phrases: Sequence[Phrase], *, any_of: bool) -> Subquery:

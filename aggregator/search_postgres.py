@@ -107,9 +107,12 @@ class TsvectorSearch:
         *,
         field: Field = "text",
         any_of: bool = False,
+        after: int | None = None,
     ) -> ColumnElement[bool]:
         q = cast(literal(query(phrases, field=field, any_of=any_of)), TSQUERY)
         found = select(event_search.c.event_id).where(event_search.c.doc.op("@@")(q))
+        if after is not None:
+            found = found.where(event_search.c.event_id > after)
         return events.c.id.in_(found)
 
     def ranking(self, events: Table, phrases: Sequence[Phrase], *, any_of: bool) -> Subquery:

@@ -11,12 +11,15 @@ from aggregator.store.schema import events, sources
 from aggregator.visibility import Viewer
 
 
-def matching(conn: Connection, flt: EventFilter, search: TextSearch) -> ColumnElement[bool]:
+def matching(
+    conn: Connection, flt: EventFilter, search: TextSearch, *, after: int | None = None
+) -> ColumnElement[bool]:
     """`flt` on the events table, with its `source:` names resolved to exact ids
     first (one small read of the sources table): an exact id list lets the
-    planner walk the (source_id, id) index rather than every event."""
+    planner walk the (source_id, id) index rather than every event. `after`:
+    see EventFilter.where."""
     known = conn.scalars(select(sources.c.id)).all() if flt.names_sources() else ()
-    return flt.where(events, search, source_ids=known)
+    return flt.where(events, search, source_ids=known, after=after)
 
 
 def newest_id(conn: Connection, viewer: Viewer | None, at_most: int | None = None) -> int:

@@ -30,9 +30,10 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from aggregator.exceptions import QueryError, TidingsError
 from aggregator.filters import EventFilter
 from aggregator.search import TextSearch
-from aggregator.store.conditions import matching, newest_id
+from aggregator.store.conditions import newest_id
 from aggregator.store.people import People
-from aggregator.store.schema import events, feed_tokens, streams, users
+from aggregator.store.schema import feed_tokens, streams, users
+from aggregator.store.unread import UnreadCounts
 from aggregator.visibility import Viewer
 
 MAX_NAME = 100
@@ -128,6 +129,7 @@ class Streams:
         self._read = read
         self._writing = writing
         self._search = search
+        self._unread = UnreadCounts(search)
         self._settings = People(read, writing)
         self._key: str | None = None
 
@@ -164,18 +166,22 @@ class Streams:
         counts: dict[int, int] = {}
         found = [s for s in self.list(user_id) if stream_id in (None, s.id)]
         with self._read.connect() as conn:
+            newest = newest_id(conn, None)
             for stream in found:
                 try:
                     flt = EventFilter.parse(stream.query)
                 except QueryError:
                     continue
-                unread = select(events.c.id).where(
-                    events.c.id > stream.last_read_id, matching(conn, flt, self._search)
+                counts[stream.id] = self._unread.count(
+                    conn,
+                    stream_id=stream.id,
+                    query=stream.query,
+                    flt=flt,
+                    last_read_id=stream.last_read_id,
+                    viewer=viewer,
+                    newest=newest,
+                    cap=cap,
                 )
-                if viewer is not None:
-                    unread = unread.where(viewer.where(events.c.source_id))
-                inner = unread.limit(cap + 1).subquery()
-                counts[stream.id] = conn.scalar(select(func.count()).select_from(inner)) or 0
         return counts
 
     # --- changing ---------------------------------------------------------
