@@ -1,17 +1,30 @@
-"""The floor for the live benchmark: a bare Starlette broadcast under uvicorn.
+"""The floor for the live benchmark: commit to SQLite, then a bare Starlette broadcast.
 
     python -m bench.broadcast_floor --port 8766      # then POST /produce?rate=20&count=400
 
 It speaks just enough of Tidings' `/ws` protocol for the same clients to use
 it: a client sends `{"type": "subscribe", "stream": ...}`, gets `subscribed`,
-then every produced message. `POST /produce?rate=R&count=N` starts producing
-N messages at R per second; each is sent to every connected client at once,
-one `send_text` after the other, as it is produced. `GET /produced` lists
-`[id, time]` per message, the wall-clock time taken just before its fan-out
-began: the floor's "commit". The message has the shape and about the size of
-a Tidings event message. No store, no filter, no per-client queue or task:
-what is left is Starlette's and uvicorn's (websockets-sansio) cost of one
-send, which Tidings cannot go below.
+then every produced message.
+
+`POST /produce?rate=R&count=N` starts a producer thread that makes N events
+at R per second on a fixed schedule (event n at start + n/R, whatever the
+fan-out is doing). Each event is committed first, as Tidings' writer commits
+its events: one transaction (`BEGIN IMMEDIATE`, one INSERT of the event's
+fields, `COMMIT`) to the SQLite file `--db`, with the settings of Tidings'
+SQLite store (WAL, `synchronous=NORMAL`). The thread takes `time.time()`
+right after the commit (the floor's commit time, the point at which Tidings'
+writer takes its own) and hands the event's id to the event loop
+(`call_soon_threadsafe`). There one task builds the message (the shape and
+about the size of a Tidings event message) and sends it to every connected
+client, one `send_text` after the other; an event committed during a fan-out
+waits for it to end, and that wait counts in its latency. Ids go on from one
+`/produce` to the next. `GET /produced` lists `[id, time after commit]` for
+the last `/produce`'s events so far, and whether all of them are committed.
+
+No filter, no per-client queue or task, no look for new events (the commit
+hands the event straight over): what is left is a commit and Starlette's and
+uvicorn's (websockets-sansio) cost of one send per client, which Tidings
+cannot go below.
 """
 
 from __future__ import annotations
@@ -19,11 +32,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
+import sqlite3
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -36,7 +53,8 @@ from bench.live import STREAM, sample_event
 
 clients: set[WebSocket] = set()
 produced: list[tuple[int, float]] = []
-producing: list[asyncio.Task[None]] = []
+producers: list[threading.Thread] = []
+event_ids = itertools.count(1)
 
 
 def message(event_id: int) -> str:
@@ -65,14 +83,49 @@ def message(event_id: int) -> str:
     return f'{{"type":"event","stream":{json.dumps(STREAM)},"event":{event}}}'
 
 
-async def broadcast(rate: float, count: int) -> None:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+def open_database(path: Path) -> sqlite3.Connection:
+    """The floor's store: one table of events, Tidings' SQLite settings."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=10000")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, source_id TEXT NOT NULL,"
+        " external_id TEXT NOT NULL UNIQUE, title TEXT, summary TEXT, content_html TEXT,"
+        " url TEXT, actor TEXT, tags TEXT, published TEXT NOT NULL, ingested_at TEXT NOT NULL)"
+    )
+    return db
+
+
+def produce_events(
+    db: sqlite3.Connection,
+    committed: asyncio.Queue[int],
+    loop: asyncio.AbstractEventLoop,
+    rate: float,
+    count: int,
+) -> None:
+    """The producer thread: commit each event on schedule, then hand it over."""
+    start = time.monotonic()
     for n in range(count):
-        await asyncio.sleep(max(0.0, start + n / rate - loop.time()))
-        event_id = n + 1
+        time.sleep(max(0.0, start + n / rate - time.monotonic()))
+        event_id = next(event_ids)
+        e = sample_event(event_id)
+        now = datetime.now(UTC).isoformat()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (event_id, e.source_id, e.external_id, e.title, e.summary, e.content_html, e.url,
+             e.actor, json.dumps(e.tags), now, now),
+        )  # fmt: skip
+        db.execute("COMMIT")
         produced.append((event_id, time.time()))
-        text = message(event_id)
+        loop.call_soon_threadsafe(committed.put_nowait, event_id)
+
+
+async def broadcast(committed: asyncio.Queue[int]) -> None:
+    """Each committed event to every connected client, in commit order."""
+    while True:
+        text = message(await committed.get())
         for ws in list(clients):
             try:
                 await ws.send_text(text)
@@ -98,18 +151,36 @@ async def endpoint(websocket: WebSocket) -> None:
 async def produce(request: Request) -> JSONResponse:
     rate = float(request.query_params.get("rate", "20"))
     count = int(request.query_params.get("count", "400"))
+    if producers and producers[-1].is_alive():
+        return JSONResponse({"error": "still producing"}, status_code=409)
     produced.clear()
-    producing.append(asyncio.create_task(broadcast(rate, count)))
+    state = request.app.state
+    work = (state.db, state.committed, asyncio.get_running_loop(), rate, count)
+    thread = threading.Thread(target=produce_events, args=work, daemon=True)
+    producers.append(thread)
+    thread.start()
     return JSONResponse({"clients": len(clients)})
 
 
 async def produced_list(request: Request) -> JSONResponse:
-    done = bool(producing) and producing[-1].done()
+    done = bool(producers) and not producers[-1].is_alive()
     return JSONResponse({"done": done, "events": produced})
 
 
 async def healthz(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    app.state.db = open_database(app.state.database)
+    app.state.committed = asyncio.Queue()
+    fan_out = asyncio.create_task(broadcast(app.state.committed))
+    try:
+        yield
+    finally:
+        fan_out.cancel()
+        app.state.db.close()
 
 
 app = Starlette(
@@ -118,14 +189,19 @@ app = Starlette(
         Route("/produce", produce, methods=["POST"]),
         Route("/produced", produced_list),
         WebSocketRoute("/ws", endpoint),
-    ]
+    ],
+    lifespan=lifespan,
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument(
+        "--db", type=Path, default=Path("floor.db"), help="the SQLite file to commit to"
+    )
     args = parser.parse_args(argv)
+    app.state.database = args.db
     with contextlib.suppress(KeyboardInterrupt):
         # The same server and websocket implementation as `tidings serve`.
         uvicorn.run(

@@ -1,55 +1,115 @@
-"""Live push: 1,000 websocket clients on `tidings serve`, against a bare broadcast.
+"""Live push capacity: the highest event rate Tidings and a bare broadcast sustain.
 
-    python -m bench.live                          # 1,000 clients, 3 runs x 20 s (make bench)
-    python -m bench.live --conns 200 --seconds 5 --runs 1     # a quick look
-    python -m bench.live --store postgresql --workers 2        # through LISTEN/NOTIFY (issue 13)
+    python -m bench.live                           # 1,000 clients (make bench): about 5 min
+    python -m bench.live --conns 200 --seconds 3   # a quick look
+    python -m bench.live --store postgresql --workers 2    # through LISTEN/NOTIFY (issue 13)
+    python -m bench.live --rate 20                 # fixed rate: 3 runs x 20 s at 20 events/s
 
-Each run measures two sides in turn, each with fresh servers and fresh
-client processes:
+Capacity (the default; issue 15). For each side in turn, the bench looks for
+the highest event rate it sustains with `--conns` (1,000) websocket clients. A step runs one
+rate R: `--warmup` (1) + `--seconds` (5) seconds' worth of events committed at
+R per second on a fixed schedule, then `--drain` (1) seconds for the last
+deliveries. R is *sustained* when all of these hold:
+
+- p99 latency, over every delivery of the events after the warm-up, is at
+  most 100 ms (latency: below);
+- nothing is lost: every connection got every event of the step, warm-up
+  included, once each and in commit order, within the drain; none was closed
+  (1013 or otherwise) and none failed to connect;
+- the commits kept up: from the step's first commit to its last, at least
+  95% of R per second.
+
+The first step runs 5 events/s; R doubles until a step fails (or, if the
+first fails, halves down to 1/s), then the range between the highest rate
+sustained and the lowest failed is bisected (midpoint, 3 significant digits)
+until the failed rate is within 10% of the sustained one. A side stops early
+when its next step would likely end after `--budget` (120) seconds from its
+start (the estimate: the last step's time, restart included); the report
+says so. Sustained steps run one after another on the same servers and
+clients; after a failed step the side starts again on fresh servers, a fresh
+store and fresh clients, so a backlog or a closed connection does not spill
+into the next step. The report gives each side's highest sustained rate, its
+deliveries/s and latency there, the step above it that failed and why, and
+the ratio of the sustained rates, Tidings / floor. The search assumes that a
+rate above a failed one fails too; a step is a few seconds, so one GC pause
+or a burst of other work can fail a rate that a longer step would pass.
+`--runs N` repeats each side's search N times and reports medians.
+
+Latency is measured from the same point on both sides, the commit:
+
+- Tidings: a writer process, as `tidings poller` would, commits each event in
+  its own `Store.record_poll` transaction and takes `time.time()` right after
+  it returns. Everything after that is in the latency, the store-poll tail
+  included: on SQLite a server's EventTail looks for new events every 25 ms
+  (so an event waits 0-25 ms to be seen); on PostgreSQL each commit NOTIFYs
+  every worker. Then the read, the filters, the queues and the sends.
+- the floor: a thread in each floor process commits each event in its own
+  transaction (`BEGIN IMMEDIATE`, one INSERT of the event's fields, `COMMIT`)
+  to a SQLite file of that process's, with Tidings' SQLite settings (WAL,
+  `synchronous=NORMAL`), also with `--store postgresql`; it takes `time.time()`
+  right after the commit and hands the event to the event loop, so the wait
+  behind an earlier fan-out is in its latency, as is building the message.
+  No look for new events: the commit hands it over.
+
+The end point is the client process's `time.time()` when it reads the chunk
+with the event's message. One machine, one clock.
+
+Noise is reported, not repeated away: the bench reads the machine's busy
+time from /proc/stat (`bench.feeds._machine_busy`) over each step and takes
+away the CPU of the servers, client processes, writer and PostgreSQL
+backends; a step during which the rest used more than `--max-other` (0.15)
+cores is marked NOISY on its line, with the busiest other processes, and the
+report repeats the mark for the steps that decided a side's rate. Before each
+side's search the bench waits up to `--wait-quiet` (20) seconds for an idle
+machine. As each side's search stops at `--budget`, the whole run, with the
+store made once (a few seconds) and those waits, stays near 5 minutes.
+
+Fixed-rate mode (`--rate R`): `--runs` (3) runs per side of `--seconds` (20)
+s at R, each with fresh servers and clients; figures are medians, against the
+targets of its issue (throughput at least 0.7x the floor's, p99 at most 150
+ms); a run during which other processes used more than `--max-other` cores is
+repeated (`--retries`, 2) and the report says how often. `--wait-quiet`
+(120) before each side.
+
+Both modes, each side with fresh servers and fresh client processes:
 
 - Tidings: `--workers` real `tidings serve --no-poller` processes (uvicorn,
   websockets-sansio; one by default) on a fresh store with four sources: a
   copy of a SQLite file, or with `--store postgresql` a database made for the
-  run on `--pg-server` (from a template made once) and dropped after it. A
-  writer process commits 20 events/s with `Store.record_poll`, as `tidings
-  poller` would; each server learns of them through its EventTail and pushes
-  each to every subscribed client. On SQLite the tail looks every 25 ms; on
-  PostgreSQL each commit NOTIFYs every worker, whose tail otherwise looks only
-  every second. Every client has its own query, and every query matches every
-  event.
+  run on `--pg-server` (from a template made once) and dropped after it. Each
+  server learns of the writer's commits through its EventTail and pushes each
+  event to every subscribed client. Every client has its own query, and
+  every query matches every event.
 - the floor (`bench.broadcast_floor`): a bare Starlette app under the same
-  uvicorn that sends each message to every connected client as it is made,
-  20 per second, with no store, filter, queue or task per client; as many
-  processes as there are workers, each with its own share of the clients.
+  uvicorn that sends each committed event to every connected client, with no
+  filter, queue or task per client; as many processes as there are workers,
+  each with its own share of the clients and its own SQLite file.
 
-The same client processes (several, each holding a share of the 1,000
-websocket connections through `websockets`' sans-I/O client protocol on a
-bare asyncio Protocol, so that the load generator stays cheap) subscribe
-before the first event and note the arrival time of each event message.
-Connection i goes to server i mod `--workers`, so each server has an even
-share. Latency is arrival time minus commit time: the writer takes
-`time.time()` right after each commit and records it per event id (a floor
-process takes it just before each of its fan-outs), and the bench joins the
-two by id afterwards. The first `--warmup` seconds of events are left out of
-the figures, which are given overall and, with several servers, per server.
+The same client processes (several, each holding a share of the websocket
+connections through `websockets`' sans-I/O client protocol on a bare asyncio
+Protocol, so that the load generator stays cheap) subscribe before the first
+event and note the arrival time of each event message. They share the two
+cores with the servers, so a side's capacity here is that of the server and
+its load together. Connection i goes to server i mod `--workers`, so each
+server has an even share. The bench joins commit and arrival times by event
+id afterwards; figures are given overall and, with several servers in
+fixed-rate mode, per server.
 
 Clients authenticate as `tidings` users do: 100 member users of group
 `staff` (the sources' audience) with one API token per client, sent as
 `Authorization: Bearer` on the handshake, so every delivery passes a real
 visibility check (`--auth setup`: no accounts, loopback clients let in).
-Two cores are shared by the servers, the clients, PostgreSQL and anything
-else running, so each side waits for a quiet machine first (`--wait-quiet`)
-and a run during which other processes used more than `--max-other` cores is
-repeated (`--retries`); the report says how often. `--profile DIR` runs the
-servers under cProfile.
+`--profile DIR` runs the servers under cProfile.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
+import math
 import os
 import re
 import secrets
@@ -77,6 +137,18 @@ from bench.feeds import (
     package_version,
 )
 
+CAPACITY_P99_MS = 100.0  # issue 15: the rate a side sustains with p99 at most this
+START_RATE = 5.0  # events/s of the first step; doubled until a step fails
+MIN_RATE = 1.0  # ... or halved, when the first fails, down to this
+RESOLUTION = 1.1  # then bisected until the failed rate is within 10% of the sustained
+COMMIT_PACE = 0.95  # a step whose commits came slower than this share of its rate fails
+MODE_DEFAULTS = {  # option: (capacity search, fixed-rate mode)
+    "seconds": (5.0, 20.0),
+    "warmup": (1.0, 2.0),
+    "drain": (1.0, 2.0),
+    "runs": (1, 3),
+    "wait_quiet": (20.0, 120.0),
+}
 TARGET_RATIO = 0.7  # the issue: at least 0.7 of the floor's delivered messages/s
 TARGET_P99_MS = 150.0  # ... and p99 commit-to-receive latency at most 150 ms
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,9 +213,13 @@ _EVENT_ID = re.compile(rb'^\{"type":"event","stream":"[^"]*","event":\{"id":(\d+
 
 
 class _Sink:
-    """Everything one client process received: one row per event message."""
+    """Everything one client process received (since the last `dump`): one
+    row per event message."""
 
     def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
         self.conn = array("I")
         self.ids = array("I")
         self.times = array("d")
@@ -250,7 +326,15 @@ async def _clients_main(args: argparse.Namespace, tokens: list[str | None]) -> i
     first = next((r for r in results if isinstance(r, BaseException)), "")
     print(f"ready {len(results) - len(failed)} {len(failed)} {first}")
     sys.stdout.flush()
-    await loop.run_in_executor(None, sys.stdin.readline)  # "stop", or EOF
+    while True:
+        # "dump PATH": what was received so far, into PATH, and start afresh
+        # (one step of the capacity search); "stop", or EOF: the end.
+        command, _, path = (await loop.run_in_executor(None, sys.stdin.readline)).partition(" ")
+        if command != "dump":
+            break
+        _write_client_result(Path(path.strip()), sink, failed=failed)
+        sink.clear()
+        print("dumped", flush=True)
     for client in clients:
         if client.transport is not None:
             client.transport.close()
@@ -288,10 +372,15 @@ def _read_client_result(out: Path) -> Result:
 
 
 def _writer_main(args: argparse.Namespace) -> int:
-    """Commits `--count` events at `--rate`, one transaction each, once told to
-    start; writes `[event id, time after commit, time before]` per event, says
-    "done", and keeps its connection until told to exit (on PostgreSQL the
-    bench counts the CPU of the server process behind it)."""
+    """Commits events for the bench, one `Store.record_poll` transaction each,
+    as `tidings poller` would. Once its store is open it says "ready"; then,
+    for each `step RATE COUNT OUT` it reads, it sanitises the next COUNT events
+    (numbered on from the last step's) before the clock starts, says "ready",
+    and on "go" commits them at RATE per second on a fixed schedule, writes
+    `{"cpu": ..., "commits": [[event id, time after commit, time before]]}` to
+    OUT and says "done". Anything else, or EOF, ends it: until then it keeps its
+    connection (on PostgreSQL the bench counts the CPU of the server process
+    behind it)."""
     os.environ["TIDINGS_DISABLE_PLUGINS"] = "1"
     from datetime import UTC, datetime, timedelta
 
@@ -304,35 +393,39 @@ def _writer_main(args: argparse.Namespace) -> int:
     sources = {s.id: s for s in config.sources}
     store = Store(config.store_url)
     later = datetime.now(UTC) + timedelta(days=1)
-    batches = []
-    for n in range(1, args.count + 1):  # sanitised before the clock starts
-        e = sample_event(n)
-        data = EventData(
-            external_id=e.external_id,
-            title=e.title,
-            summary=e.summary,
-            content_html=e.content_html,
-            url=e.url,
-            actor=Actor(e.actor),
-            tags=e.tags,
-        )
-        batches.append((sources[e.source_id], prepare([data])))
+    numbers = itertools.count(1)  # external ids stay unique from step to step
     print("ready", flush=True)
-    sys.stdin.readline()
-    cpu0 = time.process_time()
-    rows: list[tuple[int, float, float]] = []
-    start = time.monotonic()
-    for n, (source, items) in enumerate(batches):
-        time.sleep(max(0.0, start + n / args.rate - time.monotonic()))
-        before = time.time()
-        [event_id] = store.record_poll(
-            source, items, state=None, now=datetime.now(UTC), next_poll_at=later
-        )
-        rows.append((event_id, time.time(), before))
-    cpu = time.process_time() - cpu0
-    Path(args.out).write_text(json.dumps({"cpu": cpu, "commits": rows}))
-    print("done", flush=True)
-    sys.stdin.readline()
+    while (words := sys.stdin.readline().split())[:1] == ["step"]:
+        rate, count, out = float(words[1]), int(words[2]), Path(words[3])
+        batches = []
+        for n in itertools.islice(numbers, count):  # sanitised before the clock starts
+            e = sample_event(n)
+            data = EventData(
+                external_id=e.external_id,
+                title=e.title,
+                summary=e.summary,
+                content_html=e.content_html,
+                url=e.url,
+                actor=Actor(e.actor),
+                tags=e.tags,
+            )
+            batches.append((sources[e.source_id], prepare([data])))
+        print("ready", flush=True)
+        if sys.stdin.readline().strip() != "go":
+            break
+        cpu0 = time.process_time()
+        rows: list[tuple[int, float, float]] = []
+        start = time.monotonic()
+        for n, (source, items) in enumerate(batches):
+            time.sleep(max(0.0, start + n / rate - time.monotonic()))
+            before = time.time()
+            [event_id] = store.record_poll(
+                source, items, state=None, now=datetime.now(UTC), next_poll_at=later
+            )
+            rows.append((event_id, time.time(), before))
+        cpu = time.process_time() - cpu0
+        out.write_text(json.dumps({"cpu": cpu, "commits": rows}))
+        print("done", flush=True)
     store.close()
     return 0
 
@@ -577,166 +670,221 @@ def _stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
             proc.wait()
 
 
-def run_side(side: str, args: argparse.Namespace, template: Template) -> Result:
-    """One side, one run: fresh servers (`--workers` of them), fresh client
-    processes, fresh data."""
+def _quiet(args: argparse.Namespace) -> None:
     if args.wait_quiet > 0:
         waited = _wait_for_quiet(args.wait_quiet)
         if waited > 2.5:
             print(f"  (waited {waited:.0f} s for the machine to be quiet)", flush=True)
-    env = {
-        **os.environ,
-        "TIDINGS_DISABLE_PLUGINS": "1",
-        # The code next to this file, whatever is installed.
-        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, sys.path)]),
-    }
-    count = round((args.warmup + args.seconds) * args.rate)
-    with tempfile.TemporaryDirectory(prefix=f"bench-live-{side}-") as tmp_name:
-        tmp = Path(tmp_name)
+
+
+class Side:
+    """One side's processes, started afresh: `--workers` servers (Tidings'
+    on a fresh copy of the template's store, each floor process with a SQLite
+    file of its own), the client processes with every connection subscribed,
+    and on Tidings' side the writer. Steps run on them one after another."""
+
+    def __init__(self, side: str, args: argparse.Namespace, template: Template) -> None:
+        self.side, self.args, self.template = side, args, template
+        self.servers: list[subprocess.Popen[bytes]] = []
+        self.clients: list[subprocess.Popen[str]] = []
+        self.writer: subprocess.Popen[str] | None = None
+        self.store_url: str | None = None
+        self._steps = itertools.count(1)
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"bench-live-{side}-")
+        self.tmp = Path(self._tmp.name)
+        self.env = {
+            **os.environ,
+            "TIDINGS_DISABLE_PLUGINS": "1",
+            # The code next to this file, whatever is installed.
+            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, sys.path)]),
+        }
+
+    def __enter__(self) -> Side:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        args, tmp = self.args, self.tmp
         ports: list[int] = []
         while len(ports) < args.workers:
             if (port := _free_port()) not in ports:
                 ports.append(port)
+        self.ports = ports
         logs = [tmp / f"server{k}.log" for k in range(args.workers)]
-        store_url = config = None
-        if side == "tidings":
-            store_url = fresh_store(template, tmp, next(_RUNS))
-            config = _write_config(tmp, ports[0], store_url)
-        servers: list[subprocess.Popen[bytes]] = []
-        clients: list[subprocess.Popen[str]] = []
-        writer: subprocess.Popen[str] | None = None
-        profiled = len(list(args.profile.glob(side + "-*"))) if args.profile else 0
-        try:
-            for port, log in zip(ports, logs, strict=True):
-                if config is not None:
-                    cmd = ["-m", "aggregator.cli", "--log-level", "WARNING", "serve",
-                           "--config", str(config), "--no-poller", "--port", str(port)]  # fmt: skip
-                else:
-                    cmd = ["-m", "bench.broadcast_floor", "--port", str(port)]
-                if args.profile:  # it slows the server: for finding hot spots, not for figures
-                    args.profile.mkdir(parents=True, exist_ok=True)
-                    out = args.profile / f"{side}-{profiled + len(servers)}.prof"
-                    cmd = ["-m", "cProfile", "-o", str(out), *cmd]
-                with log.open("wb") as log_file:
-                    server = subprocess.Popen(
-                        [sys.executable, *cmd], cwd=tmp, stdout=log_file,
-                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                    )  # fmt: skip
-                servers.append(server)
-            for port, server, log in zip(ports, servers, logs, strict=True):
-                _wait_healthy(port, server, log)
-            rss_idle = [_rss_mb(s.pid) for s in servers]
-            per = -(-args.conns // args.client_procs)
-            for k in range(args.client_procs):
-                first, n = k * per, min(per, args.conns - k * per)
-                if n <= 0:
-                    break
-                clients.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "bench.live",
-                            "--role",
-                            "clients",
-                            "--ports",
-                            ",".join(map(str, ports)),
-                            "--first",
-                            str(first),
-                            "--count",
-                            str(n),
-                            "--tokens",
-                            str(template.directory / "tokens.json"),
-                            "--out",
-                            str(tmp / f"clients{k}.json"),
-                        ],
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.PIPE,
-                        text=True,
-                        env=env,
-                    )
-                )
-            for proc in clients:
-                assert proc.stdout is not None
-                line = proc.stdout.readline().split(maxsplit=3)
-                if not line or line[0] != "ready":
-                    raise SystemExit(f"a client process failed to start ({line})")
-                if int(line[2]):
-                    print(f"  {line[2]} connections failed: {' '.join(line[3:])}", flush=True)
-            time.sleep(0.5)  # let the last subscriptions settle
-            rss_connected = [_rss_mb(s.pid) for s in servers]
-            trees = [_descendants(s.pid) for s in servers]
-            groups = {
-                "server": [p for tree in trees for p in tree],
-                **{f"server{k}": tree for k, tree in enumerate(trees)},
-                "clients": [p.pid for p in clients],
-            }
-            if config is not None and store_url is not None:
-                commits_file = tmp / "commits.json"
-                writer = subprocess.Popen(
-                    [sys.executable, "-m", "bench.live", "--role", "writer",
-                     "--config", str(config), "--rate", str(args.rate), "--count", str(count),
-                     "--out", str(commits_file)],
-                    env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                )  # fmt: skip
-                assert writer.stdin is not None and writer.stdout is not None
-                if writer.stdout.readline().strip() != "ready":
-                    raise SystemExit("the writer failed to start")
-                cpu = _Cpu(groups)
-                writer.stdin.write("go\n")
-                writer.stdin.flush()
-                if writer.stdout.readline().strip() != "done":
-                    raise SystemExit(f"the writer failed (exit {writer.wait(60)})")
-                # Its connection is still open, as are the servers'.
-                figures = cpu.stop({"database": _backends(template, store_url)})
-                writer.stdin.write("exit\n")
-                writer.stdin.flush()
-                if writer.wait(60) != 0:
-                    raise SystemExit(f"the writer failed (exit {writer.returncode})")
-                written = json.loads(commits_file.read_text())
-                figures["writer"] = written["cpu"]
-                commits = [[tuple(r) for r in written["commits"]]] * len(servers)
+        config = None
+        if self.side == "tidings":
+            self.store_url = fresh_store(self.template, tmp, next(_RUNS))
+            config = _write_config(tmp, ports[0], self.store_url)
+        profiled = len(list(args.profile.glob(self.side + "-*"))) if args.profile else 0
+        for k, (port, log) in enumerate(zip(ports, logs, strict=True)):
+            if config is not None:
+                cmd = ["-m", "aggregator.cli", "--log-level", "WARNING", "serve",
+                       "--config", str(config), "--no-poller", "--port", str(port)]  # fmt: skip
             else:
-                bases = [f"http://127.0.0.1:{port}" for port in ports]
-                cpu = _Cpu(groups)
-                for base in bases:
-                    _get(f"{base}/produce?rate={args.rate}&count={count}", method="POST")
-                bodies: list[Any] = [None] * len(bases)
-                while not all(body and body["done"] for body in bodies):
-                    time.sleep(0.2)
-                    bodies = [json.loads(_get(f"{base}/produced")) for base in bases]
-                figures = cpu.stop()
-                commits = [[(i, t, t) for i, t in body["events"]] for body in bodies]
-            time.sleep(args.drain)  # what is still on its way
-            rss_peak = [_peak_rss_mb(s.pid) for s in servers]
-            rss_end = [_rss_mb(s.pid) for s in servers]
-            results = []
-            for proc in clients:
-                assert proc.stdin is not None
-                proc.stdin.write("stop\n")
-                proc.stdin.flush()
-            for k, proc in enumerate(clients):
-                if proc.wait(60) != 0:
-                    raise SystemExit(f"client process {k} failed (exit {proc.returncode})")
-                results.append(_read_client_result(tmp / f"clients{k}.json"))
-        finally:
-            for proc in [*clients, *([writer] if writer else [])]:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-            for server in servers:
-                # uvicorn re-raises the signal it stopped on; cProfile writes its
-                # file on the KeyboardInterrupt that SIGINT then becomes.
-                _stop(server, signal.SIGINT if args.profile else signal.SIGTERM)
-            if store_url is not None:
-                drop_store(template, store_url)
-        return _figures(
-            args,
+                cmd = ["-m", "bench.broadcast_floor", "--port", str(port),
+                       "--db", str(tmp / f"floor{k}.db")]  # fmt: skip
+            if args.profile:  # it slows the server: for finding hot spots, not for figures
+                args.profile.mkdir(parents=True, exist_ok=True)
+                out = args.profile / f"{self.side}-{profiled + k}.prof"
+                cmd = ["-m", "cProfile", "-o", str(out), *cmd]
+            with log.open("wb") as log_file:
+                server = subprocess.Popen(
+                    [sys.executable, *cmd], cwd=tmp, stdout=log_file,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
+                )  # fmt: skip
+            self.servers.append(server)
+        for port, server, log in zip(ports, self.servers, logs, strict=True):
+            _wait_healthy(port, server, log)
+        self.rss_idle = [_rss_mb(s.pid) for s in self.servers]
+        per = -(-args.conns // args.client_procs)
+        for k in range(args.client_procs):
+            first, n = k * per, min(per, args.conns - k * per)
+            if n <= 0:
+                break
+            command = [
+                sys.executable, "-m", "bench.live", "--role", "clients",
+                "--ports", ",".join(map(str, ports)), "--first", str(first), "--count", str(n),
+                "--tokens", str(self.template.directory / "tokens.json"),
+                "--out", str(tmp / f"clients{k}.json"),
+            ]  # fmt: skip
+            self.clients.append(
+                subprocess.Popen(
+                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=self.env
+                )
+            )
+        for proc in self.clients:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().split(maxsplit=3)
+            if not line or line[0] != "ready":
+                raise SystemExit(f"a client process failed to start ({line})")
+            if int(line[2]):
+                print(f"  {line[2]} connections failed: {' '.join(line[3:])}", flush=True)
+        time.sleep(0.5)  # let the last subscriptions settle
+        self.rss_connected = [_rss_mb(s.pid) for s in self.servers]
+        trees = [_descendants(s.pid) for s in self.servers]
+        self.groups = {
+            "server": [p for tree in trees for p in tree],
+            **{f"server{k}": tree for k, tree in enumerate(trees)},
+            "clients": [p.pid for p in self.clients],
+        }
+        if config is not None:
+            self.writer = subprocess.Popen(
+                [sys.executable, "-m", "bench.live", "--role", "writer", "--config", str(config)],
+                env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            assert self.writer.stdout is not None
+            if self.writer.stdout.readline().strip() != "ready":
+                raise SystemExit("the writer failed to start")
+
+    def step(self, rate: float) -> Result:
+        """`--warmup` + `--seconds` of events at `rate`, then `--drain`
+        seconds for the last deliveries: the step's figures (`_figures`), with
+        its `rate` and the rate at which the commits came (`commits_per_s`)."""
+        args = self.args
+        count = max(2, round((args.warmup + args.seconds) * rate))
+        k = next(self._steps)
+        if self.writer is not None:
+            out = self.tmp / f"commits{k}.json"
+            _tell(self.writer, f"step {rate!r} {count} {out}", "ready", "the writer")
+            cpu = _Cpu(self.groups)
+            _tell(self.writer, "go", "done", "the writer")
+            # Its connection is still open, as are the servers'.
+            assert self.store_url is not None
+            database = _backends(self.template, self.store_url)
+            figures = cpu.stop({"database": database, "writer": [self.writer.pid]})
+            written = json.loads(out.read_text())
+            figures["writer"] = written["cpu"]
+            commits = [[tuple(r) for r in written["commits"]]] * len(self.servers)
+        else:
+            bases = [f"http://127.0.0.1:{port}" for port in self.ports]
+            cpu = _Cpu(self.groups)
+            for base in bases:
+                _get(f"{base}/produce?rate={rate!r}&count={count}", method="POST")
+            bodies: list[Any] = [None] * len(bases)
+            while not all(body and body["done"] for body in bodies):
+                time.sleep(0.2)
+                bodies = [json.loads(_get(f"{base}/produced")) for base in bases]
+            figures = cpu.stop()
+            commits = [[(i, t, t) for i, t in body["events"]] for body in bodies]
+        time.sleep(args.drain)  # what is still on its way
+        rss_peak = [_peak_rss_mb(s.pid) for s in self.servers]
+        rss_end = [_rss_mb(s.pid) for s in self.servers]
+        outs = [self.tmp / f"clients{c}-step{k}.json" for c in range(len(self.clients))]
+        for proc, path in zip(self.clients, outs, strict=True):
+            assert proc.stdin is not None
+            proc.stdin.write(f"dump {path}\n")
+            proc.stdin.flush()
+        for c, proc in enumerate(self.clients):
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "dumped":
+                raise SystemExit(f"client process {c} failed (exit {proc.poll()})")
+        result = _figures(
+            argparse.Namespace(**{**vars(args), "rate": rate}),
             commits=commits,
-            clients=results,
+            clients=[_read_client_result(path) for path in outs],
             cpu=figures,
-            rss={"idle": rss_idle, "connected": rss_connected, "end": rss_end, "peak": rss_peak},
+            rss={
+                "idle": self.rss_idle,
+                "connected": self.rss_connected,
+                "end": rss_end,
+                "peak": rss_peak,
+            },
         )
+        result["rate"] = rate
+        result["commits_per_s"] = min(_commit_rate(table) for table in commits)
+        return result
+
+    def close(self) -> None:
+        """Stop everything (the clients first, then the servers), drop the
+        store and remove the files."""
+        for proc in [*self.clients, *([self.writer] if self.writer else [])]:
+            with contextlib.suppress(OSError):
+                if proc.stdin is not None:
+                    proc.stdin.close()  # EOF: the end
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for server in self.servers:
+            # uvicorn re-raises the signal it stopped on; cProfile writes its
+            # file on the KeyboardInterrupt that SIGINT then becomes.
+            _stop(server, signal.SIGINT if self.args.profile else signal.SIGTERM)
+        self.clients, self.writer, self.servers = [], None, []
+        if self.store_url is not None:
+            drop_store(self.template, self.store_url)
+            self.store_url = None
+        self._tmp.cleanup()
+
+
+def _tell(proc: subprocess.Popen[str], line: str, answer: str, who: str) -> None:
+    """Send a process a line and wait for its answer."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+    if (said := proc.stdout.readline().strip()) != answer:
+        raise SystemExit(f"{who} failed (said {said!r}; exit {proc.poll()})")
+
+
+def _commit_rate(table: Sequence[tuple[Any, ...]]) -> float:
+    """Commits per second from the first to the last of a step's."""
+    span = table[-1][1] - table[0][1] if len(table) > 1 else 0.0
+    return (len(table) - 1) / span if span > 0 else float("inf")
+
+
+def run_side(side: str, args: argparse.Namespace, template: Template) -> Result:
+    """One side, one run at `--rate` (fixed-rate mode): fresh servers
+    (`--workers` of them), fresh client processes, fresh data."""
+    _quiet(args)
+    with Side(side, args, template) as processes:
+        return processes.step(args.rate)
 
 
 def _pct(sorted_values: Sequence[float], p: float) -> float:
@@ -1021,15 +1169,196 @@ def _brief(r: Result) -> str:
     )
 
 
+# --- the capacity search ----------------------------------------------------------
+
+
+def unsustained(r: Result, args: argparse.Namespace) -> str:
+    """Why a step's rate was not sustained, or "" when it was."""
+    reasons = []
+    if r["connected"] < args.conns:
+        reasons.append(f"{args.conns - r['connected']} connections failed")
+    if not r["received"]:
+        reasons.append("nothing received")
+    elif r["p99_ms"] > CAPACITY_P99_MS:
+        reasons.append(f"p99 {r['p99_ms']:.0f} ms")
+    if r["missing"] or r["incomplete_streams"]:
+        reasons.append(
+            f"{r['missing']} deliveries lost, {r['incomplete_streams']} streams with a gap"
+        )
+    if r["duplicates"] or r["out_of_order"]:
+        reasons.append(f"{r['duplicates']} duplicates, {r['out_of_order']} out of order")
+    if r["dropped_1013"] or r["other_closes"]:
+        reasons.append(f"{r['dropped_1013'] + r['other_closes']} connections closed")
+    if r["commits_per_s"] < COMMIT_PACE * r["rate"]:
+        reasons.append(f"commits fell behind ({r['commits_per_s']:.1f}/s)")
+    return "; ".join(reasons)
+
+
+def _noise(r: Result) -> str:
+    others = ", ".join(f"{name} {cpu:.1f} CPU s" for name, cpu in r["busiest_others"])
+    return f"NOISY: other processes used {r['other_cores']:.2f} cores" + (
+        f" ({others})" if others else ""
+    )
+
+
+def _step_line(r: Result) -> str:
+    verdict = f"FAILED ({r['failed_because']})" if r["failed_because"] else "sustained"
+    return (
+        f"{r['rate']:>7g} events/s: p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, "
+        f"max {r['max_ms']:.0f} ms; {r['delivered_per_s']:,.0f} delivered/s; commits "
+        f"{r['commits_per_s']:.1f}/s; server {r['server_cores']:.2f} cores, clients "
+        f"{r['clients_cores']:.2f}, others {r['other_cores']:.2f} -> {verdict}"
+        + (f"  {_noise(r)}" if r["noisy"] else "")
+    )
+
+
+def find_capacity(side: str, args: argparse.Namespace, template: Template) -> Result:
+    """One side's search for the highest rate it sustains (see the module's
+    docstring): `sustained` (0: none), `failed` (the lowest rate that failed;
+    None: none did) and every step's figures in order."""
+    _quiet(args)
+    deadline = time.monotonic() + args.budget
+    steps: list[Result] = []
+    sustained, failed = 0.0, math.inf
+    rate = START_RATE
+    processes: Side | None = None
+    stopped = ""
+    try:
+        while True:
+            began = time.monotonic()
+            if processes is None:  # at the start, and after a failed step
+                processes = Side(side, args, template)
+                processes.start()
+            r = processes.step(rate)
+            r["failed_because"] = unsustained(r, args)
+            r["noisy"] = r["other_cores"] > args.max_other
+            steps.append(r)
+            print(f"  {_label(side):8}{_step_line(r)}", flush=True)
+            if r["failed_because"]:
+                failed = rate
+                processes.close()  # a backlog or a closed connection must not spill over
+                processes = None
+            else:
+                sustained = rate
+            if failed == math.inf:
+                rate *= 2
+            elif sustained == 0:
+                rate = failed / 2
+                if rate < MIN_RATE:
+                    break
+            elif failed / sustained <= RESOLUTION:
+                break
+            else:
+                rate = float(f"{(sustained + failed) / 2:.3g}")
+                if rate in (sustained, failed):
+                    break
+            if time.monotonic() + (time.monotonic() - began) > deadline:
+                stopped = f"--budget of {args.budget:g} s reached"
+                break
+    finally:
+        if processes is not None:
+            processes.close()
+    return {
+        "side": side,
+        "sustained": sustained,
+        "failed": None if failed == math.inf else failed,
+        "stopped": stopped,
+        "steps": steps,
+    }
+
+
+def _label(side: str) -> str:
+    return "Tidings" if side == "tidings" else side
+
+
+def print_capacity(runs: list[dict[str, Result]], args: argparse.Namespace) -> None:
+    """Each side's sustained rate (the median over the runs), the step above
+    it that failed and why, and the ratio; steps measured on a busy machine
+    are named."""
+    print()
+    print(
+        f"Capacity: the highest event rate sustained with p99 <= {CAPACITY_P99_MS:g} ms from "
+        f"commit to client and nothing lost; {args.conns:,} websocket clients, every query "
+        f"matching every event; steps of {args.seconds:g} s (+{args.warmup:g} s warm-up)"
+        + (f"; medians of {len(runs)} runs" if len(runs) > 1 else "")
+    )
+    print(setup(args))
+    head = ("sustained events/s", "delivered/s", "p50 / p99, ms", "steps (noisy)")
+    print(f"{'':10}" + "".join(f"{h:>20}" for h in head) + "  first rate above that failed")
+    medians: dict[str, float] = {}
+    for side in runs[0]:
+        found = [run[side] for run in runs]
+        medians[side] = statistics.median(f["sustained"] for f in found)
+        for k, f in enumerate(found):
+            at = [r for r in f["steps"] if r["rate"] == f["sustained"] and not r["failed_because"]]
+            above = [r for r in f["steps"] if r["rate"] == f["failed"]]
+            cells = [
+                f"{f['sustained']:g}" if f["sustained"] else "none",
+                f"{at[-1]['delivered_per_s']:,.0f}" if at else "-",
+                f"{at[-1]['p50_ms']:.0f} / {at[-1]['p99_ms']:.0f}" if at else "-",
+                f"{len(f['steps'])} ({sum(r['noisy'] for r in f['steps'])})",
+            ]
+            fail = f"{f['failed']:g}: {above[-1]['failed_because']}" if above else "none failed"
+            if f["stopped"]:
+                fail += f" ({f['stopped']})"
+            name = _label(side) + (f" {k + 1}" if len(runs) > 1 else "")
+            print(f"{name:10}" + "".join(f"{c:>20}" for c in cells) + f"  {fail}")
+    if len(runs) > 1:
+        for side, median in medians.items():
+            print(f"{_label(side)}, median of the runs: {median:g} events/s")
+    if "tidings" in medians and "floor" in medians:
+        ours, floor = medians["tidings"], medians["floor"]
+        ratio = f"{ours / floor:.2f}x" if floor else "-"
+        print(f"\nSustained rate, Tidings / floor: {ours:g} / {floor:g} events/s = {ratio}")
+    for run in runs:
+        for side, f in run.items():
+            deciding = [r for r in f["steps"] if r["rate"] in (f["sustained"], f["failed"])]
+            noisy = [r for r in deciding if r["noisy"]]
+            for r in noisy:
+                print(
+                    f"{_label(side)}: the step at {r['rate']:g} events/s that decided its "
+                    f"rate was measured on a busy machine: {_noise(r)}"
+                )
+            if not f["sustained"] and f["steps"]:
+                lowest = min(r["rate"] for r in f["steps"])
+                print(f"{_label(side)}: no rate sustained; every step failed, down to {lowest:g}/s")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conns", type=int, default=1000, help="websocket clients")
     parser.add_argument("--client-procs", type=int, default=4, help="processes holding them")
-    parser.add_argument("--rate", type=float, default=20.0, help="events per second")
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of events not counted")
-    parser.add_argument("--drain", type=float, default=2.0, help="seconds to wait after the last")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="fixed-rate mode: this many events per second, --runs runs (default: the "
+        "capacity search)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        help="measured seconds per step (default 5); with --rate, per run (20)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        help="seconds of events not counted in the latency, per step (default 1) or run (2)",
+    )
+    parser.add_argument(
+        "--drain",
+        type=float,
+        help="seconds to wait after the last commit (default 1; 2 with --rate)",
+    )
+    parser.add_argument(
+        "--runs", type=int, help="searches per side (default 1); with --rate, runs per side (3)"
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=120.0,
+        help="seconds per side and search: no step starts that would likely end after it "
+        "(default %(default)g)",
+    )
     parser.add_argument("--sides", default="tidings,floor", help="tidings,floor or one of them")
     parser.add_argument(
         "--store",
@@ -1061,16 +1390,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--wait-quiet",
         type=float,
-        default=120,
-        help="before each side, wait up to this many seconds for an idle machine (0: don't)",
+        help="before each side, wait up to this many seconds for an idle machine "
+        "(default 20; 120 with --rate; 0: don't)",
     )
     parser.add_argument(
         "--max-other",
         type=float,
         default=0.15,
-        help="repeat a side's run when other processes used more cores than this meanwhile",
+        help="a step during which other processes used more cores than this is marked "
+        "noisy; with --rate such a run is repeated (default %(default)g)",
     )
-    parser.add_argument("--retries", type=int, default=2, help="repeats allowed per side and run")
+    parser.add_argument(
+        "--retries", type=int, default=2, help="with --rate: repeats allowed per side and run"
+    )
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--profile", type=Path, help="run the servers under cProfile, into DIR")
     parser.add_argument("--role", choices=("clients", "writer"), help=argparse.SUPPRESS)
@@ -1088,11 +1420,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.role == "writer":
         return _writer_main(args)
 
+    for name, (searching, fixed) in MODE_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, fixed if args.rate else searching)
     sides = [x.strip() for x in args.sides.split(",") if x.strip()]
     if unknown := set(sides) - {"tidings", "floor"}:
         parser.error(f"unknown side(s): {', '.join(sorted(unknown))}")
     if not 1 <= args.workers <= args.conns:
         parser.error("--workers: from 1 to --conns")
+    if args.rate is not None and args.rate <= 0:
+        parser.error("--rate: more than 0")
     auth = f"{args.users} member users, one API token per client"
     print(
         f"{args.conns} clients in {args.client_procs} processes; auth: {args.auth}"
@@ -1105,8 +1442,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     started = time.perf_counter()
-    runs: dict[str, list[Result]] = {side: [] for side in sides}
-    repeated = dict.fromkeys(sides, 0)
     with tempfile.TemporaryDirectory(prefix="bench-live-template-") as template_name:
         directory = Path(template_name)
         if "tidings" in sides:
@@ -1116,27 +1451,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             tokens = _tidings_template(args, template) if "tidings" in sides else []
             (directory / "tokens.json").write_text(json.dumps(tokens))
-            for run in range(1, args.runs + 1):
-                for side in sides:  # interleaved, so drift hits both sides alike
-                    for attempt in range(args.retries + 1):
-                        result = run_side(side, args, template)
-                        print(f"run {run}/{args.runs} {side}: {_brief(result)}", flush=True)
-                        other = result["other_cores"]
-                        if other <= args.max_other or attempt == args.retries:
-                            break
-                        repeated[side] += 1
-                        print(f"  other processes used {other:.2f} cores: repeating")
-                    runs[side].append(result)
+            if args.rate:
+                out = run_fixed_rate(args, sides, template)
+            else:
+                out = run_capacity(args, sides, template)
         finally:
             drop_store(template, template.store_url)
+    print(f"\n(total wall time {time.perf_counter() - started:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0
+
+
+def run_capacity(args: argparse.Namespace, sides: list[str], template: Template) -> Result:
+    """The capacity search, `--runs` times per side, sides interleaved."""
+    runs: list[dict[str, Result]] = []
+    for run in range(1, args.runs + 1):
+        runs.append({})
+        for side in sides:
+            print(f"\nrun {run}/{args.runs}, {_label(side)}: steps", flush=True)
+            runs[-1][side] = find_capacity(side, args, template)
+    print_capacity(runs, args)
+    return {"mode": "capacity", "runs": runs}
+
+
+def run_fixed_rate(args: argparse.Namespace, sides: list[str], template: Template) -> Result:
+    """`--runs` runs per side at `--rate`, sides interleaved; a run during which
+    other processes were busy is repeated (`--retries`)."""
+    runs: dict[str, list[Result]] = {side: [] for side in sides}
+    repeated = dict.fromkeys(sides, 0)
+    for run in range(1, args.runs + 1):
+        for side in sides:  # interleaved, so drift hits both sides alike
+            for attempt in range(args.retries + 1):
+                result = run_side(side, args, template)
+                print(f"run {run}/{args.runs} {side}: {_brief(result)}", flush=True)
+                other = result["other_cores"]
+                if other <= args.max_other or attempt == args.retries:
+                    break
+                repeated[side] += 1
+                print(f"  other processes used {other:.2f} cores: repeating")
+            runs[side].append(result)
     summary = summarise(runs)
     print_table(summary, args)
     if any(repeated.values()):
         print(f"\nRuns repeated because other processes were busy: {repeated}")
-    print(f"\n(total wall time {time.perf_counter() - started:.0f} s)")
-    if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "runs": runs}, indent=2))
-    return 0
+    return {"mode": "fixed", "summary": summary, "runs": runs}
 
 
 if __name__ == "__main__":
