@@ -279,9 +279,19 @@ class TextSearch(Protocol):
         ids, and the index is read from there on."""
         ...
 
-    def ranking(self, events: Table, phrases: Sequence[Phrase], *, any_of: bool) -> Subquery:
+    def ranking(
+        self,
+        events: Table,
+        phrases: Sequence[Phrase],
+        *,
+        any_of: bool,
+        newest: tuple[ColumnElement[bool], int] | None = None,
+    ) -> Subquery:
         """`id` and `score` of the events matching `phrases` as `match` does, where
-        a lower score is a better match (a relevance order)."""
+        a lower score is a better match (a relevance order). With `newest`
+        (a condition on `events` and a number N): only the newest N matches
+        that also meet the condition are scored, read from the index newest
+        first, so a word in most events costs N scores, not one per match."""
         ...
 
     def index(self, conn: Connection, rows: Iterable[tuple[int, str, str, str | None]]) -> None:
@@ -321,13 +331,27 @@ class Fts5Search:
             found = found.where(_FTS.c.rowid > after)
         return events.c.id.in_(found)
 
-    def ranking(self, events: Table, phrases: Sequence[Phrase], *, any_of: bool) -> Subquery:
+    def ranking(
+        self,
+        events: Table,
+        phrases: Sequence[Phrase],
+        *,
+        any_of: bool,
+        newest: tuple[ColumnElement[bool], int] | None = None,
+    ) -> Subquery:
         score = func.bm25(literal_column("events_fts"), *self.WEIGHTS)
-        return (
-            select(_FTS.c.rowid.label("id"), score.label("score"))
-            .where(self._match(phrases, "text", any_of))
-            .subquery("ranked")
+        ranked = select(_FTS.c.rowid.label("id"), score.label("score")).where(
+            self._match(phrases, "text", any_of)
         )
+        if newest is not None:
+            condition, count = newest
+            ranked = (
+                ranked.join(events, events.c.id == _FTS.c.rowid)
+                .where(condition)
+                .order_by(_FTS.c.rowid.desc())
+                .limit(count)
+            )
+        return ranked.subquery("ranked")
 
     def index(self, conn: Connection, rows: Iterable[tuple[int, str, str, str | None]]) -> None:
         """Nothing to do: the triggers of migration 0004 index every insert."""

@@ -115,14 +115,28 @@ class TsvectorSearch:
             found = found.where(event_search.c.event_id > after)
         return events.c.id.in_(found)
 
-    def ranking(self, events: Table, phrases: Sequence[Phrase], *, any_of: bool) -> Subquery:
+    def ranking(
+        self,
+        events: Table,
+        phrases: Sequence[Phrase],
+        *,
+        any_of: bool,
+        newest: tuple[ColumnElement[bool], int] | None = None,
+    ) -> Subquery:
         q = cast(literal(query(phrases, any_of=any_of)), TSQUERY)
         score = -func.ts_rank(RANK_WEIGHTS, event_search.c.doc, q)
-        return (
-            select(event_search.c.event_id.label("id"), score.label("score"))
-            .where(event_search.c.doc.op("@@")(q))
-            .subquery("ranked")
+        ranked = select(event_search.c.event_id.label("id"), score.label("score")).where(
+            event_search.c.doc.op("@@")(q)
         )
+        if newest is not None:
+            condition, count = newest
+            ranked = (
+                ranked.join(events, events.c.id == event_search.c.event_id)
+                .where(condition)
+                .order_by(event_search.c.event_id.desc())
+                .limit(count)
+            )
+        return ranked.subquery("ranked")
 
     def index(self, conn: Connection, rows: Iterable[tuple[int, str, str, str | None]]) -> None:
         """Index events just inserted: (id, title, summary, author's name)."""

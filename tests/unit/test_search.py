@@ -430,6 +430,36 @@ def test_search_ranks_by_relevance_then_newest(store: Store) -> None:
     assert titles(store, "") == ["Nothing to see", "Merger", "Unrelated", "Merger", "Weekly digest"]
 
 
+def test_a_relevance_order_ranks_the_newest_matches_the_viewer_may_see(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the newest RANK_WITHIN matches are ranked (a word in most events
+    would cost a score each); they are the newest of those that also meet
+    the rest of the query and that the viewer may see, so neither a filter
+    nor visibility thins them out."""
+    monkeypatch.setattr("aggregator.store.RANK_WITHIN", 3)
+    wiki, hr = sources("wiki", "hr")
+    add(store, wiki, item("1", "Merger", "merger merger merger"))  # the best match, oldest
+    add(store, hr, item("2", "hr merger note", "x"), item("3", "hr merger memo", "x"))
+    add(
+        store,
+        wiki,
+        item("4", "a merger", "x"),
+        item("5", "b merger", "x"),
+        item("6", "c merger", "x"),
+    )
+    add(store, hr, item("7", "hr merger newest", "x"))
+    assert set(titles(store, "merger")) == {"hr merger newest", "c merger", "b merger"}
+    # Not the newest 3 matches then filtered: the newest 3 of wiki's.
+    assert set(titles(store, "merger source:wiki")) == {"a merger", "b merger", "c merger"}
+    member = Viewer("max", frozenset({"hr"}))
+    assert set(titles(store, "merger", viewer=member)) == {
+        "hr merger newest", "hr merger memo", "hr merger note"
+    }  # fmt: skip
+    monkeypatch.setattr("aggregator.store.RANK_WITHIN", 10)
+    assert titles(store, "merger")[0] == "Merger"  # within reach again: ranked first
+
+
 def test_excluded_words_do_not_rank_and_or_ranks_partial_matches_last(store: Store) -> None:
     [wiki] = sources("wiki")
     add(
