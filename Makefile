@@ -18,6 +18,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $@ $(VENV)/.installed
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
@@ -73,14 +77,14 @@ check: lint types test
 # The feed benches take about 15 minutes: bench.feeds 5, its 10,000-source round 7,
 # bench.hostile 1.5 (its drip lasts 10 minutes but costs the round [http] total_timeout, 60 s);
 # bench.jsonapi and bench.hooks about a minute each.
-bench: install-test dovecot
-	$(BIN)/pip install --quiet -e '.[bench]'
+bench: $(VENV)/.installed-bench dovecot
 	$(BIN)/python -m bench.feeds
 	$(BIN)/python -m bench.feeds --feeds 10000 --items 3-5 --sides tidings,reader --runs 1
 	$(BIN)/python -m bench.hostile
 	$(BIN)/python -m bench.jsonapi
 	$(BIN)/python -m bench.hooks
 	$(BIN)/python -m bench.history
+	$(BIN)/python -m bench.unread
 	$(BIN)/python -m bench.live
 	$(BIN)/python -m bench.imap
 
