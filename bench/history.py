@@ -5,6 +5,7 @@
     python -m bench.history --fresh                # rebuild the cached database
     python -m bench.history --explain              # also print every query plan
     python -m bench.history --store postgresql --events 10000000   # PostgreSQL (issue 13)
+    python -m bench.history --peer none            # without the peer, reader (history_reader.py)
 
 The database is generated once through the real schema (`Store(url)` runs the
 migrations, FTS5 triggers included), filled with bulk `executemany` inserts
@@ -1177,6 +1178,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--explain", action="store_true", help="print every query plan")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--progress", action="store_true", help="report progress while measuring")
+    parser.add_argument(
+        "--peer",
+        choices=("reader", "none"),
+        help="also time the peer on its own, smaller data set (bench/history_reader.py); "
+        "default: reader with --store sqlite",
+    )
+    parser.add_argument("--peer-events", type=int, default=100_000, help="the peer's data set")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     if args.store == "postgresql":
@@ -1207,6 +1215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = measure(url, meta, args)
     result["verdicts"] = verdicts(result)
     print_report(meta, result, args)
+    if (args.peer or ("reader" if args.store == "sqlite" else "none")) == "reader":
+        from bench import history_reader  # reader: a bench extra
+
+        result["peer"] = history_reader.compare(
+            events=args.peer_events, runs=args.runs, cache_dir=args.cache_dir, fresh=args.fresh
+        )
     print(f"\n(total wall time {time.perf_counter() - started:.0f} s)")
     if args.json:
         args.json.write_text(
