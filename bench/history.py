@@ -510,10 +510,14 @@ SQLITE_FLOOR = FloorSql(
     fold="lower({})",
     has_tag="EXISTS (SELECT 1 FROM json_each(events.tags) WHERE lower(json_each.value) = ?)",
     matches="id IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)",
+    # Ranked as Tidings ranks (aggregator.store.RANK_WITHIN): the newest 20,000
+    # matches the viewer may see, scored, best first.
     ranked=(
-        "SELECT events.* FROM events_fts JOIN events ON events.id = events_fts.rowid "
-        "WHERE events_fts MATCH ? {viewer}ORDER BY bm25(events_fts, 4.0, 1.0, 2.0), "
-        "events.id DESC LIMIT ?"
+        "SELECT events.* FROM (SELECT events_fts.rowid AS id, "
+        "bm25(events_fts, 4.0, 1.0, 2.0) AS score FROM events_fts "
+        "JOIN events ON events.id = events_fts.rowid WHERE events_fts MATCH ? "
+        "{viewer}ORDER BY events_fts.rowid DESC LIMIT 20000) AS ranked "
+        "JOIN events ON events.id = ranked.id ORDER BY ranked.score, events.id DESC LIMIT ?"
     ),
     text=lambda words: f'"{words}"',
     author=lambda name: f'actor_name : "{name.lower()}"',

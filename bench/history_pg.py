@@ -77,10 +77,14 @@ POSTGRES_FLOOR = FloorSql(
         'WHERE lower(tag COLLATE "C") = ?)'
     ),
     matches="id IN (SELECT event_id FROM event_search WHERE doc @@ CAST(? AS tsquery))",
+    # As Tidings ranks (aggregator.store.RANK_WITHIN): the newest 20,000 matches.
     ranked=(
-        "SELECT events.* FROM CAST(? AS tsquery) AS q, event_search "
+        "SELECT events.* FROM (SELECT event_search.event_id AS id, "
+        "ts_rank('{0, 0.5, 0.25, 1}', event_search.doc, q) AS score "
+        "FROM CAST(? AS tsquery) AS q, event_search "
         "JOIN events ON events.id = event_search.event_id WHERE event_search.doc @@ q "
-        "{viewer}ORDER BY ts_rank('{0, 0.5, 0.25, 1}', event_search.doc, q) DESC, events.id DESC "
+        "{viewer}ORDER BY event_search.event_id DESC LIMIT 20000) AS ranked "
+        "JOIN events ON events.id = ranked.id ORDER BY ranked.score DESC, events.id DESC "
         "LIMIT ?"
     ),
     text=_tsquery,
