@@ -693,6 +693,10 @@ class EventFilter:
         """Whether a `source:` term is in the query (see `where`'s `source_ids`)."""
         return _any_node(self.root, lambda n: isinstance(n, Term) and n.field == "source")
 
+    def is_empty(self) -> bool:
+        """Whether it selects every event (no term at all)."""
+        return isinstance(self.root, And) and not self.root.children
+
     def bounded_in_time(self) -> bool:
         """Whether a `since:` or `until:` term is in the query: which events
         it selects then changes as time passes, not only as events arrive."""

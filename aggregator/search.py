@@ -285,13 +285,14 @@ class TextSearch(Protocol):
         phrases: Sequence[Phrase],
         *,
         any_of: bool,
-        newest: tuple[ColumnElement[bool], int] | None = None,
+        newest: tuple[ColumnElement[bool] | None, int] | None = None,
     ) -> Subquery:
         """`id` and `score` of the events matching `phrases` as `match` does, where
         a lower score is a better match (a relevance order). With `newest`
-        (a condition on `events` and a number N): only the newest N matches
-        that also meet the condition are scored, read from the index newest
-        first, so a word in most events costs N scores, not one per match."""
+        (a condition on `events`, or None for none, and a number N): only the
+        newest N matches that also meet the condition are scored, read from
+        the index newest first, so a word in most events costs N scores, not
+        one per match."""
         ...
 
     def index(self, conn: Connection, rows: Iterable[tuple[int, str, str, str | None]]) -> None:
@@ -337,7 +338,7 @@ class Fts5Search:
         phrases: Sequence[Phrase],
         *,
         any_of: bool,
-        newest: tuple[ColumnElement[bool], int] | None = None,
+        newest: tuple[ColumnElement[bool] | None, int] | None = None,
     ) -> Subquery:
         score = func.bm25(literal_column("events_fts"), *self.WEIGHTS)
         ranked = select(_FTS.c.rowid.label("id"), score.label("score")).where(
@@ -345,12 +346,9 @@ class Fts5Search:
         )
         if newest is not None:
             condition, count = newest
-            ranked = (
-                ranked.join(events, events.c.id == _FTS.c.rowid)
-                .where(condition)
-                .order_by(_FTS.c.rowid.desc())
-                .limit(count)
-            )
+            if condition is not None:
+                ranked = ranked.join(events, events.c.id == _FTS.c.rowid).where(condition)
+            ranked = ranked.order_by(_FTS.c.rowid.desc()).limit(count)
         return ranked.subquery("ranked")
 
     def index(self, conn: Connection, rows: Iterable[tuple[int, str, str, str | None]]) -> None:

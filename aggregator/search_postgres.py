@@ -121,7 +121,7 @@ class TsvectorSearch:
         phrases: Sequence[Phrase],
         *,
         any_of: bool,
-        newest: tuple[ColumnElement[bool], int] | None = None,
+        newest: tuple[ColumnElement[bool] | None, int] | None = None,
     ) -> Subquery:
         q = cast(literal(query(phrases, any_of=any_of)), TSQUERY)
         score = -func.ts_rank(RANK_WEIGHTS, event_search.c.doc, q)
@@ -130,12 +130,10 @@ class TsvectorSearch:
         )
         if newest is not None:
             condition, count = newest
-            ranked = (
-                ranked.join(events, events.c.id == event_search.c.event_id)
-                .where(condition)
-                .order_by(event_search.c.event_id.desc())
-                .limit(count)
-            )
+            if condition is not None:
+                joined = ranked.join(events, events.c.id == event_search.c.event_id)
+                ranked = joined.where(condition)
+            ranked = ranked.order_by(event_search.c.event_id.desc()).limit(count)
         return ranked.subquery("ranked")
 
     def index(self, conn: Connection, rows: Iterable[tuple[int, str, str, str | None]]) -> None:

@@ -35,6 +35,7 @@ import itertools
 import json
 import os
 import random
+import re
 import sqlite3
 import statistics
 import sys
@@ -500,7 +501,9 @@ class FloorSql:
     fold: str  # ASCII letters in lower case, as Tidings compares kinds, verbs and tags
     has_tag: str  # a condition: one of the event's tags is ?
     matches: str  # a condition: the full-text index finds ? in the event
-    ranked: str  # a statement: the events matching ?, best first; {viewer} before ORDER BY
+    # A statement: the events matching ?, best first; {viewer} before ORDER BY,
+    # {join:...} the join that a condition on events needs (left out without one).
+    ranked: str
     text: Callable[[str], str]  # a word or a phrase -> the argument of `matches`
     author: Callable[[str], str]  # a name -> the same, in the author's name only
     moment: Callable[[datetime], Any]  # a naive UTC datetime as the driver takes it
@@ -515,7 +518,7 @@ SQLITE_FLOOR = FloorSql(
     ranked=(
         "SELECT events.* FROM (SELECT events_fts.rowid AS id, "
         "bm25(events_fts, 4.0, 1.0, 2.0) AS score FROM events_fts "
-        "JOIN events ON events.id = events_fts.rowid WHERE events_fts MATCH ? "
+        "{join:JOIN events ON events.id = events_fts.rowid }WHERE events_fts MATCH ? "
         "{viewer}ORDER BY events_fts.rowid DESC LIMIT 20000) AS ranked "
         "JOIN events ON events.id = ranked.id ORDER BY ranked.score, events.id DESC LIMIT ?"
     ),
@@ -755,6 +758,10 @@ def floor_sql(
     sql, args = param.floor
     values: list[Any] = list(args)
     if "{viewer}" in sql:  # ranked: the viewer goes before ORDER BY
+        join = re.search(r"\{join:([^}]*)\}", sql)
+        if join:  # only a condition on the events needs them joined
+            needed = viewer is not None or "AND events." in sql
+            sql = sql.replace(join.group(0), join.group(1) if needed else "")
         if viewer is None:
             sql = sql.replace("{viewer}", "")
         else:

@@ -82,7 +82,7 @@ POSTGRES_FLOOR = FloorSql(
         "SELECT events.* FROM (SELECT event_search.event_id AS id, "
         "ts_rank('{0, 0.5, 0.25, 1}', event_search.doc, q) AS score "
         "FROM CAST(? AS tsquery) AS q, event_search "
-        "JOIN events ON events.id = event_search.event_id WHERE event_search.doc @@ q "
+        "{join:JOIN events ON events.id = event_search.event_id }WHERE event_search.doc @@ q "
         "{viewer}ORDER BY event_search.event_id DESC LIMIT 20000) AS ranked "
         "JOIN events ON events.id = ranked.id ORDER BY ranked.score DESC, events.id DESC "
         "LIMIT ?"

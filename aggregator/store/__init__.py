@@ -1129,9 +1129,10 @@ class Store:
             if phrases and rest is not None:
                 # Every match contains all the phrases: rank the newest
                 # RANK_WITHIN of the matches the viewer may see.
-                condition = matching(conn, rest, self.search)
+                condition = None if rest.is_empty() else matching(conn, rest, self.search)
                 if viewer is not None:
-                    condition = and_(condition, viewer.where(events.c.source_id))
+                    sees = viewer.where(events.c.source_id)
+                    condition = sees if condition is None else and_(condition, sees)
                 ranked = self.search.ranking(
                     events, phrases, any_of=False, newest=(condition, RANK_WITHIN)
                 )
