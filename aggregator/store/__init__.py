@@ -1109,7 +1109,7 @@ class Store:
             query = query.where(viewer.where(events.c.source_id))
         with self._read.connect() as conn:
             if flt is not None:
-                query = query.where(matching(conn, flt, self.search))
+                query = query.where(matching(conn, flt, self.search, after=cursor))
             return [_row_to_event(r) for r in conn.execute(query).mappings()]
 
     def search_events(

@@ -116,6 +116,17 @@ events = Table(
     sqlite_autoincrement=True,
 )
 
+# Each event's tags, folded as filters.fold does, for `tag:` (0010): filled by
+# triggers on `events`, emptied by the cascade.
+event_tags = Table(
+    "event_tags",
+    metadata,
+    Column("tag", Text, primary_key=True),
+    Column("event_id", LongId, ForeignKey("events.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_event_tags_event_id", "event_id"),
+    sqlite_with_rowid=False,
+)
+
 # The latest version of every item: what decide() compares a poll against.
 entries = Table(
     "entries",

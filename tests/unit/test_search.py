@@ -17,6 +17,7 @@ from sqlalchemy import delete, insert, select, text, update
 from starlette.testclient import TestClient
 
 import aggregator.store
+import aggregator.store.conditions
 from aggregator.config import SourceConfig, parse_config
 from aggregator.decide import prepare
 from aggregator.exceptions import QueryError
@@ -32,7 +33,7 @@ from aggregator.search import (
 from aggregator.search_postgres import document
 from aggregator.store import Store
 from aggregator.store.conditions import matching
-from aggregator.store.schema import events
+from aggregator.store.schema import event_tags, events
 from aggregator.types import Actor, EventData
 from aggregator.visibility import Viewer
 from tests.stores import store_url
@@ -169,8 +170,8 @@ def stored_before(tmp_path: Path, revision: str, **row: object) -> str:
             insert(events).values(
                 source_id="wiki", kind="feed", external_id="x", content_hash="h",
                 verb="Create", object_type="Note", title="Merger talks", summary="",
-                content_html="", published=NOW, tags=[], extra={}, audience=[],
-                ingested_at=NOW, **row,
+                content_html="", published=NOW, extra={}, audience=[],
+                ingested_at=NOW, **{"tags": [], **row},
             )
         )  # fmt: skip
     store.close()
@@ -187,6 +188,67 @@ def test_the_migration_indexes_the_events_already_stored(tmp_path: Path) -> None
         sql = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'events_fts'")).scalar()
     assert f"tokenize='{Fts5Search.TOKENIZER}'" in sql  # what tokenize() emulates
     store.close()
+
+
+def tag_index(store: Store) -> set[tuple[str, int]]:
+    with store._read.connect() as conn:
+        return {(r.tag, r.event_id) for r in conn.execute(select(event_tags))}
+
+
+def test_the_tag_index_follows_the_events(store: Store) -> None:
+    store.create_source({"id": "tmp", "kind": "feed", "url": "https://e.org/t"}, actor="t", now=NOW)
+    [tmp] = store.db_sources()
+    [wiki] = sources("wiki")
+    one, two = add(store, wiki, item("a", tags=("Release", "RELEASE", "Ärger", "")), item("b"))
+    [three] = store.record_poll(
+        tmp, prepare([item("c", tags=("release",))]), state=None, now=NOW, next_poll_at=NOW
+    )
+    # Folded as fold() does (ASCII only), each once, the empty tag included.
+    assert tag_index(store) == {("release", one), ("Ärger", one), ("", one), ("release", three)}
+    assert found(store, "tag:RELEASE") == [three, one]
+    assert found(store, "-tag:release") == [two]
+    store.delete_source("tmp", actor="t", now=NOW)
+    with store._writing() as conn:  # as retention deletes
+        conn.execute(delete(events).where(events.c.id == two))
+    assert tag_index(store) == {("release", one), ("Ärger", one), ("", one)}
+    assert found(store, "tag:release") == [one]
+
+
+def test_the_migration_indexes_the_tags_already_stored(tmp_path: Path) -> None:
+    url = stored_before(tmp_path, "0009", tags=["Legal", "hr", "legal"])  # before 0010
+    store = Store(url)  # migrates to the head again
+    assert len(found(store, "tag:LEGAL")) == 1 and len(found(store, "tag:hr")) == 1
+    assert {tag for tag, _ in tag_index(store)} == {"legal", "hr"}
+    store.close()
+
+
+@pytest.mark.sqlite_only
+def test_a_tag_reads_its_index(store: Store) -> None:
+    found_plan = plan(store, "tag:release")
+    assert "event_tags USING PRIMARY KEY (tag=?)" in found_plan, found_plan
+    assert "json_each" not in sql(store, "tag:release")
+
+
+@pytest.mark.parametrize(
+    "query", ["tag:a", "tag:b", "tag:a,b", "-tag:a", "tag:a -tag:b", "x OR tag:b"]
+)
+def test_a_common_tag_walked_selects_what_it_does_listed(
+    store: Store, query: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [wiki] = sources("wiki")
+    tags = [("a",), ("b",), ("a", "b"), (), ("A",)] * 3
+    add(store, wiki, *(item(str(i), "x" if i % 4 else "", tags=t) for i, t in enumerate(tags)))
+    listed = found(store, query)
+
+    def after(cursor: int) -> list[int]:  # the index lookups start at the cursor
+        return [e.id for e in store.events_after(cursor, EventFilter.parse(query), viewer=None)]
+
+    listed_after = after(5)
+    monkeypatch.setattr(aggregator.store.conditions, "COMMON_TAG", 2)  # every tag is common
+    assert found(store, query) == listed and listed
+    assert after(5) == listed_after and listed_after != listed
+    if store.is_sqlite and query == "tag:a":
+        assert "CORRELATED" in plan(store, query)  # walked: each event looked up
 
 
 # --- the tokenizer agrees with SQLite's ---------------------------------------------
