@@ -13,7 +13,7 @@ from aggregator.visibility import Viewer
 
 # Events with a tag beyond which a query walks the events and looks each up,
 # rather than list the tag's: at 1,000,000 events a page costs about the same
-# either way at 20,000 (docs/queries.md).
+# either way between 10,000 and 20,000 (docs/benchmarks.md, Unread counts).
 COMMON_TAG = 10_000
 
 
