@@ -48,6 +48,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from aggregator.store.conditions import COMMON_TAG
 from bench.feeds import _machine_busy, environment, package_version
 
 GENERATOR_VERSION = 2  # bump when the generated data changes: cached files are keyed by it
@@ -499,7 +500,6 @@ class FloorSql:
     `?` throughout (psycopg's `%s` is put in when the statement runs)."""
 
     fold: str  # ASCII letters in lower case, as Tidings compares kinds, verbs and tags
-    has_tag: str  # a condition: one of the event's tags is ?
     matches: str  # a condition: the full-text index finds ? in the event
     # A statement: the events matching ?, best first; {viewer} before ORDER BY,
     # {join:...} the join that a condition on events needs (left out without one).
@@ -511,7 +511,6 @@ class FloorSql:
 
 SQLITE_FLOOR = FloorSql(
     fold="lower({})",
-    has_tag="EXISTS (SELECT 1 FROM json_each(events.tags) WHERE lower(json_each.value) = ?)",
     matches="id IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)",
     # Ranked as Tidings ranks (aggregator.store.RANK_WITHIN): the newest 20,000
     # matches the viewer may see, scored, best first.
@@ -527,6 +526,18 @@ SQLITE_FLOOR = FloorSql(
     moment=_fmt_time,
 )
 _STAR = "SELECT * FROM events WHERE "
+
+
+def has_tag(events_with_it: int) -> str:
+    """A condition, the same on both databases: the event has tag ?, read
+    from the tags' index as Tidings reads it (aggregator/store/conditions.py):
+    a tag on at most COMMON_TAG events listed, a commoner one walked, the
+    events newest first, each looked up."""
+    if events_with_it > COMMON_TAG:
+        return "EXISTS (SELECT 1 FROM event_tags WHERE tag = ? AND event_id = events.id)"
+    return "id IN (SELECT event_id FROM event_tags WHERE tag = ?)"
+
+
 _ORDER = " ORDER BY id DESC LIMIT ?"
 
 
@@ -548,6 +559,7 @@ def build_queries(
     src = nearest(visible, n, (0.2, 0.03, 0.01, 0.0001))
     deep_src = nearest([(s, c) for s, c in visible if c >= 20 * PAGE] or visible, n, (0.1, 0.01))
     kv = nearest([tuple(x) for x in meta["kind_verb"]], n, (0.2, 0.04, 0.008))
+    tagged = dict(meta["tags"])
     tags = nearest([tuple(x) for x in meta["tags"]], n, (0.15, 0.03, 0.005))
     deep_tags = nearest([tuple(x) for x in meta["tags"]], n, (0.15, 0.03))
     authors = nearest([tuple(x) for x in meta["authors"]], n, (0.01, 0.002, 0.0003))
@@ -592,7 +604,7 @@ def build_queries(
                 Param(
                     f"tag:{t}",
                     (
-                        _STAR + floor.has_tag + _ORDER,
+                        _STAR + has_tag(tagged[t]) + _ORDER,
                         (t,),
                     ),
                 )
@@ -654,7 +666,7 @@ def build_queries(
                 Param(
                     f"tag:{t}",
                     (
-                        _STAR + floor.has_tag + " AND id < ?" + _ORDER,
+                        _STAR + has_tag(tagged[t]) + " AND id < ?" + _ORDER,
                         (t,),
                     ),
                     cursor_depth=19,
@@ -724,7 +736,7 @@ def build_queries(
                 Param(
                     f"tag:{rarest_tag}",
                     (
-                        _STAR + floor.has_tag + _ORDER,
+                        _STAR + has_tag(tagged[rarest_tag]) + _ORDER,
                         (rarest_tag,),
                     ),
                 )

@@ -72,10 +72,6 @@ def _tsquery(words: str, weights: str = "ACB") -> str:
 # author 2, the summary 1, the title 4, over 4).
 POSTGRES_FLOOR = FloorSql(
     fold='lower({} COLLATE "C")',  # the C locale's lower() folds ASCII letters only
-    has_tag=(
-        "EXISTS (SELECT 1 FROM json_array_elements_text(events.tags) AS tag "
-        'WHERE lower(tag COLLATE "C") = ?)'
-    ),
     matches="id IN (SELECT event_id FROM event_search WHERE doc @@ CAST(? AS tsquery))",
     # As Tidings ranks (aggregator.store.RANK_WITHIN): the newest 20,000 matches.
     ranked=(
