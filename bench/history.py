@@ -187,6 +187,10 @@ COLUMNS = (
     "summary", "content_html", "url", "actor_name", "actor_email", "actor_url", "published",
     "updated", "tags", "thread_id", "extra", "audience", "ingested_at",
 )  # fmt: skip
+# One of generate_rows' rows, as the bulk loads write them (SQLite).
+INSERT_EVENTS = (
+    f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+)
 
 
 def generate_rows(n: int, seed: int = 1, batch: int = 10_000) -> Iterator[list[tuple[Any, ...]]]:
@@ -408,10 +412,9 @@ def build_database(events: int, directory: Path, *, fresh: bool = False) -> tupl
     conn = sqlite3.connect(building, isolation_level=None)
     conn.execute("PRAGMA synchronous=OFF")  # a bench fixture: no need to survive a crash
     conn.execute("PRAGMA cache_size=-262144")  # 256 MB: the FTS index and (source_id, id)
-    sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
     for rows in generate_rows(events):
         conn.execute("BEGIN")
-        conn.executemany(sql, rows)
+        conn.executemany(INSERT_EVENTS, rows)
         conn.execute("COMMIT")
         tally.add(rows)
     inserted = time.perf_counter() - started

@@ -44,7 +44,7 @@ from typing import Any
 from bench.feeds import environment, package_version
 from bench.history import (
     ANCHOR,
-    COLUMNS,
+    INSERT_EVENTS,
     RESULTS,
     Result,
     _captured,
@@ -134,7 +134,6 @@ def measure(url: str, meta: Result, args: argparse.Namespace) -> None:
     newest = max(s.last_read_id for s in store.streams.list(user.id))
     raw = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
     arriving = generate_rows((args.runs + 1) * ARRIVING * len(BACKLOGS), seed=7, batch=ARRIVING)
-    insert = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
     def counts() -> dict[int, int]:
         return store.streams.unread_counts(user.id, viewer=viewer)
@@ -144,7 +143,7 @@ def measure(url: str, meta: Result, args: argparse.Namespace) -> None:
 
     def arrive() -> None:
         raw.execute("BEGIN")
-        raw.executemany(insert, next(arriving))
+        raw.executemany(INSERT_EVENTS, next(arriving))
         raw.execute("COMMIT")
 
     print(f"{len(queries)} streams: {', '.join(queries)}\n")
