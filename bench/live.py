@@ -810,7 +810,9 @@ class Side:
             bodies: list[Any] = [None] * len(bases)
             while not all(body and body["done"] for body in bodies):
                 time.sleep(0.2)
-                bodies = [json.loads(_get(f"{base}/produced")) for base in bases]
+                # A floor past its capacity answers late, busy sending: that
+                # step fails on its latency, not on this look.
+                bodies = [json.loads(_get(f"{base}/produced", timeout=120)) for base in bases]
             figures = cpu.stop()
             commits = [[(i, t, t) for i, t in body["events"]] for body in bodies]
         time.sleep(args.drain)  # what is still on its way
