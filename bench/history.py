@@ -529,6 +529,7 @@ SQLITE_FLOOR = FloorSql(
     moment=_fmt_time,
 )
 _STAR = "SELECT * FROM events WHERE "
+_ORDER = " ORDER BY id DESC LIMIT ?"
 
 
 def has_tag(events_with_it: int) -> str:
@@ -539,9 +540,6 @@ def has_tag(events_with_it: int) -> str:
     if events_with_it > COMMON_TAG:
         return "EXISTS (SELECT 1 FROM event_tags WHERE tag = ? AND event_id = events.id)"
     return "id IN (SELECT event_id FROM event_tags WHERE tag = ?)"
-
-
-_ORDER = " ORDER BY id DESC LIMIT ?"
 
 
 def build_queries(

@@ -2,11 +2,11 @@
 
     python -m bench.tag_write
 
-bench.history's first 20,000 generated events (1.36 tags each on average)
-go into a fresh migrated SQLite store, 10,000 per transaction as the
-history bench loads them (FTS5 triggers firing), three times with the
-index's trigger and three times with it dropped, alternating; the figure is
-the median CPU time of each and their difference per event.
+bench.history's first 20,000 generated events (0-3 tags each) go into a
+fresh migrated SQLite store, 10,000 per transaction as the history bench
+loads them (FTS5 triggers firing), three times with the index's trigger and
+three times with it dropped, alternating; the figure is the median CPU time
+of each and their difference per event.
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ def main() -> None:
         with_index = run % 2 == 0
         seconds, tag_rows = insert_all(rows, with_index=with_index)
         spent[with_index].append(seconds)
-        print(f"with the index: {with_index}: {seconds:.2f} CPU s, {tag_rows:,} tag rows")
+        print(
+            f"with the index: {with_index}: {seconds:.2f} CPU s"
+            + (f", {tag_rows / EVENTS:.2f} tags an event" if with_index else "")
+        )
     on, off = statistics.median(spent[True]), statistics.median(spent[False])
     cost = on - off
     print(
