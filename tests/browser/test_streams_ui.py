@@ -178,6 +178,15 @@ def saved_order(board: Board) -> list[object]:
     return [s["name"] for s in streams]
 
 
+def assert_order_saved(board: Board, names: list[str]) -> None:
+    """Once the page has no order left to save, the server holds `names`.
+
+    Polling the server alone could pass early: moving a stream away and back
+    saves the same order twice, with another between the two."""
+    expect(board.page.locator("#stream-list")).not_to_have_attribute("aria-busy", "true")
+    assert saved_order(board) == names
+
+
 # --- 1. query box and saved streams ------------------------------------------------
 
 
@@ -651,7 +660,7 @@ def test_reorder_streams_by_keyboard_and_by_dragging(
         page.keyboard.press("Alt+ArrowDown")
         expect(names).to_have_text(["Alpha", "Gamma", "Beta"])
         expect(gamma).to_be_focused()
-        wait_until(lambda: saved_order(board) == ["Alpha", "Gamma", "Beta"], 10, "the order saved")
+        assert_order_saved(board, ["Alpha", "Gamma", "Beta"])
         page.reload()
         expect(names).to_have_text(["Alpha", "Gamma", "Beta"])
 
@@ -678,7 +687,7 @@ def test_reorder_streams_by_keyboard_and_by_dragging(
         expect(manage).to_be_focused()
         expect(manage).to_have_attribute("aria-expanded", "false")
         expect(names).to_have_text(["Gamma", "Beta", "Alpha"])
-        wait_until(lambda: saved_order(board) == ["Gamma", "Beta", "Alpha"], 10, "the order saved")
+        assert_order_saved(board, ["Gamma", "Beta", "Alpha"])
         page.reload()
         expect(names).to_have_text(["Gamma", "Beta", "Alpha"])
 
@@ -688,7 +697,7 @@ def test_reorder_streams_by_keyboard_and_by_dragging(
             nav.get_by_role("link", name="Gamma", exact=True), target_position={"x": 8, "y": 2}
         )
         expect(names).to_have_text(["Alpha", "Gamma", "Beta"])
-        wait_until(lambda: saved_order(board) == ["Alpha", "Gamma", "Beta"], 10, "the order saved")
+        assert_order_saved(board, ["Alpha", "Gamma", "Beta"])
         page.reload()
         expect(names).to_have_text(["Alpha", "Gamma", "Beta"])
         board.assert_clean()

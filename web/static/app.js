@@ -50,6 +50,7 @@
     managing: null, // the stream whose actions (edit, move, delete) are shown
     editing: null, // {id, li}: the stream being edited, and its form, kept across renders
     orderPending: 0, // new orders not yet saved
+    orderSaves: 0, // orders made so far: a queued save that is not the newest is skipped
     unseen: 0, // live events that arrived above a reader who had scrolled down
   };
   let current = null; // the event j/k selected
@@ -142,8 +143,10 @@
     location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
   }
 
-  async function api(method, url, body) {
+  // keepalive: the request outlives the page (a save made just before a reload).
+  async function api(method, url, body, keepalive) {
     const init = { method: method, credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (keepalive) init.keepalive = true;
     if (method !== "GET") init.headers["X-CSRF-Token"] = csrf;
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
@@ -1080,19 +1083,27 @@
   function saveOrder(order, movedId) {
     state.streams = order;
     state.orderPending += 1;
+    const mine = ++state.orderSaves;
+    markSaving();
     renderStreams();
     syncSavedLive();
     const at = order.findIndex((s) => s.id === movedId);
     say("“" + order[at].name + "” moved to " + (at + 1) + " of " + order.length + ".");
     const ids = order.map((s) => s.id);
     serial(async function () {
+      // A newer order waits behind this one: only the newest need be sent.
+      if (mine !== state.orderSaves) {
+        state.orderPending -= 1;
+        return;
+      }
       let res;
       try {
-        res = await api("PUT", "/api/streams/order", { ids: ids });
+        res = await api("PUT", "/api/streams/order", { ids: ids }, true);
       } catch (_) {
         res = { ok: false, status: 0, data: null };
       }
       state.orderPending -= 1;
+      markSaving();
       if (res.ok) {
         showStreamsError("");
         return;
@@ -1100,6 +1111,11 @@
       showStreamsError(failure("Could not save the new order", res));
       refreshStreams(); // the order the server has
     });
+  }
+
+  // The list says it is busy while a new order is on its way to the server.
+  function markSaving() {
+    streamList.setAttribute("aria-busy", state.orderPending ? "true" : "false");
   }
 
   // A listing fetched while a new order is still being saved keeps that order.
