@@ -57,6 +57,7 @@ from aggregator.store.schema import (
     webhook_deliveries,
 )
 from aggregator.store.streams import Streams
+from aggregator.store.unread import forget_deleted
 from aggregator.types import Actor, Event, JSONObject
 from aggregator.visibility import Viewer
 
@@ -540,6 +541,10 @@ class Store:
         with self._writing() as conn:
             self._editable(conn, source_id)
             conn.execute(delete(entries).where(entries.c.source_id == source_id))
+            forget_deleted(
+                conn,
+                conn.scalar(select(func.max(events.c.id)).where(events.c.source_id == source_id)),
+            )
             gone = conn.execute(delete(events).where(events.c.source_id == source_id)).rowcount
             conn.execute(delete(sources).where(sources.c.id == source_id))
             audit(conn, actor, "source.delete", source_id, now, events=gone)

@@ -31,10 +31,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, func, select
 
 from aggregator.config import Config, SourceConfig
 from aggregator.store.schema import events, sources
+from aggregator.store.unread import forget_deleted
 
 log = logging.getLogger(__name__)
 
@@ -168,4 +169,7 @@ def _delete_batch(conn: Connection, source_id: str, cutoff: datetime, batch: int
         .subquery()
     )
     old = select(head.c.id).where(head.c.ingested_at < cutoff)
+    forget_deleted(
+        conn, conn.scalar(select(func.max(head.c.id)).where(head.c.ingested_at < cutoff))
+    )
     return conn.execute(delete(events).where(events.c.id.in_(old))).rowcount

@@ -231,6 +231,21 @@ streams = Table(
     sqlite_autoincrement=True,
 )
 
+# Unread counts kept across restarts and shared by web workers (migration
+# 0011): a count that had a long backlog to go through is written here, so the
+# next process goes on from it (aggregator/store/unread.py). Only a cache:
+# emptying it costs one full count per stream.
+unread_counts = Table(
+    "unread_counts",
+    metadata,
+    Column("stream_id", Integer, ForeignKey("streams.id", ondelete="CASCADE"), primary_key=True),
+    Column("viewer", String(32), primary_key=True),  # digest of the viewer's sources
+    Column("basis", String(32), nullable=False),  # digest of the query and cap
+    Column("last_read_id", LongId, nullable=False),  # counted from here ...
+    Column("upto_id", LongId, nullable=False),  # ... up to here
+    Column("unread", Integer, nullable=False),
+)
+
 # Per-user personal-feed credentials: the token in feed URLs is derived from
 # the store's feed key and this serial; bumping it revokes every old feed URL.
 feed_tokens = Table(

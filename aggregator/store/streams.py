@@ -33,7 +33,7 @@ from aggregator.search import TextSearch
 from aggregator.store.conditions import newest_id
 from aggregator.store.people import People
 from aggregator.store.schema import feed_tokens, streams, users
-from aggregator.store.unread import UnreadCounts
+from aggregator.store.unread import Counted, UnreadCounts
 from aggregator.visibility import Viewer
 
 MAX_NAME = 100
@@ -129,7 +129,7 @@ class Streams:
         self._read = read
         self._writing = writing
         self._search = search
-        self._unread = UnreadCounts(search)
+        self._unread = UnreadCounts(search, writing)
         self._settings = People(read, writing)
         self._key: str | None = None
 
@@ -163,26 +163,18 @@ class Streams:
         cap" and a huge backlog costs no more than a small one. A stream whose
         saved query no longer parses (the language changed under it) is left
         out."""
-        counts: dict[int, int] = {}
-        found = [s for s in self.list(user_id) if stream_id in (None, s.id)]
+        counted: list[Counted] = []
+        for stream in self.list(user_id):
+            if stream_id not in (None, stream.id):
+                continue
+            try:
+                flt = EventFilter.parse(stream.query)
+            except QueryError:
+                continue
+            counted.append(Counted(stream.id, stream.query, flt, stream.last_read_id))
         with self._read.connect() as conn:
             newest = newest_id(conn, None)
-            for stream in found:
-                try:
-                    flt = EventFilter.parse(stream.query)
-                except QueryError:
-                    continue
-                counts[stream.id] = self._unread.count(
-                    conn,
-                    stream_id=stream.id,
-                    query=stream.query,
-                    flt=flt,
-                    last_read_id=stream.last_read_id,
-                    viewer=viewer,
-                    newest=newest,
-                    cap=cap,
-                )
-        return counts
+            return self._unread.counts(conn, counted, viewer=viewer, newest=newest, cap=cap)
 
     # --- changing ---------------------------------------------------------
 

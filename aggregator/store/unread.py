@@ -8,31 +8,56 @@ stream's count up to id N plus its matches in (N, M] is its count up to M.
 Each process keeps, per stream, mark and viewer, the count and the id it
 reached, and next time counts only the events after that id.
 
+A count that went through a long stretch of ids (KEEP_SPAN) is also written
+to the store (`unread_counts`), so a restarted process, or another web
+worker, goes on from it instead of counting the backlog again. Only such
+counts are written: a reload that counted a few new events writes nothing.
+The transaction that deletes events (retention, a source's deletion) drops
+the store's counts whose range may hold them.
+
 A stream with `since:`/`until:` selects differently as time passes, not only
 as events arrive: its kept count is also counted afresh once a minute, so an
-event that left its time range leaves its count within a minute. Events
-deleted by retention stay in a kept count until the stream is marked read or
-the process restarts; they are older than the retention period, so rarely
-unread.
+event that left its time range leaves its count within a minute; such counts
+are never written to the store. Deleted events stay in a process's own kept
+counts until the stream is marked read or the process restarts (retention
+deletes events older than its period, so rarely unread ones).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.filters import EventFilter
 from aggregator.search import TextSearch
 from aggregator.store.conditions import matching
-from aggregator.store.schema import events
+from aggregator.store.schema import events, unread_counts
 from aggregator.visibility import Viewer
+
+log = logging.getLogger(__name__)
 
 KEPT = 10_000  # counts kept per process, the least recently asked-for dropped first
 RECOUNT_TIMED = 60.0  # seconds a count of a stream with since:/until: is kept
+KEEP_SPAN = 5_000  # a count that went through this many ids or more is written to the store
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """A stream as its count depends on it."""
+
+    stream_id: int
+    query: str
+    flt: EventFilter
+    last_read_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,48 +68,128 @@ class _Key:
     sources: frozenset[str] | None  # the viewer's; None: every source
     cap: int
 
+    def viewer_digest(self) -> str:
+        ids = "*" if self.sources is None else "\n".join(sorted(self.sources))
+        return _digest(ids)
+
+    def basis(self) -> str:
+        return _digest(f"{self.query}\n{self.cap}")
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
 
 class UnreadCounts:
-    """Thread-safe: a web worker's requests share one."""
+    """Thread-safe: a web worker's requests share one. Without `writing`
+    (a write transaction on the store) nothing is read from or written to the
+    store's kept counts."""
 
-    def __init__(self, search: TextSearch) -> None:
+    def __init__(
+        self,
+        search: TextSearch,
+        writing: Callable[[], AbstractContextManager[Connection]] | None = None,
+    ) -> None:
         self._search = search
+        self._writing = writing
         # key: (counted up to id, count, when it was counted afresh: time.monotonic())
         self._kept: OrderedDict[_Key, tuple[int, int, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def count(
+    def counts(
         self,
         conn: Connection,
+        streams: Sequence[Counted],
         *,
-        stream_id: int,
-        query: str,
-        flt: EventFilter,
-        last_read_id: int,
         viewer: Viewer | None,
         newest: int,
         cap: int,
-    ) -> int:
-        """How many events up to id `newest` that `viewer` may see match `flt`
-        above `last_read_id`, counting no further than `cap + 1`."""
-        key = _Key(stream_id, query, last_read_id, viewer.sources if viewer else None, cap)
-        now = time.monotonic()
-        fresh = (last_read_id, 0, now)
+    ) -> dict[int, int]:
+        """By stream id: how many events up to id `newest` that `viewer` may
+        see match each stream above its last-read id, counting no further
+        than `cap + 1`."""
+        sources = viewer.sources if viewer else None
+        keys = {
+            s.stream_id: _Key(s.stream_id, s.query, s.last_read_id, sources, cap) for s in streams
+        }
         with self._lock:
-            upto, found, since = self._kept.get(key, fresh)
-        if flt.bounded_in_time() and now - since > RECOUNT_TIMED:
-            upto, found, since = fresh
-        if found <= cap and newest > upto:
-            found += self._matches(conn, flt, viewer, upto, newest, cap + 1 - found)
-            upto = newest
-        with self._lock:
-            kept = self._kept.get(key)
-            if kept is None or kept[0] < upto or kept[2] < since:  # unless another call went on
-                self._kept[key] = (upto, found, since)
-            self._kept.move_to_end(key)
-            while len(self._kept) > KEPT:
-                self._kept.popitem(last=False)
+            missing = [k for k in keys.values() if k not in self._kept]
+        stored = self._stored(conn, missing)
+        found: dict[int, int] = {}
+        keep: list[tuple[_Key, int, int]] = []
+        for s in streams:
+            key = keys[s.stream_id]
+            timed = s.flt.bounded_in_time()
+            now = time.monotonic()
+            with self._lock:
+                start = self._kept.get(key) or (None if timed else stored.get(key))
+            upto, count, since = start or (s.last_read_id, 0, now)
+            if timed and now - since > RECOUNT_TIMED:
+                upto, count, since = s.last_read_id, 0, now
+            went_from = upto
+            if count <= cap and newest > upto:
+                count += self._matches(conn, s.flt, viewer, upto, newest, cap + 1 - count)
+                upto = newest
+            with self._lock:
+                kept = self._kept.get(key)
+                if kept is None or kept[0] < upto or kept[2] < since:  # unless another call went on
+                    self._kept[key] = (upto, count, since)
+                self._kept.move_to_end(key)
+                while len(self._kept) > KEPT:
+                    self._kept.popitem(last=False)
+            if not timed and upto - went_from >= KEEP_SPAN:
+                keep.append((key, upto, count))
+            found[s.stream_id] = count
+        self._keep(keep)
         return found
+
+    def _stored(self, conn: Connection, keys: Sequence[_Key]) -> dict[_Key, tuple[int, int, float]]:
+        """The store's kept counts for `keys` that still hold (same query,
+        mark and cap); all keys share one viewer."""
+        if self._writing is None or not keys:
+            return {}
+        by_stream = {k.stream_id: k for k in keys}
+        rows = conn.execute(
+            select(unread_counts).where(
+                unread_counts.c.stream_id.in_(by_stream),
+                unread_counts.c.viewer == keys[0].viewer_digest(),
+            )
+        )
+        now = time.monotonic()
+        return {
+            key: (r.upto_id, r.unread, now)
+            for r in rows
+            if (key := by_stream[r.stream_id]).basis() == r.basis
+            and key.last_read_id == r.last_read_id
+        }
+
+    def _keep(self, kept: Sequence[tuple[_Key, int, int]]) -> None:
+        """Write counts to the store, replacing what it had for the stream
+        and viewer. A failure loses only the shortcut, never the answer."""
+        if self._writing is None or not kept:
+            return
+        try:
+            with self._writing() as conn:
+                for key, upto, count in kept:
+                    viewer = key.viewer_digest()
+                    conn.execute(
+                        delete(unread_counts).where(
+                            unread_counts.c.stream_id == key.stream_id,
+                            unread_counts.c.viewer == viewer,
+                        )
+                    )
+                    conn.execute(
+                        insert(unread_counts).values(
+                            stream_id=key.stream_id,
+                            viewer=viewer,
+                            basis=key.basis(),
+                            last_read_id=key.last_read_id,
+                            upto_id=upto,
+                            unread=count,
+                        )
+                    )
+        except SQLAlchemyError as exc:  # e.g. the stream was deleted meanwhile
+            log.warning("unread counts not kept in the store: %s", type(exc).__name__)
 
     def _matches(
         self,
@@ -105,3 +210,10 @@ class UnreadCounts:
         # Newest first: a recent query (`since:`) meets its cap at once.
         inner = wanted.order_by(events.c.id.desc()).limit(limit).subquery()
         return conn.scalar(select(func.count()).select_from(inner)) or 0
+
+
+def forget_deleted(conn: Connection, newest_deleted: int | None) -> None:
+    """In the transaction that deletes events up to id `newest_deleted`:
+    drop the store's kept counts that may have counted them."""
+    if newest_deleted is not None:
+        conn.execute(delete(unread_counts).where(unread_counts.c.last_read_id < newest_deleted))

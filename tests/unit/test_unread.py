@@ -1,6 +1,7 @@
 """Unread counts kept between calls (aggregator/store/unread.py) always equal
 a count made afresh: as events arrive, for every viewer, past the cap, after
-a mark moves, and for a stream whose query has a time range."""
+a mark moves, and for a stream whose query has a time range; so do counts a
+restarted process takes up from the store."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from aggregator.config import parse_config
 from aggregator.decide import prepare
 from aggregator.store import Store, unread
+from aggregator.store.retention import RetentionPolicy
+from aggregator.store.schema import events, unread_counts
+from aggregator.store.streams import UNREAD_CAP
 from aggregator.store.unread import UnreadCounts
 from aggregator.types import EventData
 from aggregator.visibility import Viewer
@@ -68,7 +74,21 @@ def afresh(store: Store, user_id: int, viewer: Viewer | None, cap: int) -> dict[
         store.streams._unread = kept
 
 
-def test_kept_counts_equal_fresh_ones_as_events_arrive_and_marks_move(store: Store) -> None:
+def restarted(store: Store) -> UnreadCounts:
+    """A new process's counts: nothing kept in memory, the store's counts read."""
+    store.streams._unread = UnreadCounts(store.search, store._writing)
+    return store.streams._unread
+
+
+def kept_rows(store: Store) -> int:
+    with store._read.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(unread_counts)) or 0
+
+
+def test_kept_counts_equal_fresh_ones_as_events_arrive_and_marks_move(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(unread, "KEEP_SPAN", 3)  # the store's counts are used too
     rng = random.Random(5)
     user = store.people.create_user("ann", password_hash=None, actor="t", now=NOW)
     viewers = [None, Viewer("ann", frozenset({"one"})), Viewer("ann", frozenset())]
@@ -82,6 +102,8 @@ def test_kept_counts_equal_fresh_ones_as_events_arrive_and_marks_move(store: Sto
         if round_ == 4:  # someone reads two streams
             for stream in made[:2]:
                 store.streams.mark_read(user.id, stream.id, 10**9, viewer=None)
+        if round_ % 3 == 2:
+            restarted(store)
         for viewer in viewers:
             for cap in (5, 1000):
                 kept = store.streams.unread_counts(user.id, viewer=viewer, cap=cap)
@@ -89,6 +111,88 @@ def test_kept_counts_equal_fresh_ones_as_events_arrive_and_marks_move(store: Sto
                 seen_nonzero += any(kept.values())
                 seen_capped += any(n > cap for n in kept.values())
     assert seen_nonzero and seen_capped  # the comparison covered both
+    assert kept_rows(store)  # and the store's counts
+
+
+def test_a_restarted_process_goes_on_from_the_stores_count(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only what arrived after the store's count is counted again; a count
+    whose mark, query, cap or viewer differs is not taken up."""
+    monkeypatch.setattr(unread, "KEEP_SPAN", 10)
+    rng = random.Random(8)
+    user = store.people.create_user("ann", password_hash=None, actor="t", now=NOW)
+    stream = store.streams.create(user.id, "a", "alpha", now=NOW, viewer=None)
+    other = store.streams.create(user.id, "b", "beta", now=NOW, viewer=None)
+    arrive(store, rng, 10)  # 20 events: a long enough stretch to be kept
+    first = store.streams.unread_counts(user.id, viewer=None)
+    assert kept_rows(store) == 2
+    arrive(store, rng, 2)  # 4 more: too few to be written
+    counted: list[tuple[int, int]] = []
+    matches = UnreadCounts._matches
+
+    def spy(self: UnreadCounts, conn: Any, flt: Any, viewer: Any, after: int, *rest: int) -> int:
+        counted.append((after, rest[0]))
+        return matches(self, conn, flt, viewer, after, *rest)
+
+    monkeypatch.setattr(UnreadCounts, "_matches", spy)
+    restarted(store)
+    after = store.streams.unread_counts(user.id, viewer=None)
+    newest = max(e.id for e in store.latest_events(viewer=None, limit=100))
+    assert counted == [(newest - 4, newest)] * 2  # only the 4 new ones, in each stream
+    assert after == afresh(store, user.id, None, UNREAD_CAP)
+    assert after[stream.id] >= first[stream.id] and after[other.id] >= first[other.id]
+
+    # A count from another mark, viewer or cap is not taken up: counted from the mark.
+    store.streams.mark_read(user.id, stream.id, newest - 6, viewer=None)
+    marks = [s.last_read_id for s in store.streams.list(user.id)]
+    restarted(store)
+    counted.clear()
+    got = store.streams.unread_counts(user.id, viewer=None)
+    assert counted == [(marks[0], newest), (newest - 4, newest)]  # the other: from the store
+    assert got == afresh(store, user.id, None, UNREAD_CAP)
+    for viewer, cap in ((Viewer("ann", frozenset({"one"})), UNREAD_CAP), (None, 3)):
+        restarted(store)
+        counted.clear()
+        got = store.streams.unread_counts(user.id, viewer=viewer, cap=cap)
+        assert [after for after, _ in counted] == marks, (viewer, cap)
+        assert got == afresh(store, user.id, viewer, cap)
+
+
+def test_deleting_events_drops_the_store_counts_that_may_hold_them(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention deletes old events: a count whose range started below them
+    goes, a count from a mark above them stays. Deleting a stream drops its
+    counts with it."""
+    monkeypatch.setattr(unread, "KEEP_SPAN", 1)
+    rng = random.Random(9)
+    user = store.people.create_user("ann", password_hash=None, actor="t", now=NOW)
+    early = store.streams.create(user.id, "early", "", now=NOW, viewer=None)
+    arrive(store, rng, 5)
+    late = store.streams.create(user.id, "late", "", now=NOW, viewer=None)
+    arrive(store, rng, 5)
+    assert store.streams.unread_counts(user.id, viewer=None) == {early.id: 20, late.id: 10}
+    assert kept_rows(store) == 2
+    # The first 10 events were stored "a year ago".
+    cutoff_ids = sorted(e.id for e in store.latest_events(viewer=None, limit=100))[:10]
+    with store._writing() as conn:
+        conn.execute(
+            events.update()
+            .where(events.c.id.in_(cutoff_ids))
+            .values(ingested_at=NOW - timedelta(days=400))
+        )
+    cfg = parse_config({"retention": {"events": "30d"}, "sources": [
+        {"id": i, "kind": "feed", "url": f"https://e.org/{i}"} for i in ("one", "two")
+    ]})  # fmt: skip
+    assert store.prune(NOW, RetentionPolicy.of(cfg, cfg.sources)) == 10
+    assert kept_rows(store) == 1  # late's: its mark is above every deleted event
+    restarted(store)
+    assert store.streams.unread_counts(user.id, viewer=None) == {early.id: 10, late.id: 10}
+    store.streams.delete(user.id, late.id)
+    with store._read.connect() as conn:
+        left = conn.scalars(select(unread_counts.c.stream_id)).all()
+    assert late.id not in left
 
 
 def test_a_time_range_is_counted_afresh_once_a_minute(
