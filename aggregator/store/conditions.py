@@ -4,6 +4,8 @@ the newest id a viewer may see."""
 
 from __future__ import annotations
 
+import math
+
 from sqlalchemy import ColumnElement, Connection, func, select
 
 from aggregator.filters import EventFilter
@@ -15,29 +17,47 @@ from aggregator.visibility import Viewer
 # rather than list the tag's: at 1,000,000 events a page costs about the same
 # either way between 10,000 and 20,000 (docs/benchmarks.md, Unread counts).
 COMMON_TAG = 10_000
+# Listing costs ~0.15 us per tagged event in the range; walking ~0.75 us per
+# event until `limit` are found, i.e. limit * range / tagged events. The two
+# cost the same at sqrt(WALK_PER_LIST * limit * range) tagged events.
+WALK_PER_LIST = 5
 
 
 def matching(
-    conn: Connection, flt: EventFilter, search: TextSearch, *, after: int | None = None
+    conn: Connection,
+    flt: EventFilter,
+    search: TextSearch,
+    *,
+    after: int | None = None,
+    walk_beyond: int | None = None,
 ) -> ColumnElement[bool]:
     """`flt` on the events table, with its `source:` names resolved to exact ids
     first (one small read of the sources table): an exact id list lets the
     planner walk the (source_id, id) index rather than every event. Each
-    `tag:` value is looked up once too: a common tag is walked, a rare one
-    listed. `after`: see EventFilter.where."""
+    `tag:` value is looked up once too: a tag on more than `walk_beyond`
+    (COMMON_TAG) events above `after` is walked, a rarer one listed
+    (walk_beyond_for gives it for a known range and limit). `after`: see
+    EventFilter.where."""
     known = conn.scalars(select(sources.c.id)).all() if flt.names_sources() else ()
-    common = [tag for tag in flt.tags() if _is_common(conn, tag, after)]
+    beyond = COMMON_TAG if walk_beyond is None else walk_beyond
+    common = [tag for tag in flt.tags() if _is_common(conn, tag, after, beyond)]
     return flt.where(events, search, source_ids=known, after=after, common_tags=common)
 
 
-def _is_common(conn: Connection, tag: str, after: int | None) -> bool:
-    """Whether more than COMMON_TAG events above `after` have `tag`: one
-    index range read that stops there (0.3 ms at 1,000,000 events)."""
+def walk_beyond_for(limit: int, span: int) -> int:
+    """The tagged events beyond which walking `span` ids newest first for
+    `limit` matches costs less than listing the tag's events in it."""
+    return max(COMMON_TAG, math.isqrt(WALK_PER_LIST * limit * span))
+
+
+def _is_common(conn: Connection, tag: str, after: int | None, walk_beyond: int) -> bool:
+    """Whether more than `walk_beyond` events above `after` have `tag`: one
+    index range read that stops there (0.3 ms at 1,000,000 events for 10,000)."""
     beyond = (
         select(event_tags.c.tag)
         .where(event_tags.c.tag == tag, event_tags.c.event_id > (after or 0))
         .limit(1)
-        .offset(COMMON_TAG)
+        .offset(walk_beyond)
     )
     return conn.execute(beyond).first() is not None
 

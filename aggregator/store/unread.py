@@ -39,7 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.filters import EventFilter
 from aggregator.search import TextSearch
-from aggregator.store.conditions import matching
+from aggregator.store.conditions import matching, walk_beyond_for
 from aggregator.store.schema import events, unread_counts
 from aggregator.visibility import Viewer
 
@@ -203,7 +203,13 @@ class UnreadCounts:
         wanted = select(events.c.id).where(
             events.c.id > after,
             events.c.id <= upto,
-            matching(conn, flt, self._search, after=after),
+            matching(
+                conn,
+                flt,
+                self._search,
+                after=after,
+                walk_beyond=walk_beyond_for(limit, upto - after),
+            ),
         )
         if viewer is not None:
             wanted = wanted.where(viewer.where(events.c.source_id))
