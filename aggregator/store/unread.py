@@ -120,28 +120,42 @@ class UnreadCounts:
         for s in streams:
             key = keys[s.stream_id]
             timed = s.flt.bounded_in_time()
-            now = time.monotonic()
             with self._lock:
                 start = self._kept.get(key) or (None if timed else stored.get(key))
-            upto, count, since = start or (s.last_read_id, 0, now)
-            if timed and now - since > RECOUNT_TIMED:
-                upto, count, since = s.last_read_id, 0, now
-            went_from = upto
-            if count <= cap and newest > upto:
-                count += self._matches(conn, s.flt, viewer, upto, newest, cap + 1 - count)
-                upto = newest
-            with self._lock:
-                kept = self._kept.get(key)
-                if kept is None or kept[0] < upto or kept[2] < since:  # unless another call went on
-                    self._kept[key] = (upto, count, since)
-                self._kept.move_to_end(key)
-                while len(self._kept) > KEPT:
-                    self._kept.popitem(last=False)
+            went_from, count, upto = self._count(conn, s, key, viewer, start, newest)
             if not timed and upto - went_from >= KEEP_SPAN:
                 keep.append((key, upto, count))
             found[s.stream_id] = count
         self._keep(keep)
         return found
+
+    def _count(
+        self,
+        conn: Connection,
+        stream: Counted,
+        key: _Key,
+        viewer: Viewer | None,
+        start: tuple[int, int, float] | None,
+        newest: int,
+    ) -> tuple[int, int, int]:
+        """Go on from `start` (a kept count, if any) to `newest` and keep the
+        result in the process; (the id counted from, the count, the id reached)."""
+        now = time.monotonic()
+        upto, count, since = start or (stream.last_read_id, 0, now)
+        if stream.flt.bounded_in_time() and now - since > RECOUNT_TIMED:
+            upto, count, since = stream.last_read_id, 0, now
+        went_from = upto
+        if count <= key.cap and newest > upto:
+            count += self._matches(conn, stream.flt, viewer, upto, newest, key.cap + 1 - count)
+            upto = newest
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is None or kept[0] < upto or kept[2] < since:  # unless another call went on
+                self._kept[key] = (upto, count, since)
+            self._kept.move_to_end(key)
+            while len(self._kept) > KEPT:
+                self._kept.popitem(last=False)
+        return went_from, count, upto
 
     def _stored(self, conn: Connection, keys: Sequence[_Key]) -> dict[_Key, tuple[int, int, float]]:
         """The store's kept counts for `keys` that still hold (same query,
