@@ -31,7 +31,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Connection, Engine, delete, select
 
 from aggregator.config import Config, SourceConfig
 from aggregator.store.schema import events, sources
@@ -169,7 +169,6 @@ def _delete_batch(conn: Connection, source_id: str, cutoff: datetime, batch: int
         .subquery()
     )
     old = select(head.c.id).where(head.c.ingested_at < cutoff)
-    forget_deleted(
-        conn, conn.scalar(select(func.max(head.c.id)).where(head.c.ingested_at < cutoff))
-    )
-    return conn.execute(delete(events).where(events.c.id.in_(old))).rowcount
+    gone = conn.scalars(delete(events).where(events.c.id.in_(old)).returning(events.c.id)).all()
+    forget_deleted(conn, max(gone, default=None))
+    return len(gone)
