@@ -20,8 +20,10 @@ Three situations:
   process or in the store): every backlog counted in full, and the counts
   written to the store. That happens when someone comes back to streams
   nobody counted while they were away;
-- restart: a new process (or another web worker) after 100 more events
-  arrived, every call: it takes the counts up from the store;
+- restart: every call a new process (or another web worker), after 100
+  more events each time: it takes the counts up from the store, which the
+  first situation left 100 to 3,100 events behind (a reload's short count
+  is not written);
 - warm: a reload after 100 new events arrived (bench.history's generator,
   inserted as the poller does, FTS triggers included): what the dashboard
   costs while people use it.
