@@ -43,13 +43,20 @@ from aggregator.store.schema import (
 REVISION = "revision"
 
 
-def bump_revision(conn: Connection) -> None:
-    current = conn.scalar(select(settings.c.value).where(settings.c.key == REVISION))
+def bump_revision(conn: Connection, key: str = REVISION) -> None:
+    """Add one to the counter `key` in the settings table."""
+    current = conn.scalar(select(settings.c.value).where(settings.c.key == key))
     if current is None:
-        conn.execute(insert(settings).values(key=REVISION, value="1"))
+        conn.execute(insert(settings).values(key=key, value="1"))
     else:
         value = str(int(current) + 1)
-        conn.execute(update(settings).where(settings.c.key == REVISION).values(value=value))
+        conn.execute(update(settings).where(settings.c.key == key).values(value=value))
+
+
+def read_revision(conn: Connection, key: str = REVISION) -> int:
+    """The counter `key` in the settings table (0 before its first bump)."""
+    value = conn.scalar(select(settings.c.value).where(settings.c.key == key))
+    return int(value) if value is not None else 0
 
 
 def audit(
@@ -87,8 +94,7 @@ class People:
 
     def revision(self) -> int:
         with self._read.connect() as conn:
-            value = conn.scalar(select(settings.c.value).where(settings.c.key == REVISION))
-            return int(value) if value is not None else 0
+            return read_revision(conn)
 
     def snapshot(self) -> AccessSnapshot:
         with self._read.begin() as conn:

@@ -174,7 +174,9 @@ class Streams:
             counted.append(Counted(stream.id, stream.query, flt, stream.last_read_id))
         with self._read.connect() as conn:
             newest = newest_id(conn, None)
-            return self._unread.counts(conn, counted, viewer=viewer, newest=newest, cap=cap)
+            found, keep = self._unread.counts(conn, counted, viewer=viewer, newest=newest, cap=cap)
+        self._unread.keep(keep)
+        return found
 
     # --- changing ---------------------------------------------------------
 

@@ -12,15 +12,20 @@ A count that went through a long stretch of ids (KEEP_SPAN) is also written
 to the store (`unread_counts`), so a restarted process, or another web
 worker, goes on from it instead of counting the backlog again. Only such
 counts are written: a reload that counted a few new events writes nothing.
-The transaction that deletes events (retention, a source's deletion) drops
-the store's counts whose range may hold them.
+They are written after the read transaction they were counted in has ended,
+so a dashboard load never holds a read open while it waits for the writers.
+
+Deleting events (retention, a source's deletion) breaks "count up to N plus
+what is newer": the transaction that deletes drops the store's counts whose
+range may hold them and bumps a generation (GENERATION in `settings`). A
+process drops its own kept counts when it sees the generation move, and a
+count made under an older generation is never written, so none outlives the
+events it counted.
 
 A stream with `since:`/`until:` selects differently as time passes, not only
 as events arrive: its kept count is also counted afresh once a minute, so an
 event that left its time range leaves its count within a minute; such counts
-are never written to the store. Deleted events stay in a process's own kept
-counts until the stream is marked read or the process restarts (retention
-deletes events older than its period, so rarely unread ones).
+are never written to the store.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from aggregator.filters import EventFilter
 from aggregator.search import TextSearch
 from aggregator.store.conditions import matching, walk_beyond_for
+from aggregator.store.people import bump_revision, read_revision
 from aggregator.store.schema import events, unread_counts
 from aggregator.visibility import Viewer
 
@@ -48,6 +54,7 @@ log = logging.getLogger(__name__)
 KEPT = 10_000  # counts kept per process, the least recently asked-for dropped first
 RECOUNT_TIMED = 60.0  # seconds a count of a stream with since:/until: is kept
 KEEP_SPAN = 5_000  # a count that went through this many ids or more is written to the store
+GENERATION = "unread_generation"  # settings key, bumped by every deletion of events
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,18 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class ToKeep:
+    """Counts to write to the store (UnreadCounts.keep), made under `generation`:
+    (key, counted up to id, count)."""
+
+    generation: int
+    counts: tuple[tuple[_Key, int, int], ...] = ()
+
+
+_Kept = tuple[int, int, float, int]  # counted up to id, count, when afresh (monotonic), generation
+
+
 class UnreadCounts:
     """Thread-safe: a web worker's requests share one. Without `writing`
     (a write transaction on the store) nothing is read from or written to the
@@ -92,8 +111,7 @@ class UnreadCounts:
     ) -> None:
         self._search = search
         self._writing = writing
-        # key: (counted up to id, count, when it was counted afresh: time.monotonic())
-        self._kept: OrderedDict[_Key, tuple[int, int, float]] = OrderedDict()
+        self._kept: OrderedDict[_Key, _Kept] = OrderedDict()
         self._lock = threading.Lock()
 
     def counts(
@@ -104,30 +122,65 @@ class UnreadCounts:
         viewer: Viewer | None,
         newest: int,
         cap: int,
-    ) -> dict[int, int]:
+    ) -> tuple[dict[int, int], ToKeep]:
         """By stream id: how many events up to id `newest` that `viewer` may
         see match each stream above its last-read id, counting no further
-        than `cap + 1`."""
+        than `cap + 1`; and what to write to the store with `keep` once
+        `conn`'s transaction has ended."""
+        generation = read_revision(conn, GENERATION)  # before the counts: same snapshot or older
         sources = viewer.sources if viewer else None
         keys = {
             s.stream_id: _Key(s.stream_id, s.query, s.last_read_id, sources, cap) for s in streams
         }
+        held: dict[_Key, tuple[int, int, float]] = {}
         with self._lock:
-            missing = [k for k in keys.values() if k not in self._kept]
-        stored = self._stored(conn, missing)
+            for key in keys.values():
+                kept = self._kept.get(key)
+                if kept is not None and kept[3] == generation:
+                    held[key] = kept[:3]
+        stored = self._stored(conn, [k for k in keys.values() if k not in held])
         found: dict[int, int] = {}
         keep: list[tuple[_Key, int, int]] = []
         for s in streams:
             key = keys[s.stream_id]
             timed = s.flt.bounded_in_time()
-            with self._lock:
-                start = self._kept.get(key) or (None if timed else stored.get(key))
-            went_from, count, upto = self._count(conn, s, key, viewer, start, newest)
+            start = held.get(key) or (None if timed else stored.get(key))
+            went_from, count, upto = self._count(conn, s, key, viewer, start, newest, generation)
             if not timed and upto - went_from >= KEEP_SPAN:
                 keep.append((key, upto, count))
             found[s.stream_id] = count
-        self._keep(keep)
-        return found
+        return found, ToKeep(generation, tuple(keep))
+
+    def keep(self, kept: ToKeep) -> None:
+        """Write counts to the store, replacing what it had for the stream
+        and viewer, unless events were deleted since they were made. A
+        failure loses only the shortcut, never the answer."""
+        if self._writing is None or not kept.counts:
+            return
+        try:
+            with self._writing() as conn:
+                if read_revision(conn, GENERATION) != kept.generation:
+                    return  # they may hold deleted events
+                for key, upto, count in kept.counts:
+                    viewer = key.viewer_digest()
+                    conn.execute(
+                        delete(unread_counts).where(
+                            unread_counts.c.stream_id == key.stream_id,
+                            unread_counts.c.viewer == viewer,
+                        )
+                    )
+                    conn.execute(
+                        insert(unread_counts).values(
+                            stream_id=key.stream_id,
+                            viewer=viewer,
+                            basis=key.basis(),
+                            last_read_id=key.last_read_id,
+                            upto_id=upto,
+                            unread=count,
+                        )
+                    )
+        except SQLAlchemyError as exc:  # e.g. the stream was deleted meanwhile
+            log.warning("unread counts not kept in the store: %s", type(exc).__name__)
 
     def _count(
         self,
@@ -137,6 +190,7 @@ class UnreadCounts:
         viewer: Viewer | None,
         start: tuple[int, int, float] | None,
         newest: int,
+        generation: int,
     ) -> tuple[int, int, int]:
         """Go on from `start` (a kept count, if any) to `newest` and keep the
         result in the process; (the id counted from, the count, the id reached)."""
@@ -150,8 +204,13 @@ class UnreadCounts:
             upto = newest
         with self._lock:
             kept = self._kept.get(key)
-            if kept is None or kept[0] < upto or kept[2] < since:  # unless another call went on
-                self._kept[key] = (upto, count, since)
+            # Unless another call went on further, or counted after a deletion.
+            if (
+                kept is None
+                or kept[3] < generation
+                or (kept[3] == generation and (kept[0] < upto or kept[2] < since))
+            ):
+                self._kept[key] = (upto, count, since, generation)
             self._kept.move_to_end(key)
             while len(self._kept) > KEPT:
                 self._kept.popitem(last=False)
@@ -176,34 +235,6 @@ class UnreadCounts:
             if (key := by_stream[r.stream_id]).basis() == r.basis
             and key.last_read_id == r.last_read_id
         }
-
-    def _keep(self, kept: Sequence[tuple[_Key, int, int]]) -> None:
-        """Write counts to the store, replacing what it had for the stream
-        and viewer. A failure loses only the shortcut, never the answer."""
-        if self._writing is None or not kept:
-            return
-        try:
-            with self._writing() as conn:
-                for key, upto, count in kept:
-                    viewer = key.viewer_digest()
-                    conn.execute(
-                        delete(unread_counts).where(
-                            unread_counts.c.stream_id == key.stream_id,
-                            unread_counts.c.viewer == viewer,
-                        )
-                    )
-                    conn.execute(
-                        insert(unread_counts).values(
-                            stream_id=key.stream_id,
-                            viewer=viewer,
-                            basis=key.basis(),
-                            last_read_id=key.last_read_id,
-                            upto_id=upto,
-                            unread=count,
-                        )
-                    )
-        except SQLAlchemyError as exc:  # e.g. the stream was deleted meanwhile
-            log.warning("unread counts not kept in the store: %s", type(exc).__name__)
 
     def _matches(
         self,
@@ -234,6 +265,8 @@ class UnreadCounts:
 
 def forget_deleted(conn: Connection, newest_deleted: int | None) -> None:
     """In the transaction that deletes events up to id `newest_deleted`:
-    drop the store's kept counts that may have counted them."""
+    drop the store's kept counts that may have counted them, and tell every
+    process to drop its own."""
     if newest_deleted is not None:
         conn.execute(delete(unread_counts).where(unread_counts.c.last_read_id < newest_deleted))
+        bump_revision(conn, GENERATION)

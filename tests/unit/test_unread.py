@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from aggregator.config import parse_config
 from aggregator.decide import prepare
+from aggregator.filters import EventFilter
 from aggregator.store import Store, conditions, unread
 from aggregator.store.retention import RetentionPolicy
 from aggregator.store.schema import events, unread_counts
@@ -197,25 +198,55 @@ def test_deleting_events_drops_the_store_counts_that_may_hold_them(
     arrive(store, rng, 5)
     assert store.streams.unread_counts(user.id, viewer=None) == {early.id: 20, late.id: 10}
     assert kept_rows(store) == 2
-    # The first 10 events were stored "a year ago".
-    cutoff_ids = sorted(e.id for e in store.latest_events(viewer=None, limit=100))[:10]
+    assert prune_oldest(store, 10) == 10
+    assert kept_rows(store) == 1  # late's: its mark is above every deleted event
+    # The process drops its own kept counts too, and never writes one back.
+    assert store.streams.unread_counts(user.id, viewer=None) == {early.id: 10, late.id: 10}
+    arrive(store, rng, 3)
+    assert store.streams.unread_counts(user.id, viewer=None) == {early.id: 16, late.id: 16}
+    restarted(store)
+    assert store.streams.unread_counts(user.id, viewer=None) == {early.id: 16, late.id: 16}
+    store.streams.delete(user.id, late.id)
+    with store._read.connect() as conn:
+        left = conn.scalars(select(unread_counts.c.stream_id)).all()
+    assert late.id not in left
+
+
+def test_a_count_made_before_a_deletion_is_not_written_after_it(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(unread, "KEEP_SPAN", 1)
+    rng = random.Random(10)
+    user = store.people.create_user("ann", password_hash=None, actor="t", now=NOW)
+    stream = store.streams.create(user.id, "all", "", now=NOW, viewer=None)
+    arrive(store, rng, 5)
+    counts = store.streams._unread
+    newest = max(e.id for e in store.latest_events(viewer=None, limit=100))
+    with store._read.connect() as conn:
+        made = unread.Counted(stream.id, "", EventFilter.parse(""), stream.last_read_id)
+        found, keep = counts.counts(conn, [made], viewer=None, newest=newest, cap=UNREAD_CAP)
+    assert found == {stream.id: 10} and keep.counts
+    assert prune_oldest(store, 4) == 4  # between the count and its write
+    counts.keep(keep)
+    assert kept_rows(store) == 0
+    assert store.streams.unread_counts(user.id, viewer=None) == {stream.id: 6}
+    restarted(store)
+    assert store.streams.unread_counts(user.id, viewer=None) == {stream.id: 6}
+
+
+def prune_oldest(store: Store, n: int) -> int:
+    """Retention deletes the `n` oldest events (stored "a year ago")."""
+    oldest = sorted(e.id for e in store.latest_events(viewer=None, limit=1000))[:n]
     with store._writing() as conn:
         conn.execute(
             events.update()
-            .where(events.c.id.in_(cutoff_ids))
+            .where(events.c.id.in_(oldest))
             .values(ingested_at=NOW - timedelta(days=400))
         )
     cfg = parse_config({"retention": {"events": "30d"}, "sources": [
         {"id": i, "kind": "feed", "url": f"https://e.org/{i}"} for i in ("one", "two")
     ]})  # fmt: skip
-    assert store.prune(NOW, RetentionPolicy.of(cfg, cfg.sources)) == 10
-    assert kept_rows(store) == 1  # late's: its mark is above every deleted event
-    restarted(store)
-    assert store.streams.unread_counts(user.id, viewer=None) == {early.id: 10, late.id: 10}
-    store.streams.delete(user.id, late.id)
-    with store._read.connect() as conn:
-        left = conn.scalars(select(unread_counts.c.stream_id)).all()
-    assert late.id not in left
+    return store.prune(NOW, RetentionPolicy.of(cfg, cfg.sources))
 
 
 def test_a_time_range_is_counted_afresh_once_a_minute(
