@@ -98,7 +98,7 @@ class People:
 
     def snapshot(self) -> AccessSnapshot:
         with self._read.begin() as conn:
-            revision = conn.scalar(select(settings.c.value).where(settings.c.key == REVISION))
+            revision = read_revision(conn)
             member_of: dict[int, set[str]] = {}
             for uid, gname in conn.execute(
                 select(memberships.c.user_id, groups.c.name).join(
@@ -124,7 +124,7 @@ class People:
                 for r in conn.execute(select(sources.c.id, sources.c.config))
             }
         return AccessSnapshot(
-            revision=int(revision) if revision is not None else 0,
+            revision=revision,
             users=found,
             by_name={u.name.casefold(): u.id for u in found.values()},
             tokens=tokens,

@@ -93,7 +93,7 @@ class ToKeep:
     (key, counted up to id, count)."""
 
     generation: int
-    counts: tuple[tuple[_Key, int, int], ...] = ()
+    counts: tuple[tuple[_Key, int, int], ...]
 
 
 _Kept = tuple[int, int, float, int]  # counted up to id, count, when afresh (monotonic), generation

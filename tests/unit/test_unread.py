@@ -142,7 +142,7 @@ def test_a_restarted_process_goes_on_from_the_stores_count(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only what arrived after the store's count is counted again; a count
-    whose mark, query, cap or viewer differs is not taken up."""
+    whose mark, cap or viewer differs is not taken up."""
     monkeypatch.setattr(unread, "KEEP_SPAN", 10)
     rng = random.Random(8)
     user = store.people.create_user("ann", password_hash=None, actor="t", now=NOW)

@@ -50,7 +50,6 @@
     managing: null, // the stream whose actions (edit, move, delete) are shown
     editing: null, // {id, li}: the stream being edited, and its form, kept across renders
     orderPending: 0, // new orders not yet saved
-    orderSaves: 0, // orders made so far: a queued save that is not the newest is skipped
     unseen: 0, // live events that arrived above a reader who had scrolled down
   };
   let current = null; // the event j/k selected
@@ -1083,7 +1082,6 @@
   function saveOrder(order, movedId) {
     state.streams = order;
     state.orderPending += 1;
-    const mine = ++state.orderSaves;
     markSaving();
     renderStreams();
     syncSavedLive();
@@ -1091,8 +1089,8 @@
     say("“" + order[at].name + "” moved to " + (at + 1) + " of " + order.length + ".");
     const ids = order.map((s) => s.id);
     serial(async function () {
-      // A newer order waits behind this one: only the newest need be sent.
-      if (mine !== state.orderSaves) {
+      // Saves run in turn, so any other pending one is newer: only the newest need be sent.
+      if (state.orderPending > 1) {
         state.orderPending -= 1;
         return;
       }
